@@ -63,7 +63,7 @@ class ModelConfig:
     order: int = 2
     radius: Optional[int] = None
     sigma_range: Optional[Tuple[float, float]] = None
-    formulation: str = "auto"
+    formulation: str = "dense"
     act: str = "celu"
     T: float = 2.0
     solver: str = "dopri5"
