@@ -7,3 +7,7 @@ from .models import create_model, list_models, nfe, ode_blocks, reset_nfe, srf_l
 
 __all__ = ["CheckpointError", "ConfigError", "DataError", "DcnbioError", "SolverError", "create_model", "filters",
            "list_models", "nfe", "ode_blocks", "reset_nfe", "srf_layers"]
+
+from .checkpoint import load_checkpoint  # noqa: E402
+
+__all__ += ["load_checkpoint"]

@@ -1,0 +1,170 @@
+"""Self-describing checkpoints: plain dicts of tensors, written atomically, loaded without unpickling code.
+
+A checkpoint is a ``dict`` with
+
+``format`` / ``format_version``
+    ``"dcnbio-checkpoint"`` / :data:`FORMAT_VERSION`.
+``dcnbio_version``, ``torch_version``
+``kind``
+    ``"init"`` (before any step), ``"last"`` or ``"best"`` (best validation accuracy).
+``model_config``
+    :class:`~dcnbio.models.ModelConfig` as a dict; rebuilds the model through the registry.
+``train_config``
+    The resolved training configuration (dict), or ``{}``.
+``epoch``, ``step``
+    Completed epochs and optimizer steps.
+``model_state``
+    ``state_dict`` of the model.
+``optimizer_state``, ``scheduler_state``, ``rng_state``
+    Everything :mod:`dcnbio.training` needs to resume exactly (may be empty).
+``metrics``
+    List of per-epoch metric dicts.
+``data_hash``
+    sha256 of the training subset's indices.
+
+Files are loaded with ``torch.load(weights_only=True)``: a file that would need
+to unpickle arbitrary objects is refused before anything in it runs.
+"""
+import hashlib
+import os
+import pickle
+import tempfile
+import zipfile
+
+import torch
+
+from . import __version__
+from .errors import CheckpointError, ConfigError
+from .models import ModelConfig, build_model
+
+FORMAT = "dcnbio-checkpoint"
+FORMAT_VERSION = 1
+
+
+def atomic_write(path, write):
+    """Write a file atomically: ``write(fileobj)`` into a temporary file beside ``path``, fsync, rename.
+
+    A crash at any moment leaves either the old file or the new one under ``path``, never a partial one.
+    """
+    path = os.fspath(path)
+    directory = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-" + os.path.basename(path) + "-", dir=directory)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    dir_fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def sha256_file(path, chunk=1 << 20):
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(chunk), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def make_checkpoint(model, *, kind, train_config=None, epoch=0, step=0, optimizer_state=None,
+                    scheduler_state=None, rng_state=None, metrics=None, data_hash=""):
+    """Assemble the checkpoint dict of ``model`` (see the module docstring)."""
+    return {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "dcnbio_version": __version__,
+        "torch_version": str(torch.__version__),
+        "kind": kind,
+        "model_config": model.config.to_dict(),
+        "train_config": dict(train_config or {}),
+        "epoch": int(epoch),
+        "step": int(step),
+        "model_state": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        "optimizer_state": optimizer_state or {},
+        "scheduler_state": scheduler_state or {},
+        "rng_state": rng_state or {},
+        "metrics": list(metrics or []),
+        "data_hash": data_hash,
+    }
+
+
+def save_checkpoint(checkpoint, path):
+    """Write a checkpoint dict atomically (temporary file, fsync, rename)."""
+    atomic_write(path, lambda f: torch.save(checkpoint, f))
+
+
+def read_checkpoint(path, map_location="cpu"):
+    """Read and validate a checkpoint dict without building the model.
+
+    Raises
+    ------
+    CheckpointError
+        Missing, truncated, corrupt, unsafe (would unpickle code), or of another format/version.
+    """
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise CheckpointError(f"no checkpoint file at {path}")
+    try:
+        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        if "weights_only" in str(exc) or "Unsupported" in str(exc) or "global" in str(exc).lower():
+            raise CheckpointError(f"refused to load {path}: it contains pickled objects other than tensors "
+                                  f"and plain containers (possibly code); only dcnbio checkpoints are accepted") from None
+        raise CheckpointError(f"{path} is corrupt or not a checkpoint ({first[:120]})") from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CheckpointError(f"{path} is truncated or corrupt ({first[:120]}); re-copy or retrain it") from None
+    if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
+        raise CheckpointError(f"{path} is not a dcnbio checkpoint (no '{FORMAT}' format marker)")
+    if ckpt.get("format_version") != FORMAT_VERSION:
+        raise CheckpointError(f"{path} has checkpoint format version {ckpt.get('format_version')!r}; this dcnbio "
+                              f"{__version__} reads version {FORMAT_VERSION} only")
+    return ckpt
+
+
+def load_checkpoint(path, map_location="cpu"):
+    """Rebuild a model from a checkpoint through the registry.
+
+    Parameters
+    ----------
+    path : str or PathLike
+    map_location : str or torch.device
+
+    Returns
+    -------
+    model : :class:`~dcnbio.models.Network`
+        In eval mode, with the checkpoint's weights.
+    info : dict
+        The checkpoint without ``model_state``, plus ``path`` and ``sha256`` of the file.
+
+    Examples
+    --------
+    >>> model, info = load_checkpoint("data/checkpoints/dcn-sigma-ji/seed1/last.pt")  # doctest: +SKIP
+    >>> info["model_config"]["name"], info["epoch"]  # doctest: +SKIP
+    ('dcn-sigma-ji', 20)
+    """
+    ckpt = read_checkpoint(path, map_location)
+    try:
+        config = ModelConfig.from_dict(ckpt["model_config"])
+    except (ConfigError, TypeError, KeyError) as exc:
+        raise CheckpointError(f"{path} has an invalid model configuration: {exc}") from None
+    model = build_model(config)
+    try:
+        model.load_state_dict(ckpt["model_state"], strict=True)
+    except (RuntimeError, KeyError) as exc:
+        first = str(exc).strip().splitlines()[0]
+        raise CheckpointError(f"{path}: weights do not fit model {config.name!r}: {first[:160]}") from None
+    model.to(map_location).eval()
+    info = {k: v for k, v in ckpt.items() if k != "model_state"}
+    info["path"] = os.fspath(path)
+    info["sha256"] = sha256_file(path)
+    return model, info

@@ -1,0 +1,51 @@
+"""The ``dcnbio`` command: ``dcnbio train …``, ``dcnbio extract …``.
+
+Every subcommand module exposes ``main(argv=None) -> int``.  User errors
+(:class:`~dcnbio.errors.DcnbioError`) are printed as one line on stderr and
+exit with status 2; no traceback is shown for them.
+"""
+import functools
+import importlib
+import sys
+
+from .errors import DcnbioError
+
+SUBCOMMANDS = {
+    "train": ("dcnbio.train", "train a model (or several seeds) and write checkpoints"),
+    "extract": ("dcnbio.extract", "extract ODE-block trajectories of a checkpoint into netCDF/HDF5"),
+}
+
+
+def user_errors(main):
+    """Decorator for ``main(argv) -> int``: DcnbioError → one line on stderr, exit status 2."""
+
+    @functools.wraps(main)
+    def wrapper(argv=None):
+        try:
+            return main(argv)
+        except DcnbioError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        except KeyboardInterrupt:
+            print("error: interrupted", file=sys.stderr)
+            return 130
+
+    return wrapper
+
+
+def main(argv=None):
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        print("usage: dcnbio {" + ",".join(SUBCOMMANDS) + "} [options]\n")
+        for name, (_, helptext) in SUBCOMMANDS.items():
+            print(f"  {name:8s} {helptext}")
+        return 0 if argv else 2
+    if argv[0] not in SUBCOMMANDS:
+        print(f"error: unknown command {argv[0]!r}; choose one of {', '.join(SUBCOMMANDS)}", file=sys.stderr)
+        return 2
+    module = importlib.import_module(SUBCOMMANDS[argv[0]][0])
+    return module.main(argv[1:])
+
+
+if __name__ == "__main__":
+    sys.exit(main())
