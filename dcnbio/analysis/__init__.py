@@ -1,0 +1,1 @@
+"""The analysis layer: xarray in, xarray out (no disk I/O here; see :mod:`dcnbio.io`)."""
