@@ -1,0 +1,126 @@
+"""The training configuration: a frozen dataclass, resolved once and written next to every run."""
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from typing import Optional, Tuple
+
+from ..data import dataset_info
+from ..errors import ConfigError
+from ..models import model_config
+
+#: Paper recipe (App. A.2): 100 epochs, SGD 0.1, momentum 0.9, batch 128, ×0.1 at epochs 40 and 70.
+PAPER_EPOCHS = 100
+
+
+def small_data_epoch_factor(num_images):
+    """Epoch multiplier of the small-data regime (App. A.2): ×10 / ×5 / ×2 for ≤ 520 / 1030 / 5120 images."""
+    for limit, factor in ((520, 10), (1030, 5), (5120, 2)):
+        if num_images <= limit:
+            return factor
+    return 1
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything that determines a training run (see ``dcnbio train --help``).
+
+    ``epochs=None`` resolves to the paper's 100, multiplied for small subsets
+    (:func:`small_data_epoch_factor`).  Learning-rate milestones are fractions of
+    the epochs (0.4 and 0.7: epochs 40 and 70 of 100), so they scale with ``epochs``.
+    ``sigma_lr_scale`` multiplies the learning rate of the σ parameters (log2 scales and
+    their meta-parameters); 1.0 is the paper's recipe.
+    ``model_overrides`` are extra :class:`~dcnbio.models.ModelConfig` fields
+    (solver, rtol, atol, adjoint, T, sigma_range, ...).
+    """
+
+    model: str
+    dataset: str = "cifar10"
+    width: float = 1.0
+    data_root: Optional[str] = None
+    download: bool = True
+    subset: Optional[int] = None
+    val_size: int = 5000
+    split_seed: int = 0
+    epochs: Optional[int] = None
+    batch_size: int = 128
+    eval_batch_size: int = 256
+    lr: float = 0.1
+    momentum: float = 0.9
+    weight_decay: float = 0.0
+    milestones: Tuple[float, ...] = (0.4, 0.7)
+    gamma: float = 0.1
+    sigma_lr_scale: float = 1.0
+    augment: bool = True
+    seed: int = 0
+    device: str = "cpu"
+    save_every: int = 0
+    test: bool = True
+    model_overrides: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        info = dataset_info(self.dataset)
+        object.__setattr__(self, "milestones", tuple(float(m) for m in self.milestones))
+        object.__setattr__(self, "model_overrides", dict(self.model_overrides))
+        positive = {"batch_size": self.batch_size, "eval_batch_size": self.eval_batch_size, "lr": self.lr}
+        for name, value in positive.items():
+            if not value > 0:
+                raise ConfigError(f"{name} must be > 0, got {value!r}")
+        if self.epochs is not None and (int(self.epochs) != self.epochs or self.epochs < 1):
+            raise ConfigError(f"epochs must be a positive integer, got {self.epochs!r}")
+        if self.subset is not None and self.subset < 1:
+            raise ConfigError(f"subset must be at least 1 image per class, got {self.subset}")
+        if self.val_size < 0:
+            raise ConfigError(f"val_size must be >= 0, got {self.val_size}")
+        if not all(0 < m < 1 for m in self.milestones):
+            raise ConfigError(f"milestones are fractions of the epochs in (0, 1), got {self.milestones}")
+        if self.sigma_lr_scale < 0 or self.momentum < 0 or self.weight_decay < 0:
+            raise ConfigError("sigma_lr_scale, momentum and weight_decay must be >= 0")
+        if self.save_every < 0:
+            raise ConfigError(f"save_every must be >= 0 steps, got {self.save_every}")
+        if not (self.device == "cpu" or self.device.startswith("cuda")):
+            raise ConfigError(f"device must be cpu or cuda[:N], got {self.device!r}")
+        train_images = (self.subset * info.num_classes if self.subset else info.train_size - self.val_size)
+        if train_images < self.batch_size:
+            raise ConfigError(f"{train_images} training images are fewer than one batch of {self.batch_size}; "
+                              f"lower --batch-size or raise --subset")
+        self.model_config()  # validates the model name and overrides
+
+    def model_config(self):
+        info = dataset_info(self.dataset)
+        return model_config(self.model, in_channels=info.channels, num_classes=info.num_classes,
+                            width=self.width, **self.model_overrides)
+
+    def resolved(self):
+        """A copy with ``epochs`` filled in."""
+        if self.epochs is not None:
+            return self
+        info = dataset_info(self.dataset)
+        n = self.subset * info.num_classes if self.subset else info.train_size
+        return dataclasses.replace(self, epochs=PAPER_EPOCHS * small_data_epoch_factor(n))
+
+    def milestone_epochs(self):
+        epochs = self.resolved().epochs
+        return sorted({max(1, int(round(m * epochs))) for m in self.milestones})
+
+    def to_dict(self):
+        d = dataclasses.asdict(self)
+        d["milestones"] = list(self.milestones)
+        return d
+
+    def to_json(self):
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, d):
+        d = dict(d)
+        unknown = set(d) - {f.name for f in dataclasses.fields(cls)}
+        if unknown:
+            raise ConfigError(f"training configuration has unknown field(s) {sorted(unknown)}")
+        if "milestones" in d:
+            d["milestones"] = tuple(d["milestones"])
+        return cls(**d)
+
+    def differences(self, other, ignore=("device",)):
+        """Fields whose values differ from ``other`` (ignoring ``ignore``)."""
+        a, b = self.to_dict(), other.to_dict()
+        return sorted(k for k in a if k not in ignore and a[k] != b.get(k))

@@ -1,0 +1,320 @@
+"""One readable training loop: ``train_run(config, out_dir)``.
+
+A run directory holds::
+
+    config.json     resolved TrainConfig and ModelConfig
+    init.pt         the model before any step (the control for "trained vs init σ")
+    last.pt         the latest state (every epoch, and every ``save_every`` steps)
+    best.pt         the state with the best *validation* accuracy
+    metrics.csv     one row per epoch
+    final.json      validation and test accuracy of last and best (test is reported, never used to select)
+
+Every file is written atomically.  All randomness after model initialisation is
+derived from ``(seed, epoch, batch)`` (see :mod:`dcnbio.data`), so a run killed at
+any moment and resumed from ``last.pt`` ends with bit-identical weights.
+"""
+import csv
+import io
+import json
+import math
+import os
+import time
+
+import torch
+import torch.nn.functional as F
+
+from .. import checkpoint as ckpt_io
+from ..data import augment, batch_seed, epoch_permutation, load_dataset
+from ..errors import CheckpointError, ConfigError, DcnbioError, SolverError
+from ..layers.srf import SRFConv2d
+from ..models import build_model, nfe, ode_blocks, reset_nfe, srf_layers
+from . import distributed
+from .config import TrainConfig
+
+RUN_FILES = ("config.json", "init.pt", "last.pt", "best.pt", "metrics.csv", "final.json")
+
+
+class TrainingError(DcnbioError):
+    """Training stopped: non-finite loss or a solver failure."""
+
+
+def prepare_run_dir(out_dir, *, resume, overwrite):
+    """Create ``out_dir``; refuse a non-empty one unless resuming or overwriting."""
+    try:
+        os.makedirs(out_dir, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"cannot create output directory {out_dir}: {exc.strerror}") from None
+    if not os.access(out_dir, os.W_OK | os.X_OK):
+        raise ConfigError(f"output directory {out_dir} is not writable; choose another --out")
+    existing = [f for f in os.listdir(out_dir) if not f.startswith(".")]
+    if resume:
+        if not os.path.isfile(os.path.join(out_dir, "last.pt")):
+            raise ConfigError(f"--resume: no last.pt in {out_dir}; start the run without --resume")
+        return
+    if existing and not overwrite:
+        raise ConfigError(f"output directory {out_dir} is not empty ({', '.join(sorted(existing)[:4])}); "
+                          f"pass --resume to continue it or --overwrite to replace it")
+    for name in RUN_FILES:  # with --overwrite: no stale file of an earlier run may survive
+        path = os.path.join(out_dir, name)
+        if os.path.exists(path):
+            os.unlink(path)
+
+
+def param_groups(model, lr, sigma_lr_scale):
+    """Two SGD groups: σ parameters (lr × sigma_lr_scale) and everything else (lr)."""
+    sigma_ids = set()
+    for layer in model.modules():
+        if isinstance(layer, SRFConv2d):
+            sigma_ids |= {id(p) for p in layer.scale.parameters()}
+    sigma = [p for p in model.parameters() if id(p) in sigma_ids]
+    rest = [p for p in model.parameters() if id(p) not in sigma_ids]
+    groups = [{"params": rest, "lr": lr, "name": "weights"}]
+    if sigma:
+        groups.append({"params": sigma, "lr": lr * sigma_lr_scale, "name": "sigma"})
+    return groups
+
+
+@torch.no_grad()
+def evaluate(model, dataset, batch_size, device):
+    """Mean loss, accuracy and mean forward NFE per batch of each ODE block on ``dataset``."""
+    model.eval()
+    total, loss_sum, correct = 0, 0.0, 0
+    nfe_sum = {name: 0 for name in ode_blocks(model)}
+    batches = 0
+    for start in range(0, len(dataset), batch_size):
+        x, y = dataset.batch(range(start, min(start + batch_size, len(dataset))))
+        x, y = x.to(device), y.to(device)
+        reset_nfe(model)
+        logits = model(x)
+        loss_sum += float(F.cross_entropy(logits, y, reduction="sum"))
+        correct += int((logits.argmax(1) == y).sum())
+        total += len(y)
+        batches += 1
+        for name, counts in nfe(model).items():
+            nfe_sum[name] += counts["forward"]
+    return {"loss": loss_sum / max(total, 1), "acc": correct / max(total, 1),
+            "nfe": {k: v / max(batches, 1) for k, v in nfe_sum.items()}}
+
+
+@torch.no_grad()
+def locate_nonfinite(model, x):
+    """Name the first SRF σ or stage output of ``model`` on ``x`` that is not finite."""
+    for name, layer in srf_layers(model).items():
+        try:
+            sigma = layer.sigma(torch.tensor(0.0))
+        except Exception:
+            continue
+        if not bool(torch.isfinite(sigma).all()):
+            return f"σ of {name} is not finite"
+    for name, p in model.named_parameters():
+        if not bool(torch.isfinite(p).all()):
+            return f"parameter {name} is not finite"
+    for name, module in model.stages():
+        try:
+            x = module(x)
+        except SolverError as exc:
+            return str(exc)
+        if not bool(torch.isfinite(x).all()):
+            return f"output of {name} is not finite"
+    return "no stage output is non-finite on a re-run (the loss itself overflowed)"
+
+
+def _rng_state():
+    state = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = [s for s in torch.cuda.get_rng_state_all()]
+    return state
+
+
+def _write_text(path, text):
+    ckpt_io.atomic_write(path, lambda f: f.write(text.encode()))
+
+
+def _metrics_csv(rows):
+    if not rows:
+        return ""
+    fields = list(rows[0])
+    for row in rows[1:]:
+        fields += [k for k in row if k not in fields]
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=fields)
+    writer.writeheader()
+    writer.writerows(rows)
+    return buf.getvalue()
+
+
+def train_run(config: TrainConfig, out_dir, *, resume=False, overwrite=False, log=print):
+    """Train one model (one seed) into ``out_dir`` and return its final metrics.
+
+    Parameters
+    ----------
+    config : TrainConfig
+    out_dir : str
+    resume : bool
+        Continue from ``out_dir/last.pt``; the stored configuration must equal ``config``.
+    overwrite : bool
+        Replace the files of an earlier run in a non-empty ``out_dir``.
+
+    Returns
+    -------
+    dict with ``best_val_acc``, ``val_acc_last``, ``test_acc_last``, ``test_acc_best``, ``epochs``,
+    ``steps``, ``wall_seconds``.
+    """
+    config = config.resolved()
+    ctx = distributed.setup(config.device)
+    try:
+        return _train(config, os.fspath(out_dir), resume, overwrite, ctx, log)
+    finally:
+        distributed.teardown(ctx)
+
+
+def _train(config, out_dir, resume, overwrite, ctx, log):
+    from tqdm.auto import tqdm
+
+    if config.batch_size % ctx.world_size:
+        raise ConfigError(f"batch size {config.batch_size} is not divisible by {ctx.world_size} processes")
+    if ctx.is_main:
+        prepare_run_dir(out_dir, resume=resume, overwrite=overwrite)
+    ctx.barrier()
+    paths = {name: os.path.join(out_dir, name) for name in RUN_FILES}
+    data_kw = dict(root=config.data_root, val_size=config.val_size, split_seed=config.split_seed,
+                   download=config.download)
+    train = load_dataset(config.dataset, "train", subset=config.subset, seed=config.seed, **data_kw)
+    val = load_dataset(config.dataset, "val", **data_kw) if config.val_size else None
+
+    torch.manual_seed(config.seed)
+    net = build_model(config.model_config()).to(ctx.device)
+    optimizer = torch.optim.SGD(param_groups(net, config.lr, config.sigma_lr_scale), lr=config.lr,
+                                momentum=config.momentum, weight_decay=config.weight_decay)
+    scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, config.milestone_epochs(), config.gamma)
+    state = {"epoch": 0, "step": 0, "batch": 0, "metrics": [], "best_val_acc": -1.0, "elapsed": 0.0,
+             "partial": {}}
+
+    if resume:
+        stored = ckpt_io.read_checkpoint(paths["last.pt"])
+        try:
+            previous = TrainConfig.from_dict(stored["train_config"])
+        except (DcnbioError, TypeError) as exc:
+            raise CheckpointError(f"{paths['last.pt']}: unreadable training configuration ({exc})") from None
+        diff = config.differences(previous.resolved())
+        if diff:
+            raise ConfigError(f"--resume: the command's configuration differs from the checkpoint's in "
+                              f"{', '.join(diff)}; repeat the original command with --resume")
+        net.load_state_dict(stored["model_state"])
+        optimizer.load_state_dict(stored["optimizer_state"]["optimizer"])
+        scheduler.load_state_dict(stored["scheduler_state"])
+        torch.set_rng_state(stored["rng_state"]["torch"])
+        extra = stored["optimizer_state"]["loop"]
+        state.update(epoch=stored["epoch"], step=stored["step"], metrics=list(stored["metrics"]),
+                     batch=extra["batch"], best_val_acc=extra["best_val_acc"], elapsed=extra["elapsed"],
+                     partial=extra["partial"])
+        log(f"resuming {out_dir} at epoch {state['epoch']}, batch {state['batch']} (step {state['step']})")
+    elif ctx.is_main:
+        _write_text(paths["config.json"], json.dumps(
+            {"train_config": config.to_dict(), "model_config": net.config.to_dict()}, indent=2, sort_keys=True))
+
+    def save(kind, path):
+        if not ctx.is_main:
+            return
+        loop_state = {k: state[k] for k in ("batch", "best_val_acc", "elapsed", "partial")}
+        ckpt = ckpt_io.make_checkpoint(
+            net, kind=kind, train_config=config.to_dict(), epoch=state["epoch"], step=state["step"],
+            optimizer_state={"optimizer": optimizer.state_dict(), "loop": loop_state},
+            scheduler_state=scheduler.state_dict(), rng_state=_rng_state(), metrics=state["metrics"],
+            data_hash=train.fingerprint())
+        ckpt_io.save_checkpoint(ckpt, path)
+
+    if not resume:
+        save("init", paths["init.pt"])
+    model = distributed.wrap(net, ctx)
+    blocks = list(ode_blocks(net))
+    n_batches = len(train) // config.batch_size  # the last incomplete batch is dropped (App. A.2)
+    t_start = time.perf_counter() - state["elapsed"]
+
+    while state["epoch"] < config.epochs:
+        epoch = state["epoch"]
+        perm = epoch_permutation(len(train), config.seed, epoch)
+        p = state["partial"] or {"loss": 0.0, "correct": 0, "count": 0, "seconds": 0.0,
+                                 "nfe_forward": {b: 0 for b in blocks}, "nfe_backward": {b: 0 for b in blocks}}
+        t_epoch = time.perf_counter() - p["seconds"]
+        bar = tqdm(range(state["batch"], n_batches), disable=None if ctx.is_main else True,
+                   desc=f"epoch {epoch + 1}/{config.epochs}", leave=False)
+        model.train()
+        lr_epoch = optimizer.param_groups[0]["lr"]
+        for b in bar:
+            x, y = train.batch(perm[b * config.batch_size:(b + 1) * config.batch_size])
+            if config.augment:
+                x = augment(x, torch.Generator().manual_seed(batch_seed(config.seed, epoch, b)))
+            x, y = distributed.local_slice((x, y), ctx)
+            x, y = x.to(ctx.device), y.to(ctx.device)
+            reset_nfe(net)
+            try:
+                logits = model(x)
+                loss = F.cross_entropy(logits, y)
+                if not bool(torch.isfinite(loss)):
+                    where = locate_nonfinite(net, x)
+                    raise TrainingError(f"non-finite loss at epoch {epoch + 1}, step {state['step'] + 1}: {where}; "
+                                        f"the last good checkpoint is {paths['last.pt']}")
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+            except SolverError as exc:
+                raise TrainingError(f"epoch {epoch + 1}, step {state['step'] + 1}: {exc}; the last good checkpoint "
+                                    f"is {paths['last.pt']}") from None
+            optimizer.step()
+            state["step"] += 1
+            state["batch"] = b + 1
+            p["loss"] += float(loss.detach()) * len(y)
+            p["correct"] += int((logits.argmax(1) == y).sum())
+            p["count"] += len(y)
+            for name, counts in nfe(net).items():
+                p["nfe_forward"][name] += counts["forward"]
+                p["nfe_backward"][name] += counts["backward"]
+            if ctx.is_main and bar.disable is False:
+                bar.set_postfix(loss=f"{p['loss'] / p['count']:.3f}")
+            if config.save_every and state["step"] % config.save_every == 0 and state["batch"] < n_batches:
+                p["seconds"] = time.perf_counter() - t_epoch
+                state["partial"] = p
+                state["elapsed"] = time.perf_counter() - t_start
+                save("last", paths["last.pt"])
+        bar.close()
+        scheduler.step()
+        epoch_seconds = time.perf_counter() - t_epoch
+        state.update(epoch=epoch + 1, batch=0, partial={})
+        row = {"epoch": epoch + 1, "step": state["step"], "lr": lr_epoch, "train_loss": p["loss"] / max(p["count"], 1), "train_acc": p["correct"] / max(p["count"], 1)}
+        if ctx.is_main and val is not None:
+            v = evaluate(net, val, config.eval_batch_size, ctx.device)
+            row.update(val_loss=v["loss"], val_acc=v["acc"])
+        else:
+            row.update(val_loss=math.nan, val_acc=math.nan)
+        batches = max(n_batches, 1)
+        for name in blocks:
+            row[f"nfe_forward_{name}"] = p["nfe_forward"][name] / batches
+            row[f"nfe_backward_{name}"] = p["nfe_backward"][name] / batches
+        state["elapsed"] = time.perf_counter() - t_start
+        row.update(epoch_seconds=epoch_seconds, elapsed_seconds=state["elapsed"])
+        state["metrics"].append(row)
+        improved = ctx.is_main and val is not None and row["val_acc"] > state["best_val_acc"]
+        if improved:
+            state["best_val_acc"] = row["val_acc"]
+        save("last", paths["last.pt"])
+        if improved or (val is None and ctx.is_main):
+            save("best", paths["best.pt"])
+        if ctx.is_main:
+            _write_text(paths["metrics.csv"], _metrics_csv(state["metrics"]))
+            log(f"epoch {epoch + 1}/{config.epochs}  loss {row['train_loss']:.4f}  train {row['train_acc']:.4f}  "
+                f"val {row['val_acc']:.4f}  nfe/batch {sum(row[f'nfe_forward_{b}'] for b in blocks):.0f}  "
+                f"{epoch_seconds:.1f}s")
+        ctx.barrier()
+
+    final = {"epochs": state["epoch"], "steps": state["step"], "wall_seconds": state["elapsed"],
+             "best_val_acc": state["best_val_acc"],
+             "val_acc_last": state["metrics"][-1]["val_acc"] if state["metrics"] else math.nan}
+    if ctx.is_main:
+        if config.test:
+            test = load_dataset(config.dataset, "test", root=config.data_root, download=config.download)
+            final["test_acc_last"] = evaluate(net, test, config.eval_batch_size, ctx.device)["acc"]
+            best_model, _ = ckpt_io.load_checkpoint(paths["best.pt"], map_location=ctx.device)
+            final["test_acc_best"] = evaluate(best_model, test, config.eval_batch_size, ctx.device)["acc"]
+        _write_text(paths["final.json"], json.dumps(final, indent=2, sort_keys=True))
+    ctx.barrier()
+    return final
