@@ -16,6 +16,7 @@ The radius is computed from a detached ``sigma``: the kernel *size* is not
 differentiable, the sampled *values* are.
 """
 import math
+import numbers
 
 import torch
 
@@ -124,14 +125,20 @@ def gaussian_derivative_basis(sigma, order=2, radius=None):
 
 
 def _check_order(order):
-    if isinstance(order, bool) or int(order) != order or order < 0:
+    # a non-number (a string from a config file, None) must fail like any other bad order, not with
+    # int()'s ValueError/TypeError
+    if isinstance(order, bool) or not isinstance(order, numbers.Real) or not float(order).is_integer() \
+            or order < 0:
         raise ConfigError(f"derivative order must be an integer >= 0, got {order!r}")
     return int(order)
 
 
 def _check_sigma(sigma):
     if not torch.is_tensor(sigma):
-        sigma = torch.tensor(float(sigma), dtype=torch.get_default_dtype())
+        try:
+            sigma = torch.tensor(float(sigma), dtype=torch.get_default_dtype())
+        except (TypeError, ValueError):
+            raise ConfigError(f"sigma must be a number or a tensor of numbers > 0, got {sigma!r}") from None
     with torch.no_grad():
         bad = ~(torch.isfinite(sigma) & (sigma > 0))
         if bool(bad.any()):
