@@ -28,6 +28,7 @@ to unpickle arbitrary objects is refused before anything in it runs.
 import hashlib
 import os
 import pickle
+import signal
 import tempfile
 import zipfile
 
@@ -39,6 +40,8 @@ from .models import ModelConfig, build_model
 
 FORMAT = "dcnbio-checkpoint"
 FORMAT_VERSION = 1
+#: Tests set this to ``kill-before-rename:<file name>`` to SIGKILL the process mid-write.
+FAULT_ENV = "DCNBIO_FAULT_INJECTION"
 
 
 def atomic_write(path, write):
@@ -54,6 +57,7 @@ def atomic_write(path, write):
             write(f)
             f.flush()
             os.fsync(f.fileno())
+        _maybe_inject_fault(path)
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
@@ -64,6 +68,30 @@ def atomic_write(path, write):
         os.fsync(dir_fd)
     finally:
         os.close(dir_fd)
+
+
+_WRITES = {}
+
+
+def _maybe_inject_fault(path):
+    """Crash-safety tests: ``DCNBIO_FAULT_INJECTION=kill-before-rename:<name>[:<n>]`` SIGKILLs this process
+    after the n-th (default first) complete temporary write of ``<name>``, before it is renamed into place."""
+    spec = os.environ.get(FAULT_ENV, "")
+    if not spec.startswith("kill-before-rename:"):
+        return
+    name, _, nth = spec[len("kill-before-rename:"):].partition(":")
+    if os.path.basename(path) != name:
+        return
+    _WRITES[name] = _WRITES.get(name, 0) + 1
+    if _WRITES[name] == int(nth or 1):
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def remove_stale_temporaries(directory):
+    """Delete ``.tmp-*`` files left in ``directory`` by a process killed mid-write."""
+    for name in os.listdir(directory):
+        if name.startswith(".tmp-"):
+            os.unlink(os.path.join(directory, name))
 
 
 def sha256_file(path, chunk=1 << 20):

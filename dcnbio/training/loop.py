@@ -46,6 +46,7 @@ def prepare_run_dir(out_dir, *, resume, overwrite):
         raise ConfigError(f"cannot create output directory {out_dir}: {exc.strerror}") from None
     if not os.access(out_dir, os.W_OK | os.X_OK):
         raise ConfigError(f"output directory {out_dir} is not writable; choose another --out")
+    ckpt_io.remove_stale_temporaries(out_dir)
     existing = [f for f in os.listdir(out_dir) if not f.startswith(".")]
     if resume:
         if not os.path.isfile(os.path.join(out_dir, "last.pt")):

@@ -1,0 +1,279 @@
+"""The training core: data splits, augmentation, checkpoints, exact resume, torchrun, bad input."""
+import gzip
+import hashlib
+import json
+import os
+import pickle
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import torch
+
+import dcnbio
+from dcnbio import data
+from dcnbio.checkpoint import FAULT_ENV, read_checkpoint
+from dcnbio.errors import ConfigError, DataError
+from dcnbio.training.config import TrainConfig, small_data_epoch_factor
+
+FMNIST = data.DEBIAN_FASHION_MNIST
+needs_fmnist = pytest.mark.skipif(not os.path.isdir(FMNIST),
+                                  reason="Fashion-MNIST (Debian package dataset-fashion-mnist) not installed")
+
+# A tiny but real run: 10 images per class, width 0.125, 5 steps per epoch.
+TINY = ["--model", "dcn-ode", "--width", "0.125", "--dataset", "fashion-mnist", "--subset", "10",
+        "--val-size", "50", "--batch-size", "20", "--eval-batch-size", "50", "--no-adjoint", "--no-test"]
+
+
+def run_cli(args, env=None, **kw):
+    env = dict(os.environ, **(env or {}))
+    env.setdefault("OMP_NUM_THREADS", "1")  # identical thread counts keep CPU reductions bit-identical
+    return subprocess.run([sys.executable, "-m", "dcnbio.train", *args], capture_output=True, text=True,
+                          env=env, timeout=600, **kw)
+
+
+def state_of(path):
+    return read_checkpoint(path)["model_state"]
+
+
+def assert_identical_states(a, b):
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+
+
+# --- data -----------------------------------------------------------------------------------------
+
+def test_stratified_choice_without_replacement_and_deterministic():
+    labels = np.repeat(np.arange(4), [30, 20, 25, 40])
+    a = data.stratified_choice(labels, 20, seed=3)
+    b = data.stratified_choice(labels, 20, seed=3)
+    c = data.stratified_choice(labels, 20, seed=4)
+    assert np.array_equal(a, b) and not np.array_equal(a, c)
+    assert len(np.unique(a)) == len(a) == 80  # no repeats: drawn without replacement
+    assert np.array_equal(np.bincount(labels[a]), [20] * 4)
+    with pytest.raises(DataError, match="class 1 has 20 images"):
+        data.stratified_choice(labels, 21, seed=0)
+
+
+def test_small_data_epoch_factor_matches_appendix():
+    # App. A.2: training set sizes 520, 1030, 5120 train for 10x, 5x, 2x the epochs.
+    assert [small_data_epoch_factor(n) for n in (520, 1030, 5120, 50000)] == [10, 5, 2, 1]
+    assert TrainConfig("dcn-ode", dataset="cifar10", subset=52).resolved().epochs == 1000
+    cfg = TrainConfig("dcn-ode", dataset="cifar10", epochs=10)
+    assert cfg.milestone_epochs() == [4, 7]  # 40 and 70 % of the epochs
+
+
+@needs_fmnist
+def test_fashion_mnist_splits_are_disjoint_stratified_and_match_idx_reader(tmp_path):
+    train = data.load_dataset("fashion-mnist", "train", val_size=1000, subset=30, seed=1)
+    val = data.load_dataset("fashion-mnist", "val", val_size=1000)
+    test = data.load_dataset("fashion-mnist", "test")
+    assert len(train) == 300 and len(val) == 1000 and len(test) == 10000
+    assert not set(train.indices.tolist()) & set(val.indices.tolist())
+    assert torch.equal(val.labels.bincount(), torch.full((10,), 100))
+    # independent reader: torchvision's IDX parser on the decompressed test files
+    from torchvision.datasets.mnist import read_image_file, read_label_file
+
+    for stem in ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"):
+        with gzip.open(os.path.join(FMNIST, stem + ".gz")) as src:
+            (tmp_path / stem).write_bytes(src.read())
+    assert torch.equal(read_image_file(str(tmp_path / "t10k-images-idx3-ubyte")), test.images[:, 0])
+    assert torch.equal(read_label_file(str(tmp_path / "t10k-labels-idx1-ubyte")), test.labels)
+
+
+def test_missing_fashion_mnist_names_every_place(tmp_path, monkeypatch):
+    monkeypatch.setattr(data, "DEBIAN_FASHION_MNIST", str(tmp_path / "debian"))
+    with pytest.raises(DataError) as err:
+        data.load_dataset("fashion-mnist", "test", root=str(tmp_path / "mine"), download=False)
+    msg = str(err.value)
+    assert str(tmp_path / "mine") in msg and str(tmp_path / "debian") in msg and "\n" not in msg
+
+
+def test_cifar10_code_path_on_generated_batches(tmp_path, monkeypatch):
+    """CIFAR-10 through torchvision's reader, on files we generate (never the network)."""
+    import torchvision.datasets.cifar as tv_cifar
+
+    folder = tmp_path / "cifar-10-batches-py"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    names, md5s = [], {}
+
+    def dump(name, obj):
+        raw = pickle.dumps(obj)
+        (folder / name).write_bytes(raw)
+        md5s[name] = hashlib.md5(raw).hexdigest()
+
+    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+        dump(name, {"data": rng.integers(0, 256, (20, 3072), dtype=np.uint8),
+                    "labels": list(np.tile(np.arange(10), 2))})
+        names.append(name)
+    dump("batches.meta", {"label_names": [f"class{i}" for i in range(10)]})
+    monkeypatch.setattr(tv_cifar.CIFAR10, "train_list", [[n, md5s[n]] for n in names[:5]])
+    monkeypatch.setattr(tv_cifar.CIFAR10, "test_list", [["test_batch", md5s["test_batch"]]])
+    monkeypatch.setattr(tv_cifar.CIFAR10, "meta", {"filename": "batches.meta", "key": "label_names",
+                                                    "md5": md5s["batches.meta"]})
+    train = data.load_dataset("cifar10", "train", root=str(tmp_path), val_size=20, download=False)
+    test = data.load_dataset("cifar10", "test", root=str(tmp_path), download=False)
+    assert len(train) == 80 and len(test) == 20 and train.images.shape[1:] == (3, 32, 32)
+    x, y = test.batch([0])
+    raw = pickle.loads((folder / "test_batch").read_bytes())["data"][0].reshape(3, 32, 32)
+    mean, std = data.DATASETS["cifar10"].mean, data.DATASETS["cifar10"].std
+    expect = (torch.tensor(raw).float() / 255 - torch.tensor(mean).view(3, 1, 1)) / torch.tensor(std).view(3, 1, 1)
+    assert torch.allclose(x[0], expect)
+    with pytest.raises(DataError, match="CIFAR-10 not found"):
+        data.load_dataset("cifar10", "test", root=str(tmp_path / "empty"), download=False)
+
+
+def test_augment_is_a_shift_and_flip_of_the_zero_padded_image():
+    x = torch.randn(64, 1, 6, 6, dtype=torch.float64)
+    g = torch.Generator().manual_seed(5)
+    out = data.augment(x, g, max_shift=2)
+    assert torch.equal(out, data.augment(x, torch.Generator().manual_seed(5), max_shift=2))
+    padded = torch.nn.functional.pad(x, (2, 2, 2, 2))
+    for i in range(len(x)):  # every output is one of the 25 shifts, possibly flipped
+        candidates = [padded[i, :, dy:dy + 6, dx:dx + 6] for dy in range(5) for dx in range(5)]
+        assert any(torch.equal(out[i], c) or torch.equal(out[i], c.flip(-1)) for c in candidates)
+    flipped = sum(not any(torch.equal(out[i], c) for c in
+                          [padded[i, :, dy:dy + 6, dx:dx + 6] for dy in range(5) for dx in range(5)])
+                  for i in range(len(x)))
+    assert 10 < flipped < 54  # about half are flipped (binomial(64, 0.5): 32 ± 4)
+
+
+# --- the loop, checkpoints, resume ------------------------------------------------------------------
+
+@needs_fmnist
+def test_run_writes_self_describing_checkpoints(tmp_path):
+    out = tmp_path / "run"
+    res = run_cli([*TINY, "--epochs", "2", "--seeds", "1", "2", "--out", str(out)])
+    assert res.returncode == 0, res.stderr
+    for seed in (1, 2):
+        d = out / f"seed{seed}"
+        assert {p.name for p in d.iterdir()} >= {"config.json", "init.pt", "last.pt", "best.pt", "metrics.csv",
+                                                  "final.json"}
+        model, info = dcnbio.load_checkpoint(d / "last.pt")
+        assert info["kind"] == "last" and info["epoch"] == 2 and info["step"] == 10
+        assert info["train_config"]["seed"] == seed and info["model_config"]["name"] == "dcn-ode"
+        assert len(info["data_hash"]) == 64 and len(info["metrics"]) == 2
+        init, init_info = dcnbio.load_checkpoint(d / "init.pt")
+        assert init_info["step"] == 0
+        changed = [k for k, v in model.state_dict().items() if not torch.equal(v, init.state_dict()[k])]
+        assert changed  # training moved the weights away from the initial state
+        header = (d / "metrics.csv").read_text().splitlines()[0].split(",")
+        assert {"train_loss", "val_acc", "nfe_forward_block1", "nfe_backward_block3", "epoch_seconds"} <= set(header)
+    runs = json.loads((out / "runs.json").read_text())
+    assert [r["seed"] for r in runs] == [1, 2]
+    # different seeds draw different subsets
+    assert read_checkpoint(out / "seed1/last.pt")["data_hash"] != read_checkpoint(out / "seed2/last.pt")["data_hash"]
+
+
+@needs_fmnist
+def test_sigkill_at_any_point_then_resume_is_bit_identical(tmp_path):
+    args = [*TINY, "--epochs", "3", "--save-every", "2", "--seed", "7"]
+    ref = run_cli([*args, "--out", str(tmp_path / "ref")])
+    assert ref.returncode == 0, ref.stderr
+    reference = state_of(tmp_path / "ref/seed7/last.pt")
+
+    # 1) killed mid-run, after a mid-epoch checkpoint exists
+    out = tmp_path / "killed"
+    proc = subprocess.Popen([sys.executable, "-m", "dcnbio.train", *args, "--out", str(out)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            env=dict(os.environ, OMP_NUM_THREADS="1"))
+    deadline = time.time() + 300
+    while not (out / "seed7/last.pt").exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert (out / "seed7/last.pt").exists()
+    resumed = run_cli([*args, "--out", str(out), "--resume"])
+    assert resumed.returncode == 0, resumed.stderr
+    assert_identical_states(state_of(out / "seed7/last.pt"), reference)
+
+    # 2) killed *during* the second write of last.pt: the first last.pt survives intact under its name,
+    #    the interrupted write exists only as a temporary, and the resumed run is still bit-identical
+    out2 = tmp_path / "killed_in_write"
+    first = run_cli([*args, "--out", str(out2)], env={FAULT_ENV: "kill-before-rename:last.pt:2"})
+    assert first.returncode == -signal.SIGKILL
+    survivor = read_checkpoint(out2 / "seed7/last.pt")
+    assert survivor["step"] == 2  # the checkpoint of step 2; the write at step 4 never landed
+    assert [p.name for p in (out2 / "seed7").iterdir() if p.name.startswith(".tmp-last.pt")]
+    resumed2 = run_cli([*args, "--out", str(out2), "--resume"])
+    assert resumed2.returncode == 0, resumed2.stderr
+    assert_identical_states(state_of(out2 / "seed7/last.pt"), reference)
+    assert not [p for p in (out2 / "seed7").iterdir() if p.name.startswith(".tmp-")]
+
+
+@needs_fmnist
+def test_torchrun_two_processes_match_one_process(tmp_path):
+    # A fixed-grid solver makes each image's computation independent of its batch mates, so 2 processes
+    # with half batches must reproduce the single-process run up to float32 reduction order.
+    args = [*TINY, "--epochs", "1", "--seed", "3", "--solver", "rk4", "--step-size", "0.5"]
+    single = run_cli([*args, "--out", str(tmp_path / "one")])
+    assert single.returncode == 0, single.stderr
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    multi = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+                            "-m", "dcnbio.train", *args, "--out", str(tmp_path / "two")],
+                           capture_output=True, text=True, env=env, timeout=600)
+    assert multi.returncode == 0, multi.stderr[-2000:]
+    a, b = state_of(tmp_path / "one/seed3/last.pt"), state_of(tmp_path / "two/seed3/last.pt")
+    for k in a:
+        # 5 SGD steps from identical weights; gradients differ only by summation order (~1e-7 relative)
+        assert torch.allclose(a[k], b[k], rtol=1e-4, atol=1e-5), k
+
+
+# --- bad input --------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("extra, message", [
+    (["--model", "no-such-model"], "unknown model 'no-such-model'"),
+    (["--dataset", "mnist"], "unknown dataset 'mnist'"),
+    (["--width", "0"], "width must be a number > 0"),
+    (["--solver", "rk45"], "unknown ODE solver 'rk45'"),
+    (["--subset", "0"], "subset must be at least 1"),
+    (["--batch-size", "500"], "fewer than one batch"),
+])
+def test_bad_arguments_fail_with_one_line(tmp_path, extra, message):
+    res = run_cli([*TINY, "--epochs", "1", "--out", str(tmp_path / "x"), *extra])
+    assert res.returncode == 2
+    assert message in res.stderr and res.stderr.count("\n") == 1 and "Traceback" not in res.stderr
+    assert not (tmp_path / "x").exists()
+
+
+@needs_fmnist
+def test_existing_output_and_resume_mismatch_are_refused_without_loss(tmp_path):
+    out = tmp_path / "run"
+    assert run_cli([*TINY, "--epochs", "1", "--seed", "1", "--out", str(out)]).returncode == 0
+    digest = {p.name: p.read_bytes() for p in (out / "seed1").iterdir()}
+    again = run_cli([*TINY, "--epochs", "1", "--seed", "1", "--out", str(out)])
+    assert again.returncode == 2 and "not empty" in again.stderr and "--overwrite" in again.stderr
+    mismatch = run_cli([*TINY, "--epochs", "1", "--seed", "1", "--lr", "0.05", "--out", str(out), "--resume"])
+    assert mismatch.returncode == 2 and "differs from the checkpoint's in lr" in mismatch.stderr
+    assert {p.name: p.read_bytes() for p in (out / "seed1").iterdir()} == digest  # nothing overwritten
+    missing = run_cli([*TINY, "--epochs", "1", "--dataset", "cifar10", "--data-root", str(tmp_path / "nowhere"),
+                       "--no-download", "--out", str(tmp_path / "y")])
+    assert missing.returncode == 2 and "CIFAR-10 not found" in missing.stderr and "Traceback" not in missing.stderr
+
+
+@needs_fmnist
+def test_exploding_training_stops_naming_block_and_epoch(tmp_path):
+    out = tmp_path / "boom"
+    res = run_cli([*TINY, "--epochs", "2", "--seed", "1", "--lr", "1e8", "--out", str(out)])
+    assert res.returncode == 2, res.stderr
+    line = res.stderr.strip()
+    assert line.count("\n") == 0 and "epoch 1" in line
+    assert any(word in line for word in ("block", "σ", "parameter", "stem", "down", "head"))
+    init = read_checkpoint(out / "seed1/init.pt")  # the last good checkpoint is intact
+    assert init["kind"] == "init"
+    assert not [p for p in (out / "seed1").iterdir() if p.name.startswith(".tmp-")]
+
+
+def test_train_config_validates_itself():
+    with pytest.raises(ConfigError, match="unknown model"):
+        TrainConfig("nope")
+    with pytest.raises(ConfigError, match="milestones"):
+        TrainConfig("dcn-ode", milestones=(40, 70))
+    cfg = TrainConfig("dcn-ode", dataset="fashion-mnist", width=0.25)
+    assert TrainConfig.from_dict(json.loads(cfg.to_json())) == cfg
+    assert cfg.model_config().in_channels == 1
