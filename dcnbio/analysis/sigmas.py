@@ -26,8 +26,8 @@ import numpy as np
 import torch
 import xarray as xr
 
-from .. import __version__
 from ..errors import ConfigError, DataError
+from ..io import provenance_attrs
 from ..layers.ode import TimeConcat
 from ..models import srf_layers
 from ..models.network import Network
@@ -68,26 +68,6 @@ def _layer_labels(model, name):
 def _has_time_channel(model, name):
     parent = name.rsplit(".", 1)[0] if "." in name else ""
     return bool(parent) and isinstance(model.get_submodule(parent), TimeConcat)
-
-
-def _provenance(model, info):
-    try:
-        from .. import io as dcnbio_io
-        make = getattr(dcnbio_io, "provenance_attrs", None)
-    except ImportError:  # dcnbio.io not available: write the essentials ourselves
-        make = None
-    if make is not None:
-        return dict(make(model, info))
-    attrs = {"model": model.config.name, "model_config": json.dumps(model.config.to_dict(), sort_keys=True),
-             "dcnbio_version": __version__, "torch_version": str(torch.__version__)}
-    if info:
-        for key in ("path", "sha256", "kind"):
-            if key in info:
-                attrs[f"checkpoint_{key}"] = str(info[key])
-        for key in ("epoch", "step"):
-            if key in info:
-                attrs[f"checkpoint_{key}"] = int(info[key])
-    return attrs
 
 
 def extract_sigmas(model, *, times=None, info=None):
@@ -197,7 +177,7 @@ def extract_sigmas(model, *, times=None, info=None):
     ds["sigma_input"].attrs.update(units="input-image pixels", long_name="sigma x stride of the layer's input map")
     ds["log2_sigma"].attrs.update(units="octaves (log2 pixels)", long_name="log2 sigma")
     ds["time"].attrs.update(long_name="ODE time t of sigma(t); NaN for static sigma")
-    ds.attrs.update(_provenance(model, info))
+    ds.attrs.update(provenance_attrs(model, info))
     ds.attrs["note"] = TRUNCATION_NOTE if any(layers[n].scale.per_pair for n in names) else \
         "one sigma per layer (or per time of sigma(t)); kernel radius ceil(2 sigma + 0.5)"
     ds.attrs["time_channel_note"] = ("entries with is_time_channel filter the constant t-channel of ODE-block convs; "

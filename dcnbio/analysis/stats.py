@@ -58,8 +58,9 @@ def _log_shape(logx, axis=-1):
     """Mean, SD (ddof=0) and skewness g1 of natural-log values along ``axis`` (vectorised for the bootstrap)."""
     mean = logx.mean(axis=axis, keepdims=True)
     dev = logx - mean
-    m2 = (dev ** 2).mean(axis=axis)
-    m3 = (dev ** 3).mean(axis=axis)
+    dev2 = dev * dev  # products, not float powers: this runs on (resamples × n) arrays in the bootstrap
+    m2 = dev2.mean(axis=axis)
+    m3 = (dev2 * dev).mean(axis=axis)
     with np.errstate(invalid="ignore", divide="ignore"):
         skew = np.where(m2 > 0, m3 / np.where(m2 > 0, m2, 1.0) ** 1.5, np.nan)
     return np.squeeze(mean, axis=axis), np.sqrt(m2), skew
@@ -224,11 +225,23 @@ def _percentile_ci(samples, estimate, confidence):
     return tuple(np.quantile(samples, [a, 1 - a]))
 
 
-def _resample_shapes(logx, clusters, n_resamples, rng):
+#: Below this many seeds the cluster bootstrap also resamples filters within each drawn seed (two-stage).
+TWO_STAGE_BELOW = 5
+
+
+def _cluster_indices(members, rng, two_stage):
+    """One cluster-bootstrap resample: draw clusters with replacement, then (two-stage) members within each."""
+    pick = rng.integers(0, len(members), size=len(members))
+    if two_stage:
+        return np.concatenate([members[i][rng.integers(0, members[i].size, members[i].size)] for i in pick])
+    return np.concatenate([members[i] for i in pick])
+
+
+def _resample_shapes(logx, clusters, n_resamples, rng, two_stage):
     """Bootstrap replicates of the shape statistics of ``logx`` (natural logs).
 
     Without clusters: filters are resampled (vectorised).  With clusters: whole clusters (seeds) are resampled
-    with replacement and their values pooled.
+    with replacement and their values pooled; ``two_stage`` also resamples values within each drawn cluster.
     """
     if clusters is None:
         chunks = []
@@ -239,14 +252,17 @@ def _resample_shapes(logx, clusters, n_resamples, rng):
             chunks.append(_shape_from_logs(logx[idx], axis=1))
         return {k: np.concatenate([c[k] for c in chunks]) for k in SHAPE_STATISTICS}
     labels, inverse = np.unique(clusters, return_inverse=True)
-    members = [logx[inverse == i] for i in range(labels.size)]
+    members = [np.flatnonzero(inverse == i) for i in range(labels.size)]
     out = {k: np.empty(n_resamples) for k in SHAPE_STATISTICS}
     for b in range(n_resamples):
-        pick = rng.integers(0, labels.size, size=labels.size)
-        stats = _shape_from_logs(np.concatenate([members[i] for i in pick]))
+        stats = _shape_from_logs(logx[_cluster_indices(members, rng, two_stage)])
         for k in out:
             out[k][b] = stats[k]
     return out
+
+
+def _two_stage(two_stage, n_clusters):
+    return n_clusters < TWO_STAGE_BELOW if two_stage is None else bool(two_stage)
 
 
 def _data_columns(data, groups, clusters, variable, time_channel):
@@ -283,14 +299,17 @@ def _data_columns(data, groups, clusters, variable, time_channel):
 
 
 def bootstrap_summary(data, *, groups=None, clusters=None, n_resamples=2000, confidence=0.95, seed=0,
-                      variable="sigma", time_channel=False, min_n=3):
+                      variable="sigma", time_channel=False, min_n=3, two_stage=None):
     """Bootstrap confidence intervals of the geometric mean, log2-SD and skew of log values.
 
     Why: the shape statistics are what is compared with init and with V1; their uncertainty decides whether a
     difference means anything.  σ of one seed share a training run, so when the data hold several seeds the
     *seeds* are resampled with replacement (cluster bootstrap) and their σ pooled; with one seed the filters are
     resampled (this treats filters as independent and understates the uncertainty across training runs).  With
-    two or three seeds the cluster bootstrap has few distinct resamples and its intervals are crude.
+    few seeds, resampling seeds alone has few distinct resamples (3 for 2 seeds) and ignores the sampling of
+    filters within a seed, so below :data:`TWO_STAGE_BELOW` seeds the bootstrap is two-stage: seeds with
+    replacement, then filters with replacement within each drawn seed (conservative: within-seed variance
+    enters twice).  Percentile intervals throughout.
 
     Parameters
     ----------
@@ -312,13 +331,15 @@ def bootstrap_summary(data, *, groups=None, clusters=None, n_resamples=2000, con
         Keep the σ of the constant t-channel (default: excluded).
     min_n : int
         Groups with fewer values are reported with NaN intervals.
+    two_stage : bool, optional
+        Also resample filters within drawn seeds; default: when fewer than :data:`TWO_STAGE_BELOW` seeds.
 
     Returns
     -------
     pandas.DataFrame
         One row per (group, statistic) with columns ``group``, ``statistic`` (``geometric_mean``, ``log2_sd``,
         ``skew_log``), ``estimate``, ``ci_low``, ``ci_high``, ``n``, ``n_clusters``, ``resampled``
-        (``"seeds"`` or ``"filters"``).
+        (``"seeds"``, ``"seeds+filters"`` (two-stage) or ``"filters"``).
     """
     if n_resamples < 1 or not 0 < confidence < 1:
         raise ConfigError("n_resamples must be >= 1 and confidence in (0, 1)")
@@ -334,13 +355,15 @@ def bootstrap_summary(data, *, groups=None, clusters=None, n_resamples=2000, con
         cl = None if cluster_labels is None else cluster_labels[mask]
         n_clusters = 1 if cl is None else np.unique(cl).size
         use_clusters = cl if n_clusters >= 2 else None
+        stage2 = _two_stage(two_stage, n_clusters)
         est = _shape_from_logs(logx) if logx.size else {k: np.nan for k in SHAPE_STATISTICS}
-        boots = _resample_shapes(logx, use_clusters, n_resamples, rng) if logx.size >= min_n else None
+        boots = _resample_shapes(logx, use_clusters, n_resamples, rng, stage2) if logx.size >= min_n else None
         for stat in SHAPE_STATISTICS:
             lo, hi = _percentile_ci(boots[stat], est[stat], confidence) if boots is not None else (np.nan, np.nan)
             rows.append({"group": name, "statistic": stat, "estimate": float(est[stat]), "ci_low": lo,
                          "ci_high": hi, "n": int(logx.size), "n_clusters": int(n_clusters),
-                         "resampled": "seeds" if use_clusters is not None else "filters"})
+                         "resampled": ("seeds+filters" if stage2 else "seeds") if use_clusters is not None
+                         else "filters"})
     return pd.DataFrame(rows)
 
 
@@ -353,7 +376,7 @@ def _natural_order(labels):
 # --- trained vs init ---------------------------------------------------------------------------------------
 
 def compare_trained_init(trained, init, *, paired=None, clusters=None, n_resamples=2000, confidence=0.95,
-                         seed=0):
+                         seed=0, two_stage=None):
     """What training did to a σ distribution, against its initialisation.
 
     Why: σ = 2^s with s ~ N(0, 2/3) is log-normal at init by construction (median 1 px, ln-SD 0.462), so a
@@ -383,7 +406,9 @@ def compare_trained_init(trained, init, *, paired=None, clusters=None, n_resampl
     paired : bool, optional
         Default: ``True`` when both have the same length.
     clusters : array-like, shape (n,), optional
-        Seed label per value (paired data only): with ≥ 2 seeds the bootstrap resamples seeds.
+        Seed label per value (paired data only): with ≥ 2 seeds the bootstrap resamples seeds (two-stage, pairs
+        within seeds too, below :data:`TWO_STAGE_BELOW` seeds; see :func:`bootstrap_summary`).
+    two_stage : bool, optional
     n_resamples : int
     confidence : float
     seed : int
@@ -429,17 +454,23 @@ def compare_trained_init(trained, init, *, paired=None, clusters=None, n_resampl
         est.update({"mean_delta_log2": d.mean(), "median_abs_delta_log2": np.median(np.abs(d)),
                     "max_abs_delta_log2": np.abs(d).max()})
         boots["mean_delta_log2"] = np.empty(n_resamples)
+        stage2 = _two_stage(two_stage, n_clusters)
         if n_clusters >= 2:
             labels, inverse = np.unique(clusters, return_inverse=True)
             members = [np.flatnonzero(inverse == i) for i in range(labels.size)]
-        for b in range(n_resamples):
-            if n_clusters >= 2:
-                idx = np.concatenate([members[i] for i in rng.integers(0, labels.size, labels.size)])
-            else:
-                idx = rng.integers(0, lt.size, lt.size)
-            for k, v in shape_deltas(lt[idx], li[idx]).items():
-                boots[k][b] = v
-            boots["mean_delta_log2"][b] = d[idx].mean()
+            for b in range(n_resamples):
+                idx = _cluster_indices(members, rng, stage2)
+                for k, v in shape_deltas(lt[idx], li[idx]).items():
+                    boots[k][b] = v
+                boots["mean_delta_log2"][b] = d[idx].mean()
+        else:  # pairs resampled jointly, vectorised in chunks of resamples
+            step = max(1, int(2e6 // lt.size))
+            for start in range(0, n_resamples, step):
+                stop = min(start + step, n_resamples)
+                idx = rng.integers(0, lt.size, size=(stop - start, lt.size))
+                for k, v in shape_deltas(lt[idx], li[idx], axis=1).items():
+                    boots[k][start:stop] = v
+                boots["mean_delta_log2"][start:stop] = d[idx].mean(axis=1)
     else:
         for b in range(n_resamples):
             it, ii = rng.integers(0, lt.size, lt.size), rng.integers(0, li.size, li.size)
@@ -453,7 +484,10 @@ def compare_trained_init(trained, init, *, paired=None, clusters=None, n_resampl
         rows["spearman_init_trained"] = (rho.statistic, np.nan, np.nan, rho.pvalue)
     df = pd.DataFrame.from_dict(rows, orient="index", columns=["estimate", "ci_low", "ci_high", "pvalue"])
     df.index.name = "quantity"
-    df.attrs["resampled"] = "seeds" if n_clusters >= 2 else ("pairs" if paired else "each sample")
+    if n_clusters >= 2:
+        df.attrs["resampled"] = "seeds+pairs" if _two_stage(two_stage, n_clusters) else "seeds"
+    else:
+        df.attrs["resampled"] = "pairs" if paired else "each sample"
     return df
 
 

@@ -1,0 +1,200 @@
+"""Figures of learned scales: σ histograms per block (Fig. 3b) and σ vs depth (Fig. 3a).
+
+Figures are built on :class:`matplotlib.figure.Figure` objects, which render with the Agg backend without
+touching pyplot or the user's backend; pass ``ax``/``axes`` to draw into your own figure instead.
+
+Histograms use seaborn's ``histplot(log_scale=True, stat="density")``: bins are equal on a log10 axis and the
+bar heights are a density *per log10 unit*.  A fitted log-normal must be drawn in the same units,
+``x · ln 10 · pdf(x)`` (:func:`lognormal_log10_density`), not ``pdf(x)``.
+"""
+import math
+
+import numpy as np
+import scipy.stats as st
+import seaborn as sns
+from matplotlib.figure import Figure
+
+from ..errors import DataError
+from .sigmas import _mask, select
+from .stats import _natural_order, fit_lognormal
+
+TRAINED_COLOR = "C0"
+INIT_COLOR = "0.55"
+#: Fewest values for which a histogram gets a fitted density overlay.
+MIN_FIT = 8
+
+
+def lognormal_log10_density(x, fit):
+    """Density of a fitted log-normal per unit of log10 x, for overlays on log-scaled histograms.
+
+    If X is log-normal with density p(x), then u = log10 X has density p(x) · dx/du = x · ln 10 · p(x).
+
+    Parameters
+    ----------
+    x : array-like
+        Points (> 0) on the σ axis.
+    fit : pandas.Series or dict
+        From :func:`~dcnbio.analysis.stats.fit_lognormal` (``shape``, ``scale``).
+    """
+    x = np.asarray(x, dtype=float)
+    return x * math.log(10.0) * st.lognorm.pdf(x, fit["shape"], loc=0.0, scale=fit["scale"])
+
+
+def _new_axes(n, width=3.2, height=2.8):
+    fig = Figure(figsize=(width * n, height), layout="constrained")
+    return fig, fig.subplots(1, n, squeeze=False)[0]
+
+
+def _states(ds):
+    if "state" not in ds.coords:
+        return {"trained": ds}
+    present = set(ds["state"].values.astype(str))
+    return {s: select(ds, state=s) for s in ("trained", "init") if s in present}
+
+
+def _draw_hist(ax, values, color, label, fill, bins):
+    sns.histplot(x=values, log_scale=True, stat="density", bins=bins, ax=ax, color=color, label=label,
+                 element="bars" if fill else "step", fill=fill, alpha=0.45 if fill else 1.0)
+    if values.size >= MIN_FIT:
+        fit = fit_lognormal(values)
+        xs = np.geomspace(values.min() / 1.5, values.max() * 1.5, 300)
+        ax.plot(xs, lognormal_log10_density(xs, fit), color=color, lw=1.5, ls="-" if fill else "--",
+                label=f"{label} log-normal fit")
+
+
+def plot_sigma_histograms(ds, axes=None, *, variable="sigma", group="block", init=True, time_channel=False):
+    """Histograms of σ per block on a log axis, with the fitted log-normal density overlaid.
+
+    Parameters
+    ----------
+    ds : xarray.Dataset
+        Sigma dataset (:func:`~dcnbio.analysis.sigmas.extract_sigmas` or a stack).  If it has a ``state``
+        coordinate, ``trained`` is drawn filled and ``init`` (the control: log-normal by construction) as an
+        outline with a dashed fit.
+    axes : sequence of matplotlib Axes, optional
+        One per group; default: a new figure with one panel per group.
+    variable : str
+        ``sigma`` (pixels of the layer's input map) or ``sigma_input`` (image pixels).
+    group : str
+        Coordinate whose values get a panel each (``block``).
+    init : bool
+        Draw the init control when present.
+    time_channel : bool
+        Include σ of the constant t-channel (default: excluded, as in the statistics).
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+    """
+    ds = ds.isel(filter=np.flatnonzero(_mask(ds, time_channel=time_channel)))
+    if ds.sizes["filter"] == 0:
+        raise DataError("no sigma values to plot")
+    groups = _natural_order(np.unique(ds[group].values.astype(str)))
+    if axes is None:
+        fig, axes = _new_axes(len(groups))
+    else:
+        axes = np.ravel(axes)
+        if len(axes) < len(groups):
+            raise DataError(f"need {len(groups)} axes (one per {group}), got {len(axes)}")
+        fig = axes[0].figure
+    states = _states(ds)
+    if not init:
+        states.pop("init", None)
+    all_values = ds[variable].values
+    edges = np.linspace(np.log10(all_values.min()), np.log10(all_values.max()), 31)
+    for ax, g in zip(axes, groups):
+        for state, part in states.items():
+            values = np.asarray(part[variable].values[part[group].values.astype(str) == g], dtype=float)
+            if values.size == 0:
+                continue
+            trained = state == "trained"
+            _draw_hist(ax, values, TRAINED_COLOR if trained else INIT_COLOR, state, trained, edges)
+        ax.set_title(f"{g} (n={int((states.get('trained', ds)[group].values.astype(str) == g).sum())})")
+        ax.set_xlabel(f"{variable} ({'input-image px' if variable == 'sigma_input' else 'px'})")
+        ax.set_ylabel("density per log10 unit")
+    axes[0].legend(fontsize="x-small", frameon=False)
+    return fig
+
+
+def _layer_label(ds, depth):
+    part = ds.isel(filter=np.flatnonzero(ds["depth"].values == depth))
+    block, conv = str(part["block"].values[0]), str(part["conv"].values[0])
+    return f"{block}\n{conv}" if conv else block
+
+
+def plot_sigma_vs_depth(ds, ax=None, *, variable="sigma", time_channel=False):
+    """σ of every SRF layer against its depth (layer index in execution order).
+
+    Shared σ: one point per layer (per seed), joined by a line.  Per-channel σ_ji: a box per layer (median,
+    quartiles, 1.5 IQR whiskers).  Meta-parametrized σ(t): the curve σ(t) of each layer drawn across its slot,
+    ``x = depth − 0.4 + 0.8 t / T``.  With a ``state`` coordinate the init control is drawn in grey, shifted
+    slightly left.
+
+    Parameters
+    ----------
+    ds : xarray.Dataset
+        Sigma dataset.
+    ax : matplotlib Axes, optional
+    variable : str
+        ``sigma`` or ``sigma_input``.
+    time_channel : bool
+        Include σ of the constant t-channel in the boxes (default: excluded).
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+    """
+    ds = ds.isel(filter=np.flatnonzero(_mask(ds, time_channel=time_channel)))
+    if ds.sizes["filter"] == 0:
+        raise DataError("no sigma values to plot")
+    if ax is None:
+        depths = np.unique(ds["depth"].values)
+        fig, (ax,) = _new_axes(1, width=max(4.0, 0.9 * len(depths) + 1.5), height=3.2)
+    fig = ax.figure
+    states = _states(ds)
+    offsets = {"trained": 0.12 if "init" in states else 0.0, "init": -0.12}
+    seeds_of = (lambda part: np.unique(part["seed"].values.astype(str))) if "seed" in ds.coords else \
+        (lambda part: [None])
+    labelled = set()
+    for state, part in states.items():
+        color = TRAINED_COLOR if state == "trained" else INIT_COLOR
+        shift = offsets[state]
+
+        def label():
+            if state in labelled:
+                return None
+            labelled.add(state)
+            return state
+
+        for seed in seeds_of(part):
+            sp = part if seed is None else select(part, seed=seed)
+            shared_x, shared_y = [], []
+            for depth in np.unique(sp["depth"].values):
+                layer = sp.isel(filter=np.flatnonzero(sp["depth"].values == depth))
+                values = layer[variable].values
+                times = layer["time"].values
+                if np.all(np.isfinite(times)):  # σ(t): one curve per layer
+                    order = np.argsort(times)
+                    span = times.max() if times.max() > 0 else 1.0
+                    ax.plot(depth - 0.4 + 0.8 * times[order] / span, values[order], color=color, lw=1.5,
+                            label=label())
+                elif values.size == 1:
+                    shared_x.append(depth + shift)
+                    shared_y.append(values[0])
+                else:
+                    ax.boxplot(values, positions=[depth + shift], widths=0.2, manage_ticks=False,
+                               patch_artist=True, showfliers=True,
+                               boxprops={"facecolor": color, "alpha": 0.5, "edgecolor": color},
+                               medianprops={"color": "k"}, whiskerprops={"color": color},
+                               capprops={"color": color}, flierprops={"markersize": 2, "markeredgecolor": color})
+                    if state not in labelled:
+                        ax.plot([], [], "s", color=color, alpha=0.5, label=label())
+            if shared_x:
+                ax.plot(shared_x, shared_y, "o-", color=color, ms=5, lw=1, label=label())
+    depths = np.unique(ds["depth"].values)
+    ax.set_xticks(depths, [_layer_label(ds, d) for d in depths], fontsize="small")
+    ax.set_yscale("log", base=2)
+    ax.set_xlabel("SRF layer (execution order)")
+    ax.set_ylabel(f"{variable} ({'input-image px' if variable == 'sigma_input' else 'px of layer input'})")
+    ax.legend(fontsize="x-small", frameon=False)
+    return fig

@@ -1,0 +1,193 @@
+"""Reports of computed tables as Markdown and LaTeX (booktabs), written side by side.
+
+A :class:`Report` is an ordered list of sections, each holding paragraphs, tables (pandas DataFrames, formatted
+here without extra dependencies) and raw LaTeX (e.g. a statsmodels ``summary().as_latex()``, shown in the
+Markdown as a preformatted text block).  Numbers are printed with 4 significant digits; NaN as blank.
+
+>>> import pandas as pd
+>>> r = Report("Example")
+>>> r.section("Numbers").table(pd.DataFrame({"x": [1.23456, float("nan")]}, index=["a", "b"]))  # doctest: +ELLIPSIS
+<...Report object at ...>
+>>> print(r.to_markdown().splitlines()[4])
+|   | x |
+"""
+import math
+import os
+import re
+
+import numpy as np
+import pandas as pd
+
+from ..checkpoint import atomic_write
+
+_LATEX_SPECIAL = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
+                  "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}"}
+_UNICODE_TEX = {"σ": r"$\sigma$", "α": r"$\alpha$", "≈": r"$\approx$", "×": r"$\times$", "−": "-", "–": "--",
+                "≥": r"$\geq$", "≤": r"$\leq$", "√": r"$\surd$", "π": r"$\pi$", "²": r"$^2$", "…": r"\ldots{}",
+                "→": r"$\to$", "ℓ": r"$\ell$", "μ": r"$\mu$"}
+
+
+def latex_escape(text):
+    """Escape LaTeX special characters and map common Unicode symbols to math mode."""
+    out = "".join(_LATEX_SPECIAL.get(ch, ch) for ch in str(text))
+    return "".join(_UNICODE_TEX.get(ch, ch) for ch in out)
+
+
+def format_value(value, digits=4):
+    """Numbers with ``digits`` significant digits (integers as such), NaN/None as blank, others as text."""
+    if value is None:
+        return ""
+    if isinstance(value, (bool, np.bool_)):
+        return "yes" if value else "no"
+    if isinstance(value, (int, np.integer)):
+        return str(int(value))
+    if isinstance(value, (float, np.floating)):
+        if math.isnan(value):
+            return ""
+        if value != 0 and float(value).is_integer() and abs(value) < 1e6:
+            return str(int(value))
+        return f"{value:.{digits}g}"
+    return str(value)
+
+
+def _cells(df, digits):
+    header = [str(df.index.name or "")] + [str(c) for c in df.columns]
+    rows = [[str(idx)] + [format_value(v, digits) for v in row] for idx, row in zip(df.index, df.itertuples(index=False))]
+    return header, rows
+
+
+def markdown_table(df, digits=4):
+    """A GitHub-flavoured Markdown table of ``df`` (the index as first column)."""
+    header, rows = _cells(df, digits)
+    esc = lambda s: s.replace("|", r"\|").replace("\n", " ")  # noqa: E731
+    lines = ["| " + " | ".join(esc(h) for h in header) + " |",
+             "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(esc(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def latex_table(df, caption="", digits=4, label=None):
+    """A booktabs ``table`` of ``df`` (needs ``\\usepackage{booktabs}``)."""
+    header, rows = _cells(df, digits)
+    numeric = [pd.api.types.is_numeric_dtype(df[c]) for c in df.columns]
+    spec = "l" + "".join("r" if n else "l" for n in numeric)
+    lines = [r"\begin{table}[htbp]", r"\centering", r"\small"]
+    if caption:
+        lines.append(r"\caption{" + latex_escape(caption) + "}")
+    if label:
+        lines.append(r"\label{" + label + "}")
+    lines += [r"\begin{tabular}{" + spec + "}", r"\toprule",
+              " & ".join(latex_escape(h) for h in header) + r" \\", r"\midrule"]
+    lines += [" & ".join(latex_escape(c) for c in row) + r" \\" for row in rows]
+    lines += [r"\bottomrule", r"\end{tabular}", r"\end{table}"]
+    return "\n".join(lines)
+
+
+def _markdown_inline_to_latex(text):
+    """Paragraph text: escape, then turn Markdown ``code`` and **bold** into LaTeX."""
+    parts = re.split(r"(`[^`]*`)", str(text))
+    out = []
+    for part in parts:
+        if part.startswith("`") and part.endswith("`") and len(part) >= 2:
+            out.append(r"\texttt{" + latex_escape(part[1:-1]) + "}")
+        else:
+            esc = latex_escape(part)
+            out.append(re.sub(r"\*\*(.+?)\*\*", r"\\textbf{\1}", esc))
+    return "".join(out)
+
+
+class Report:
+    """An ordered document of sections with paragraphs, tables, figures and raw LaTeX.
+
+    Methods return the report, so calls chain: ``report.section("Fit").text("…").table(df, "caption")``.
+    """
+
+    def __init__(self, title):
+        self.title = title
+        self._items = []  # (kind, payload)
+
+    def section(self, title):
+        self._items.append(("section", title))
+        return self
+
+    def text(self, paragraph):
+        """A paragraph; Markdown ``code`` and **bold** are carried into the LaTeX."""
+        self._items.append(("text", paragraph))
+        return self
+
+    def bullets(self, items):
+        self._items.append(("bullets", [str(i) for i in items]))
+        return self
+
+    def table(self, df, caption="", digits=4):
+        if not isinstance(df, pd.DataFrame):
+            df = pd.DataFrame(df)
+        self._items.append(("table", (df, caption, digits)))
+        return self
+
+    def figure(self, path, caption=""):
+        """A figure file (relative to the report's directory)."""
+        self._items.append(("figure", (os.fspath(path), caption)))
+        return self
+
+    def latex(self, tex, text_version=None):
+        """Raw LaTeX for the .tex (e.g. a statsmodels summary); ``text_version`` goes to the Markdown."""
+        self._items.append(("latex", (tex, text_version)))
+        return self
+
+    def to_markdown(self):
+        out = [f"# {self.title}", ""]
+        for kind, payload in self._items:
+            if kind == "section":
+                out += [f"## {payload}", ""]
+            elif kind == "text":
+                out += [payload, ""]
+            elif kind == "bullets":
+                out += [f"- {item}" for item in payload] + [""]
+            elif kind == "table":
+                df, caption, digits = payload
+                if caption:
+                    out += [f"*{caption}*", ""]
+                out += [markdown_table(df, digits), ""]
+            elif kind == "figure":
+                path, caption = payload
+                out += [f"![{caption}]({path})", ""]
+            elif kind == "latex":
+                tex, text_version = payload
+                if text_version:
+                    out += ["```", text_version.rstrip(), "```", ""]
+        return "\n".join(out).rstrip() + "\n"
+
+    def to_latex(self):
+        out = [r"\documentclass[10pt]{article}", r"\usepackage[margin=2cm]{geometry}", r"\usepackage{booktabs}",
+               r"\usepackage{graphicx}", r"\usepackage[T1]{fontenc}", r"\usepackage{float}",
+               r"\begin{document}", r"\section*{" + latex_escape(self.title) + "}", ""]
+        for kind, payload in self._items:
+            if kind == "section":
+                out += [r"\subsection*{" + latex_escape(payload) + "}", ""]
+            elif kind == "text":
+                out += [_markdown_inline_to_latex(payload), ""]
+            elif kind == "bullets":
+                out += [r"\begin{itemize}"] + [r"\item " + _markdown_inline_to_latex(i) for i in payload] + \
+                    [r"\end{itemize}", ""]
+            elif kind == "table":
+                df, caption, digits = payload
+                out += [latex_table(df, caption, digits), ""]
+            elif kind == "figure":
+                path, caption = payload
+                out += [r"\begin{figure}[H]", r"\centering",
+                        r"\includegraphics[width=\linewidth]{" + path + "}",
+                        r"\caption{" + latex_escape(caption) + "}", r"\end{figure}", ""]
+            elif kind == "latex":
+                out += [payload[0], ""]
+        out.append(r"\end{document}")
+        return "\n".join(out) + "\n"
+
+    def write(self, directory, stem="report"):
+        """Write ``<stem>.md`` and ``<stem>.tex`` into ``directory`` (atomically); return both paths."""
+        paths = []
+        for ext, text in (("md", self.to_markdown()), ("tex", self.to_latex())):
+            path = os.path.join(os.fspath(directory), f"{stem}.{ext}")
+            atomic_write(path, lambda f, t=text: f.write(t.encode("utf-8")))
+            paths.append(path)
+        return paths
