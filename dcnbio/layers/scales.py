@@ -34,7 +34,10 @@ def rescaled_time(t):
     """``t' = τ · clip(t, -0.5, 2.5)`` with ``τ = 0.5`` (Table 3)."""
     if t is None:
         raise ConfigError("this SRF layer's scale depends on depth t: call it with a time t")
-    t = torch.as_tensor(t)
+    if not torch.is_tensor(t):
+        # a Python float keeps its full precision; the caller casts to the layer's dtype
+        # (as_tensor would round it to float32 first, off by ~1e-8 in a float64 layer)
+        t = torch.tensor(float(t), dtype=torch.float64)
     return TAU * t.clamp(*T_CLIP)
 
 
