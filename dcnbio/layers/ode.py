@@ -8,12 +8,13 @@ where ``t ⊕ h`` appends a constant channel filled with ``t`` (so each conv see
 ``C + 1`` input channels).  The solver, tolerances, end time and adjoint are
 attributes of the block, passed to torchdiffeq by name; nothing is vendored.
 
-Function evaluations (NFE) are counted separately for the forward solve and
-for the backward (adjoint) solve.  Any evaluation made while
-:meth:`ODEBlock.forward` runs is a forward evaluation; the adjoint solve runs
-later, from ``loss.backward()``, and its evaluations count as backward.  With
-``adjoint=False`` gradients come from backpropagating through the solver's
-operations and ``nfe_backward`` stays 0.
+Function evaluations (NFE) are counted by the block, through a forward pre-hook
+on its dynamics module (so any ``nn.Module`` ``f(t, h)`` can serve as dynamics),
+separately for the forward solve and for the backward (adjoint) solve.  Any
+evaluation made while :meth:`ODEBlock.solve` runs is a forward evaluation; the
+adjoint solve runs later, from ``loss.backward()``, and its evaluations count as
+backward.  With ``adjoint=False`` gradients come from backpropagating through the
+solver's operations and ``nfe_backward`` stays 0.
 """
 import math
 
@@ -56,7 +57,7 @@ class TimeConcat(nn.Module):
 
 
 class ODEFunc(nn.Module):
-    """The block dynamics ``f(t, h)``; counts its own evaluations.
+    """The block dynamics ``f(t, h)`` of the paper (the :class:`ODEBlock` counts its evaluations).
 
     Parameters
     ----------
@@ -74,13 +75,8 @@ class ODEFunc(nn.Module):
         self.conv2 = TimeConcat(make_conv(channels + 1, channels))
         self.norm3 = group_norm(channels)
         self.act = act
-        self.nfe = {"forward": 0, "backward": 0}
-        self.phase = "backward"
-        self.last_t = float("nan")
 
     def forward(self, t, h):
-        self.nfe[self.phase] += 1
-        self.last_t = t
         out = self.conv1(t, self.act(self.norm1(h)))
         out = self.conv2(t, self.act(self.norm2(out)))
         return self.norm3(out)
@@ -92,7 +88,7 @@ class ODEBlock(nn.Module):
     Parameters
     ----------
     func : nn.Module
-        Dynamics ``func(t, h)``.
+        Dynamics ``func(t, h)``; any module (the block counts its calls with a forward pre-hook).
     T : float
         End time (2 for DCNs, 1 for ODE-Net in the paper).
     solver : str
@@ -131,18 +127,29 @@ class ODEBlock(nn.Module):
             raise ConfigError(f"end time T of {name} must be > 0, got {T}")
         if solver not in ADAPTIVE and "step_size" not in self.options and "grid_constructor" not in self.options:
             self.options["step_size"] = T / 10
+        # NFE bookkeeping lives in the block: every call of func (by the solver, the initial-step probe or
+        # the adjoint's backward solve) passes through the hook
+        self._nfe = {"forward": 0, "backward": 0}
+        self._phase = "backward"
+        self._last_t = float("nan")
+        func.register_forward_pre_hook(self._count_evaluation)
+
+    def _count_evaluation(self, module, args):
+        self._nfe[self._phase] += 1
+        if args:  # kept as a tensor: no device sync per evaluation
+            self._last_t = args[0].detach() if torch.is_tensor(args[0]) else args[0]
 
     @property
     def nfe_forward(self):
-        return self.func.nfe["forward"]
+        return self._nfe["forward"]
 
     @property
     def nfe_backward(self):
-        return self.func.nfe["backward"]
+        return self._nfe["backward"]
 
     def reset_nfe(self):
-        self.func.nfe["forward"] = 0
-        self.func.nfe["backward"] = 0
+        self._nfe["forward"] = 0
+        self._nfe["backward"] = 0
 
     def solver_settings(self):
         """The solver configuration as plain values (for provenance attrs)."""
@@ -167,7 +174,7 @@ class ODEBlock(nn.Module):
         """
         grid, keep = self._grid(times, h0)
         kwargs = dict(rtol=self.rtol, atol=self.atol, method=self.solver, options=self.options)
-        self.func.phase = "forward"
+        self._phase = "forward"
         try:
             if self.adjoint and torch.is_grad_enabled():
                 if self.seminorm:
@@ -178,11 +185,11 @@ class ODEBlock(nn.Module):
                 states = torchdiffeq.odeint(self.func, h0, grid, **kwargs)
         except (AssertionError, RuntimeError) as exc:
             reason = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
-            raise SolverError(self.name, float(self.func.last_t), reason) from None
+            raise SolverError(self.name, float(self._last_t), reason) from None
         finally:
-            self.func.phase = "backward"
+            self._phase = "backward"
         if not bool(torch.isfinite(states[-1]).all()):
-            raise SolverError(self.name, float(self.func.last_t), "non-finite state")
+            raise SolverError(self.name, float(self._last_t), "non-finite state")
         return states[keep]
 
     def _grid(self, times, h0):
