@@ -127,14 +127,15 @@ def test_nfe_is_the_batch_forward_nfe(dcn, images, traj):
     reset_nfe(dcn)
 
 
-def test_model_mode_and_counters_restored(dcn, images):
+def test_model_mode_restored_and_counters_grow_like_a_forward_pass(dcn, images, traj):
     dcn.train()
-    for block in dcn.blocks().values():
-        block.func.nfe["forward"] = 7
+    reset_nfe(dcn)
     try:
-        extract_trajectories(dcn, images[:1], [0.0, 2.0])
+        extract_trajectories(dcn, images[:2], [0.0, 2.0], batch_size=2)
         assert dcn.training
-        assert all(block.nfe_forward == 7 for block in dcn.blocks().values())
+        # the counters grew by exactly the NFE of the one batch solved (the same batch as in `traj`)
+        assert {name: c["forward"] for name, c in nfe(dcn).items()} == \
+            {name: int(ds.nfe[0]) for name, ds in traj.items()}
     finally:
         dcn.eval()
         reset_nfe(dcn)

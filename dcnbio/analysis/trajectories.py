@@ -144,13 +144,9 @@ def _solve_block(block, h0, times):
     extend = grid[-1] < T
     if extend:  # solve on to T: the output feeds the next stage, and the NFE is the classifier's
         grid.append(T)
-    saved = dict(block.func.nfe)
-    block.reset_nfe()
-    try:
-        states = block.solve(h0, grid)
-        nfe = block.nfe_forward
-    finally:
-        block.func.nfe.update(saved)
+    before = block.nfe_forward  # counters are cumulative: count the difference, as a forward pass adds to them
+    states = block.solve(h0, grid)
+    nfe = block.nfe_forward - before
     out = states[-1]
     if extend:
         states = states[:-1]
@@ -215,7 +211,8 @@ def extract_trajectories(model, images, times, *, blocks=None, labels=None, indi
     Parameters
     ----------
     model : :class:`~dcnbio.models.Network`
-        Run in eval mode under ``torch.no_grad()`` (its mode and NFE counters are restored).
+        Run in eval mode under ``torch.no_grad()`` (its training mode is restored afterwards; the
+        blocks' NFE counters grow by the solves' evaluations, as in a forward pass).
     images : Tensor or ndarray ``(N, C, H, W)``
         Finite values; ``C == model.config.in_channels``.  The input of block k is obtained by
         running the model's earlier stages (:meth:`Network.stages`).
