@@ -53,6 +53,7 @@ def atomic_write(path, write):
     directory = os.path.dirname(os.path.abspath(path))
     fd, tmp = tempfile.mkstemp(prefix=".tmp-" + os.path.basename(path) + "-", dir=directory)
     try:
+        os.fchmod(fd, 0o666 & ~_UMASK)  # mkstemp creates 0600; results are meant to be shared
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()
@@ -71,6 +72,8 @@ def atomic_write(path, write):
 
 
 _WRITES = {}
+_UMASK = os.umask(0)
+os.umask(_UMASK)
 
 
 def _maybe_inject_fault(path):
