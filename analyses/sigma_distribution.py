@@ -119,7 +119,7 @@ def load_runs(paths):
 # --- tables ------------------------------------------------------------------------------------------------
 
 def blocks_of(ds):
-    return stats._natural_order(np.unique(ds["block"].values.astype(str)))
+    return stats.block_order(np.unique(ds["block"].values.astype(str)))
 
 
 def layer_table(ds, has_init):

@@ -16,7 +16,7 @@ from matplotlib.figure import Figure
 
 from ..errors import DataError
 from .sigmas import _mask, select
-from .stats import _natural_order, fit_lognormal
+from .stats import block_order, fit_lognormal
 
 TRAINED_COLOR = "C0"
 INIT_COLOR = "0.55"
@@ -89,8 +89,9 @@ def plot_sigma_histograms(ds, axes=None, *, variable="sigma", group="block", ini
     ds = ds.isel(filter=np.flatnonzero(_mask(ds, time_channel=time_channel)))
     if ds.sizes["filter"] == 0:
         raise DataError("no sigma values to plot")
-    groups = _natural_order(np.unique(ds[group].values.astype(str)))
-    if axes is None:
+    groups = block_order(np.unique(ds[group].values.astype(str)))
+    own_figure = axes is None
+    if own_figure:
         fig, axes = _new_axes(len(groups))
     else:
         axes = np.ravel(axes)
@@ -109,10 +110,21 @@ def plot_sigma_histograms(ds, axes=None, *, variable="sigma", group="block", ini
                 continue
             trained = state == "trained"
             _draw_hist(ax, values, TRAINED_COLOR if trained else INIT_COLOR, state, trained, edges)
+        in_group = ds[group].values.astype(str) == g
+        if "radius" in ds.coords and "parametrization" in ds.coords and \
+                np.any(ds["parametrization"].values[in_group] == "per-channel"):
+            # a fixed window of radius r covers ±2σ only up to σ = r/2 (1.5 px for 7×7): mark where truncation starts
+            scale = ds["stride"].values[in_group] if variable == "sigma_input" else 1
+            limit = np.min(ds["radius"].values[in_group] / 2 * scale)
+            ax.axvline(limit, color="k", lw=0.8, ls=":", label="window truncates σ above")
         ax.set_title(f"{g} (n={int((states.get('trained', ds)[group].values.astype(str) == g).sum())})")
         ax.set_xlabel(f"{variable} ({'input-image px' if variable == 'sigma_input' else 'px'})")
         ax.set_ylabel("density per log10 unit")
-    axes[0].legend(fontsize="x-small", frameon=False)
+    handles, labels = axes[0].get_legend_handles_labels()
+    if own_figure:  # legend beside the panels, where it hides no bars
+        fig.legend(handles, labels, loc="outside right center", fontsize="small", frameon=False)
+    else:
+        axes[0].legend(fontsize="x-small", frameon=False)
     return fig
 
 

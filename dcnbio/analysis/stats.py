@@ -216,7 +216,7 @@ def compare_families(x, families=None):
 
 # --- bootstrap --------------------------------------------------------------------------------------------
 
-def _percentile_ci(samples, estimate, confidence):
+def _percentile_ci(samples, confidence):
     samples = np.asarray(samples, dtype=float)
     samples = samples[np.isfinite(samples)]
     if samples.size == 0:
@@ -348,7 +348,7 @@ def bootstrap_summary(data, *, groups=None, clusters=None, n_resamples=2000, con
     rng = np.random.default_rng(seed)
     selections = [("pooled", np.ones(values.size, bool))]
     if group_labels is not None:
-        selections += [(g, group_labels == g) for g in _natural_order(np.unique(group_labels))]
+        selections += [(g, group_labels == g) for g in block_order(np.unique(group_labels))]
     rows = []
     for name, mask in selections:
         logx = np.log(values[mask])
@@ -359,7 +359,7 @@ def bootstrap_summary(data, *, groups=None, clusters=None, n_resamples=2000, con
         est = _shape_from_logs(logx) if logx.size else {k: np.nan for k in SHAPE_STATISTICS}
         boots = _resample_shapes(logx, use_clusters, n_resamples, rng, stage2) if logx.size >= min_n else None
         for stat in SHAPE_STATISTICS:
-            lo, hi = _percentile_ci(boots[stat], est[stat], confidence) if boots is not None else (np.nan, np.nan)
+            lo, hi = _percentile_ci(boots[stat], confidence) if boots is not None else (np.nan, np.nan)
             rows.append({"group": name, "statistic": stat, "estimate": float(est[stat]), "ci_low": lo,
                          "ci_high": hi, "n": int(logx.size), "n_clusters": int(n_clusters),
                          "resampled": ("seeds+filters" if stage2 else "seeds") if use_clusters is not None
@@ -367,8 +367,12 @@ def bootstrap_summary(data, *, groups=None, clusters=None, n_resamples=2000, con
     return pd.DataFrame(rows)
 
 
-def _natural_order(labels):
-    """Order block labels by execution (stem, block1, down1, …), everything else alphabetically."""
+def block_order(labels):
+    """Labels sorted by execution order of their block (stem, block1, down1, …), then alphabetically.
+
+    >>> block_order(["block3", "down1", "pooled", "block1"])
+    ['block1', 'down1', 'block3', 'pooled']
+    """
     rank = {name: i for i, name in enumerate(("stem", "block1", "down1", "block2", "down2", "block3"))}
     return sorted(labels, key=lambda s: (rank.get(str(s).split("/")[0], len(rank)), str(s)))
 
@@ -477,7 +481,7 @@ def compare_trained_init(trained, init, *, paired=None, clusters=None, n_resampl
             for k, v in shape_deltas(lt[it], li[ii]).items():
                 boots[k][b] = v
     for k, v in est.items():
-        lo, hi = _percentile_ci(boots[k], v, confidence) if k in boots else (np.nan, np.nan)
+        lo, hi = _percentile_ci(boots[k], confidence) if k in boots else (np.nan, np.nan)
         rows[k] = (float(v), lo, hi, np.nan)
     if paired:
         rho = st.spearmanr(trained, init)

@@ -133,8 +133,8 @@ def sigma_to_peak_frequency(sigma, order):
 
     Examples
     --------
-    >>> float(sigma_to_peak_frequency(1.0, 2))  # √2 / 2π
-    0.2250790790392765
+    >>> round(float(sigma_to_peak_frequency(1.0, 2)), 6)  # √2 / 2π
+    0.225079
     """
     sigma = np.asarray(sigma, dtype=float)
     order = np.asarray(order)
