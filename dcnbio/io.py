@@ -209,9 +209,11 @@ def save_dataset(ds, path, *, overwrite=False):
 
     Examples
     --------
-    >>> ds = xr.Dataset({"h": (("image", "x"), np.zeros((2, 3), np.float32))})
-    >>> save_dataset(ds, "/tmp/example.nc", overwrite=True)
-    >>> xr.testing.assert_identical(open_results("/tmp/example.nc").load(), ds)
+    >>> import tempfile
+    >>> path = os.path.join(tempfile.mkdtemp(), "example.nc")
+    >>> ds = xr.Dataset({"h": (("image", "x"), np.zeros((2, 3), np.float32))}, attrs={"adjoint": 1})
+    >>> save_dataset(ds, path)
+    >>> xr.testing.assert_identical(open_results(path).load(), ds)
     """
     path, directory = _check_target(path, overwrite)
     ds = _sanitize(_as_float32(ds))

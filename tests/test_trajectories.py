@@ -141,6 +141,14 @@ def test_model_mode_restored_and_counters_grow_like_a_forward_pass(dcn, images, 
         reset_nfe(dcn)
 
 
+@pytest.mark.parametrize("times, cols", [([2.0], [4]), ([0.0], [0]), ([0.5, 1.99999999], [1, 4])])
+def test_single_and_edge_times(dcn, images, traj, times, cols):
+    # [T] alone, [0] alone (the solve still runs to T), and a last time that rounds to T in float32
+    one = extract_trajectories(dcn, images[:2], times, blocks=["block3"], batch_size=2)["block3"]
+    np.testing.assert_array_equal(one.h.values, traj["block3"].h.values[:2, cols])
+    np.testing.assert_array_equal(one.nfe.values, traj["block3"].nfe.values[:2])
+
+
 def test_iterator_yields_per_batch_datasets(dcn, images, traj):
     batches = list(iter_trajectories(dcn, images, TIMES, blocks=["block2"], labels=[3, 1, 4],
                                      indices=[10, 11, 12], batch_size=2))
@@ -186,6 +194,7 @@ def test_resnet_trajectory_is_input_and_output(images):
     (lambda x: x.index_put((torch.tensor([1]), torch.tensor([0]), torch.tensor([5]), torch.tensor([5])),
                            torch.tensor(float("nan"))), DataError, "non-finite.*image 1"),
     (lambda x: x[:0], DataError, "no images"),
+    (lambda x: (x > 0).to(torch.uint8), DataError, "floating point"),
 ])
 def test_bad_images(dcn, images, bad, error, match):
     with pytest.raises(error, match=match) as err:

@@ -74,8 +74,8 @@ def check_images(images, in_channels):
     if images.shape[1] != in_channels:
         raise DataError(f"images have {images.shape[1]} channel(s) but the model expects {in_channels} "
                         f"(shape {tuple(images.shape)})")
-    if not (images.is_floating_point() or images.dtype in (torch.uint8, torch.int16, torch.int32, torch.int64)):
-        raise DataError(f"images must be numeric, got dtype {images.dtype}")
+    if not images.is_floating_point():  # raw uint8 pixels would run, silently, without the normalisation
+        raise DataError(f"images must be floating point (normalised as for training), got dtype {images.dtype}")
     images = images.to(torch.float32)
     bad = ~torch.isfinite(images)
     if bool(bad.any()):
@@ -141,7 +141,8 @@ def _solve_block(block, h0, times):
         return torch.stack([h0, out], dim=1), out, 0
     T = float(block.T)
     grid = list(times)
-    extend = grid[-1] < T
+    # compared in the state's dtype: a last time that rounds to T would otherwise repeat T in the grid
+    extend = bool(torch.tensor(grid[-1], dtype=h0.dtype) < torch.tensor(T, dtype=h0.dtype))
     if extend:  # solve on to T: the output feeds the next stage, and the NFE is the classifier's
         grid.append(T)
     before = block.nfe_forward  # counters are cumulative: count the difference, as a forward pass adds to them
