@@ -227,8 +227,8 @@ def main(argv=None):
         raise ConfigError("--n-boot must be >= 1")
     start = time.time()
     paths = resolve_checkpoints(args.checkpoint)
+    runs = load_runs(paths)  # before creating the output directory: a bad checkpoint leaves nothing behind
     out = Path(prepare_output_dir(args.out, overwrite=args.overwrite))
-    runs = load_runs(paths)
     model_name = runs[0][1].attrs.get("model_name", "model")
     parts, controls = [], []
     for seed, trained, init, note, _ in runs:

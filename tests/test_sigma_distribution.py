@@ -130,6 +130,7 @@ def test_bad_inputs_exit_2_with_one_line(script, tmp_path, capsys):
     corrupt.write_bytes(b"not a checkpoint at all")
     code, err = _run_error(script, ["--checkpoint", str(corrupt), "--out", str(tmp_path / "o1")], capsys)
     assert code == 2 and err.startswith("error: ") and err.count("\n") == 1
+    assert not (tmp_path / "o1").exists()  # nothing written for a bad input
 
     code, err = _run_error(script, ["--checkpoint", str(tmp_path / "nope.pt"), "--out", str(tmp_path / "o2")], capsys)
     assert code == 2 and "no checkpoint file" in err and err.count("\n") == 1

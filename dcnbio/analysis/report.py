@@ -66,12 +66,15 @@ def markdown_table(df, digits=4):
     return "\n".join(lines)
 
 
-def latex_table(df, caption="", digits=4, label=None):
-    """A booktabs ``table`` of ``df`` (needs ``\\usepackage{booktabs}``)."""
+def latex_table(df, caption="", digits=4, label=None, placement="H"):
+    """A booktabs ``table`` of ``df`` (needs ``\\usepackage{booktabs}``, and ``float`` for placement ``H``).
+
+    ``H`` keeps each table where it is written: a report has more tables than LaTeX's float queue holds.
+    """
     header, rows = _cells(df, digits)
     numeric = [pd.api.types.is_numeric_dtype(df[c]) for c in df.columns]
     spec = "l" + "".join("r" if n else "l" for n in numeric)
-    lines = [r"\begin{table}[htbp]", r"\centering", r"\small"]
+    lines = [r"\begin{table}[" + placement + "]", r"\centering", r"\small"]
     if caption:
         lines.append(r"\caption{" + latex_escape(caption) + "}")
     if label:
