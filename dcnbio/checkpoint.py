@@ -147,10 +147,12 @@ def read_checkpoint(path, map_location="cpu"):
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-        if "weights_only" in str(exc) or "Unsupported" in str(exc) or "global" in str(exc).lower():
+        # Only a reference to a Python global (a class or function) can make unpickling run code.
+        if "Unsupported global" in str(exc) or "GLOBAL" in str(exc):
             raise CheckpointError(f"refused to load {path}: it contains pickled objects other than tensors "
                                   f"and plain containers (possibly code); only dcnbio checkpoints are accepted") from None
-        raise CheckpointError(f"{path} is corrupt or not a checkpoint ({first[:120]})") from None
+        raise CheckpointError(f"{path} is truncated or corrupt (not a readable torch file); re-copy or "
+                              f"retrain it") from None
     except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise CheckpointError(f"{path} is truncated or corrupt ({first[:120]}); re-copy or retrain it") from None
