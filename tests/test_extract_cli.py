@@ -1,6 +1,7 @@
 """``dcnbio extract``: shards, manifest, resume, refusal of foreign directories, bad inputs, SIGKILL mid-run."""
 import glob
 import json
+import re
 import os
 import signal
 import subprocess
@@ -158,7 +159,7 @@ def test_rejects_bad_input(files, bad_files, tmp_path, capsys, args, match):
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and err.count("\n") == 1, err
-    assert __import__("re").search(match, err), err
+    assert re.search(match, err), err
     assert not out.exists()  # nothing is written before the inputs are known to be good
 
 
