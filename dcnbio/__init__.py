@@ -4,10 +4,20 @@ __version__ = "0.1.0"
 from . import filters
 from .errors import CheckpointError, ConfigError, DataError, DcnbioError, SolverError
 from .models import create_model, list_models, nfe, ode_blocks, reset_nfe, srf_layers
+from .checkpoint import load_checkpoint  # noqa: E402  (needs the models)
 
 __all__ = ["CheckpointError", "ConfigError", "DataError", "DcnbioError", "SolverError", "create_model", "filters",
-           "list_models", "nfe", "ode_blocks", "reset_nfe", "srf_layers"]
+           "list_models", "load_checkpoint", "nfe", "ode_blocks", "reset_nfe", "srf_layers"]
 
-from .checkpoint import load_checkpoint  # noqa: E402
+_LAZY = {"extract_sigmas": "dcnbio.analysis.sigmas", "extract_trajectories": "dcnbio.analysis.trajectories",
+         "open_results": "dcnbio.io"}
+__all__ += list(_LAZY)
 
-__all__ += ["load_checkpoint"]
+
+def __getattr__(name):
+    # The analysis layer imports xarray/scipy/statsmodels: load it on first use, not on ``import dcnbio``.
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'dcnbio' has no attribute {name!r}")
