@@ -10,8 +10,9 @@ and restored afterwards.
 :func:`assess_solver_independence` turns the table into a verdict.  Accuracy is compared with the model's own
 setting (``own``) for each *refinement* — a setting at least as accurate by construction:
 
-* adaptive settings whose ``rtol`` and ``atol`` are both ≤ the model's own (when the model uses an adaptive solver);
-* the same fixed-step method with at least as many steps (when the model uses a fixed-step solver);
+* adaptive settings whose ``rtol`` and ``atol`` are both ≤ the model's own (when the model uses an adaptive solver),
+  except a repeat of the own setting itself;
+* the same fixed-step method with more steps (when the model uses a fixed-step solver);
 * always the *reference*: the adaptive setting with the smallest tolerance (the best estimate of the exact flow).
 
 The model is flagged as **not solver-independent** when any refinement moves the accuracy by more than
@@ -219,9 +220,10 @@ def _refinements(ds):
     if adaptive[o]:
         own_r = float(ds.attrs.get("own_rtol", tol[o]))
         own_a = float(ds.attrs.get("own_atol", tol[o]))
-        refine |= adaptive & (tol <= own_r) & (tol <= own_a)
+        same = (solver == solver[o]) & (tol == own_r) & (tol == own_a)  # the own computation again: no refinement
+        refine |= adaptive & (tol <= own_r) & (tol <= own_a) & ~same
     else:
-        refine |= (solver == solver[o]) & (steps >= steps[o])
+        refine |= (solver == solver[o]) & (steps > steps[o])
     ok = adaptive & np.isfinite(tol)
     ok[o] = False
     reference = int(np.flatnonzero(ok)[np.argmin(tol[ok])]) if ok.any() else None

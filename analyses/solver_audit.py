@@ -1,0 +1,152 @@
+"""Solver audit: does a trained model's accuracy survive other solvers and tighter tolerances? (SPEC §4)
+
+Run from the repository root::
+
+    OMP_NUM_THREADS=1 .venv/bin/python analyses/solver_audit.py
+
+audits the bundled DCN-ODE, DCN σ_ji and ODE-Net checkpoints that exist (``data/checkpoints/<model>/seed*/last.pt``)
+on the first 1000 test images under dopri5 at rtol = atol = 1e-3 … 1e-6, rk4 with 2–16 and euler with 4–32 steps
+per block, and writes ``results/solver_audit/``.  Any checkpoint, another grid or threshold::
+
+    .venv/bin/python analyses/solver_audit.py --checkpoint ckpt.pt --tolerances 1e-3 1e-5 --rk4-steps 4 8 \\
+        --euler-steps --threshold 0.005 --n-images 500 --out results/audit_small --overwrite
+
+A model is flagged **not solver-independent** when a refinement of its own solver (tighter tolerances; the tightest
+adaptive setting always counts) moves its accuracy by more than ``--threshold`` (a fraction; 0.01 = one percentage
+point).  See :mod:`dcnbio.analysis.solver_audit`.
+
+Outputs (in ``--out``): ``solver_audit.nc`` (one group per model: accuracy, agreement with the own setting,
+predictions, logits, NFE per setting), ``solver_audit.png`` (accuracy against NFE), ``report.md``/``report.tex``.
+"""
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+
+from dcnbio.analysis.common import ScriptParser, dataset_of, load_eval_images, load_models, resolve_checkpoints
+from dcnbio.analysis.report import Report
+from dcnbio.analysis.solver_audit import (DEFAULT_FIXED_STEPS, DEFAULT_TOLERANCES, assess_solver_independence,
+                                          compute_solver_audit, plot_solver_audit, solver_grid)
+from dcnbio.cli import user_errors
+from dcnbio.errors import ConfigError
+from dcnbio.io import prepare_output_dir, save_results
+
+REPO = Path(__file__).resolve().parents[1]
+DEFAULTS = tuple(f"data/checkpoints/{m}/seed*/last.pt" for m in ("dcn-ode", "dcn-sigma-ji", "odenet"))
+
+
+def build_parser():
+    p = ScriptParser(prog="analyses/solver_audit.py", description=__doc__.split("\n")[0],
+                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--checkpoint", nargs="+", default=None, metavar="PATH",
+                   help="checkpoint(s) with ODE blocks; default: the bundled " + ", ".join(DEFAULTS))
+    p.add_argument("--out", default="results/solver_audit", help="output directory")
+    p.add_argument("--overwrite", action="store_true", help="write into a non-empty output directory")
+    p.add_argument("--n-images", type=int, default=1000, help="first N images of the evaluation split")
+    p.add_argument("--batch-size", type=int, default=128, help="images per solve (NFE are per batch)")
+    p.add_argument("--tolerances", type=float, nargs="*", default=list(DEFAULT_TOLERANCES),
+                   help="rtol = atol of the adaptive solver")
+    p.add_argument("--adaptive", default="dopri5", help="adaptive solver of the tolerance sweep")
+    p.add_argument("--rk4-steps", type=int, nargs="*", default=list(DEFAULT_FIXED_STEPS["rk4"]),
+                   help="rk4 step counts per block (none: skip rk4)")
+    p.add_argument("--euler-steps", type=int, nargs="*", default=list(DEFAULT_FIXED_STEPS["euler"]),
+                   help="euler step counts per block (none: skip euler)")
+    p.add_argument("--threshold", type=float, default=0.01,
+                   help="largest accepted accuracy change under refinement (fraction)")
+    p.add_argument("--split", choices=("test", "val"), default="test", help="evaluation split")
+    p.add_argument("--data-root", default=None, help="dataset directory (default: the standard places)")
+    return p
+
+
+def log(msg):
+    print(msg, flush=True)
+
+
+@user_errors
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    if args.n_images < 1 or args.batch_size < 1:
+        raise ConfigError("--n-images and --batch-size must be >= 1")
+    if not 0 < args.threshold < 1:
+        raise ConfigError(f"--threshold must be a fraction in (0, 1), got {args.threshold:g}")
+    fixed = {k: v for k, v in (("rk4", args.rk4_steps), ("euler", args.euler_steps)) if v}
+    if not args.tolerances:
+        raise ConfigError("give at least one --tolerances value: the tightest adaptive setting is the reference")
+    grid = solver_grid(args.tolerances, fixed, adaptive=args.adaptive)
+    start = time.time()
+    paths, missing = resolve_checkpoints(args.checkpoint, DEFAULTS, REPO, analysis="solver audit")
+    runs = load_models(paths, require_ode=True, analysis="solver audit")
+    data, cache = {}, {}
+    for label, model, info in runs:
+        name = dataset_of(info, model)
+        data[label] = load_eval_images(name, split=args.split, n_images=args.n_images, root=args.data_root,
+                                       cache=cache) + (name,)
+    out = Path(prepare_output_dir(args.out, overwrite=args.overwrite))
+
+    results, verdicts, tables = {}, {}, {}
+    for label, model, info in runs:
+        images, labels, indices, _, name = data[label]
+        t0 = time.time()
+        ds = compute_solver_audit(model, images, labels, grid, batch_size=args.batch_size, info=info)
+        ds = ds.assign_coords(image=indices)
+        tables[label], verdicts[label] = assess_solver_independence(ds, args.threshold)
+        v = verdicts[label]
+        ds.attrs.update({"dataset": name, "split": args.split, "threshold": args.threshold,
+                         "solver_independent": int(v["solver_independent"]),
+                         "max_refinement_shift": v["max_refinement_shift"]})
+        results[label] = ds
+        log(f"{label}: {len(grid) + 1} settings on {images.shape[0]} images in {time.time() - t0:.1f} s")
+    save_results(results, out / "solver_audit.nc", overwrite=args.overwrite)
+    plot_solver_audit(results).savefig(out / "solver_audit.png", dpi=120)
+
+    report = Report("Solver audit: accuracy under other solvers and tolerances")
+    report.section("Inputs")
+    report.table(pd.DataFrame([{"model": label, "checkpoint": info["path"], "epoch": info.get("epoch", ""),
+                                "dataset": data[label][4], "images": int(data[label][0].shape[0]),
+                                "batch size": args.batch_size, "own solver": model.config.solver,
+                                "rtol": model.config.rtol, "atol": model.config.atol, "T": model.config.T}
+                               for label, model, info in runs]).set_index("model"), "Checkpoints")
+    if missing:
+        report.text("Default checkpoints not found (skipped): " + ", ".join(f"`{m}`" for m in missing) + ".")
+    report.text(f"Adaptive settings use rtol = atol = tol; fixed-step settings use step size T/steps in every block. "
+                f"A refinement is a setting at least as accurate as the model's own by construction (tighter "
+                f"tolerances for an adaptive own solver, more steps of the same fixed-step method otherwise; the "
+                f"tightest adaptive setting always). Flag: some refinement moves the accuracy by more than "
+                f"{100 * args.threshold:g} pp (percentage points). NFE: forward evaluations per batch of "
+                f"{args.batch_size}, summed over ODE blocks, mean over batches.")
+    summary = pd.DataFrame([{"model": label, "solver-independent": v["solver_independent"],
+                             "largest refinement shift (pp)": 100 * v["max_refinement_shift"],
+                             "worst refinement": v["worst_refinement"], "reference": v["reference"],
+                             "reference converged": v["reference_converged"],
+                             "failed refinements": ", ".join(v["failed_refinements"])}
+                            for label, v in verdicts.items()]).set_index("model")
+    report.section("Verdict").table(summary, f"Solver independence at a threshold of {100 * args.threshold:g} pp")
+    report.figure("solver_audit.png", "Accuracy against forward NFE per batch (star: the model's own setting)")
+    for label, table in tables.items():
+        t = table.copy()
+        t["accuracy"] *= 100
+        t["shift"] *= 100
+        t["agreement (%)"] = 100 * results[label]["agreement"].values
+        t = t.rename(columns={"accuracy": "accuracy (%)", "shift": "shift (pp)"})
+        report.section(label).table(t, f"{label}: every setting")
+    failed = [(label, str(s), str(m)) for label, ds in results.items()
+              for s, m in zip(ds["setting"].values, ds["failed"].values) if str(m)]
+    if failed:
+        report.section("Failed solves").bullets([f"{lab} / {s}: {m}" for lab, s, m in failed])
+    report.write(out)
+
+    for label, v in verdicts.items():
+        ds = results[label]
+        own = float(ds["accuracy"].values[0])
+        log(f"  {label}: own {100 * own:.1f}% (NFE {float(ds['nfe_total'].values[0]):.0f}); largest refinement shift "
+            f"{100 * v['max_refinement_shift']:.2f} pp ({v['worst_refinement']}) -> "
+            f"{'solver-independent' if v['solver_independent'] else 'NOT solver-independent'}"
+            f"{'' if v['reference_converged'] in (True, None) else ' (reference not converged)'}")
+    log(f"  wrote solver_audit.nc, solver_audit.png and report.md/.tex to {out} in {time.time() - start:.1f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
