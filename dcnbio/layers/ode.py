@@ -24,6 +24,7 @@ from torchdiffeq._impl.odeint import SOLVERS as _TORCHDIFFEQ_SOLVERS
 from torch import nn
 
 from ..errors import ConfigError, SolverError
+from .srf import filter_cache
 
 #: Solvers by name, exactly torchdiffeq's table.
 SOLVERS = tuple(sorted(_TORCHDIFFEQ_SOLVERS))
@@ -49,6 +50,8 @@ class TimeConcat(nn.Module):
         self.conv = conv
 
     def forward(self, t, x):
+        if getattr(self.conv, "accepts_time_channel", False):  # SRF layers add the constant channel's term
+            return self.conv(x, t, time_channel=True)
         tt = torch.ones_like(x[:, :1]) * t
         xt = torch.cat([x, tt], dim=1)
         if getattr(self.conv, "depends_on_t", None) is not None:
@@ -176,13 +179,15 @@ class ODEBlock(nn.Module):
         kwargs = dict(rtol=self.rtol, atol=self.atol, method=self.solver, options=self.options)
         self._phase = "forward"
         try:
-            if self.adjoint and torch.is_grad_enabled():
-                if self.seminorm:
-                    kwargs["adjoint_options"] = dict(norm="seminorm")
-                kwargs["adjoint_params"] = tuple(self.func.parameters())
-                states = torchdiffeq.odeint_adjoint(self.func, h0, grid, **kwargs)
-            else:
-                states = torchdiffeq.odeint(self.func, h0, grid, **kwargs)
+            # SRF layers with t-independent filters build them once per solve (srf.filter_cache)
+            with filter_cache(self.func):
+                if self.adjoint and torch.is_grad_enabled():
+                    if self.seminorm:
+                        kwargs["adjoint_options"] = dict(norm="seminorm")
+                    kwargs["adjoint_params"] = tuple(self.func.parameters())
+                    states = torchdiffeq.odeint_adjoint(self.func, h0, grid, **kwargs)
+                else:
+                    states = torchdiffeq.odeint(self.func, h0, grid, **kwargs)
         except (AssertionError, RuntimeError) as exc:
             reason = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
             raise SolverError(self.name, float(self._last_t), reason) from None

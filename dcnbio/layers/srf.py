@@ -5,29 +5,57 @@ N-jet basis of :mod:`dcnbio.filters`.  One layer class serves every variant; wha
 differs is the σ parametrization (:mod:`dcnbio.layers.scales`) and the α
 parametrization.
 
-Two formulations compute the same function:
+Formulations
+------------
+All compute the same function (within floating-point rounding); they differ in cost.
 
 ``dense``
-    Build ``W`` and call ``conv2d`` with it (the paper's reference formulation).
-    Cost grows with the kernel area, i.e. about σ².
+    Build ``W`` and call ``conv2d`` with it.  Cost grows with the kernel area, i.e. about σ².
+``spectral``
+    Build ``W``, then correlate in the frequency domain: ``rfft2`` of the input and of the
+    (flipped, zero-padded) filters, one complex matrix product over input channels per
+    frequency, ``irfft2``.  The cost does not depend on the kernel size as long as the padded
+    transform length (``H + padding`` rounded up to a 2·3·5-smooth length) does not change;
+    works for every σ parametrization, σ_ji included.  Stride > 1 is computed at stride 1
+    and subsampled (correct, not economical).
 ``separable``
     Basis first (paper Eq. 8): filter each input channel with the separable 1-D
-    Gaussian derivatives (a y pass and an x pass), then mix the ``F`` responses
-    with a 1×1 convolution by α.  Cost grows only linearly with the radius.
-    Needs one σ for all channel pairs (not σ_ji).
+    Gaussian derivatives (grouped depthwise ``conv2d`` passes along y and x), then mix the ``F``
+    responses with a 1×1 convolution by α.  Fewest multiply-adds, but the depthwise passes are
+    memory-bound on CPU.  Needs one σ for all channel pairs (not σ_ji).
+``reference``
+    The straightforward formulation of :mod:`dcnbio.layers.reference` (filters rebuilt at every
+    call, the time channel of an ODE block concatenated as an input channel, no cache): the
+    benchmark baseline and test oracle.
+``auto``
+    Pick ``spectral`` or ``dense`` per call from the kernel radius, channel counts and map size by the
+    rule in :meth:`SRFConv2d.choose_formulation` (set from measurements, ``benchmarks/RESULTS.md``).
 
-``dense`` is the default: on a 2-core CPU the depthwise passes of ``separable`` are memory-bound and
-measured 4x slower for a width-0.25 DCN step.  ``auto`` picks, per call, the one with fewer multiply-adds.
+Two optimisations apply to every formulation except ``reference``:
+
+* **Time channel.**  Inside ODE blocks the convolutions see ``h ⊕ t`` (a constant channel
+  filled with ``t``).  Called with ``time_channel=True`` the layer computes
+  ``conv(h, W[:, :C]) + t · conv(1, W[:, C:])`` instead: the second term does not depend on the
+  batch and is computed on one image.
+* **Filter cache.**  Inside :func:`filter_cache` (every :meth:`ODEBlock.solve
+  <dcnbio.layers.ode.ODEBlock.solve>` opens one) a layer whose σ and α do not depend on ``t``
+  builds its filters (and their transforms) once and reuses them for every function
+  evaluation of the solve.  The cache lives only as long as the context, so it can never
+  outlive a parameter update.
 """
+import contextlib
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from .. import filters
 from ..errors import ConfigError
+from .reference import reference_conv
 from .scales import create_alpha, create_scale
 
-FORMULATIONS = ("auto", "dense", "separable")
+FORMULATIONS = ("auto", "dense", "separable", "spectral", "reference")
 
 
 class SRFConv2d(nn.Module):
@@ -51,10 +79,19 @@ class SRFConv2d(nn.Module):
     sigma_range : (float, float), optional
         Clamp σ into this range in the forward pass (the paper's Discussion
         recommends bounding σ for stability).  Gradients vanish outside it.
-    formulation : ``"auto"``, ``"dense"`` or ``"separable"``
+    formulation : ``"auto"``, ``"dense"``, ``"spectral"``, ``"separable"`` or ``"reference"``
+        How the convolution is computed (module docstring); never changes the function.
+
+    Attributes
+    ----------
+    filter_builds : int
+        How many times the layer has built its filter bank (diagnostics of the filter cache).
 
     Shapes: input ``(B, in, H, W)`` → output ``(B, out, H', W')``.  No bias.
     """
+
+    #: TimeConcat may call ``layer(h, t, time_channel=True)`` instead of concatenating the time channel
+    accepts_time_channel = True
 
     def __init__(self, in_channels, out_channels, *, order=2, scale="shared", alpha="static",
                  stride=1, padding="same", radius=None, sigma_range=None, formulation="dense"):
@@ -85,6 +122,8 @@ class SRFConv2d(nn.Module):
         if formulation == "separable" and self.scale.per_pair:
             raise ConfigError("the separable formulation needs one σ per layer, not per channel pair")
         self.formulation = formulation
+        self.filter_builds = 0
+        self._filter_cache = None  # a dict while a filter_cache() context is open
 
     @property
     def depends_on_t(self):
@@ -118,26 +157,103 @@ class SRFConv2d(nn.Module):
             return 0
         return int(self.padding)
 
-    def choose_formulation(self, radius, in_channels):
-        """``dense`` or ``separable`` by multiply-adds per output pixel (``auto``)."""
+    def choose_formulation(self, radius, in_channels, size=None):
+        """The formulation a call uses: the fixed one, or for ``auto`` the faster one by measurement.
+
+        Parameters
+        ----------
+        radius : int
+            Kernel radius of the call.
+        in_channels : int
+            Input channels of the convolution (time channel included).
+        size : (int, int), optional
+            Input map size ``(H, W)``; without it ``auto`` assumes a large map.
+
+        Returns
+        -------
+        str
+            ``"dense"``, ``"spectral"``, ``"separable"`` or ``"reference"``.
+        """
         if self.formulation != "auto":
             return self.formulation
-        if self.scale.per_pair:
+        if self.stride != 1:
             return "dense"
         k = 2 * radius + 1
-        n1 = self.order + 1
-        dense = self.out_channels * in_channels * k * k
-        separable = in_channels * n1 * k * self.stride + in_channels * n1 * n1 * k + \
-            self.out_channels * in_channels * self.num_basis
-        return "separable" if separable < dense else "dense"
+        h, w = (64, 64) if size is None else size
+        # rule fitted to benchmarks/srf_layer.py on a 2-core AMD EPYC (see benchmarks/RESULTS.md):
+        # the transform's cost is about (H+p)(W+p) log per map, the dense one k² per channel pair
+        if k >= 5 and in_channels * self.out_channels >= 64 and min(h, w) >= 5:
+            return "spectral"
+        return "dense"
 
-    def forward(self, x, t=None):
-        sigma = self.sigma(t)
-        r = self.radius(sigma)
-        if self.choose_formulation(r, x.shape[1]) == "dense":
-            w = self._dense_weight(sigma, r, t, x.dtype)
-            return F.conv2d(x, w, stride=self.stride, padding=self._pad(r))
-        return self._separable(x, sigma, r, t)
+    def forward(self, x, t=None, *, time_channel=False):
+        """Apply the layer.
+
+        Parameters
+        ----------
+        x : Tensor ``(B, in, H, W)``, or ``(B, in - 1, H, W)`` with ``time_channel``
+        t : float or Tensor, optional
+            Depth, for σ(t) / α(t) parametrizations and the time channel.
+        time_channel : bool
+            The layer's input is ``x ⊕ t`` (a constant channel filled with ``t`` appended after
+            the channels of ``x``), computed without building that channel.
+        """
+        if self.formulation == "reference":
+            if time_channel:
+                x = torch.cat([x, torch.ones_like(x[:, :1]) * t], dim=1)
+            return reference_conv(self, x, t)
+        cin = x.shape[1] + int(time_channel)
+        size = tuple(x.shape[-2:])
+        cached = None
+        key = None
+        if self._filter_cache is not None and not self.depends_on_t:
+            key = (x.dtype, x.device, size, time_channel, torch.is_grad_enabled())
+            cached = self._filter_cache.get(key)
+        if cached is None:
+            sigma = self.sigma(t)
+            r = self.radius(sigma)
+            form = self.choose_formulation(r, cin, size)
+            if form == "separable":
+                if time_channel:
+                    x = torch.cat([x, torch.ones_like(x[:, :1]) * t], dim=1)
+                return self._separable(x, sigma, r, t)
+            cached = self._prepare(form, sigma, r, t, x, time_channel)
+            if key is not None:
+                self._filter_cache[key] = cached
+        if cached["form"] == "spectral":
+            out = self._spectral(x, cached)
+        else:
+            out = F.conv2d(x, cached["w"], stride=self.stride, padding=cached["pad"])
+        if time_channel:
+            out = out + t * cached["tmap"]
+        return out
+
+    def _prepare(self, form, sigma, r, t, x, time_channel):
+        """The filters of one call, in the form ``form`` consumes (what the filter cache stores)."""
+        self.filter_builds += 1
+        w = self._dense_weight(sigma, r, t, x.dtype)
+        p = self._pad(r)
+        prep = {"form": form, "pad": p}
+        if time_channel:  # conv of the constant channel: one image, batch-independent
+            ones = x.new_ones((1, 1) + tuple(x.shape[-2:]))
+            prep["tmap"] = F.conv2d(ones, w[:, -1:], stride=self.stride, padding=p)
+            w = w[:, :-1]
+        if form == "spectral":
+            prep.update(_fft_filters(w, p, x.shape[-2:]))
+        else:
+            prep["w"] = w.contiguous()
+        return prep
+
+    def _spectral(self, x, prep):
+        b = x.shape[0]
+        nh, nw = prep["n"]
+        ho, wo = prep["out"]
+        xf = torch.fft.rfft2(x, s=(nh, nw))  # (B, C, nh, nw // 2 + 1)
+        xf = xf.flatten(2).permute(2, 0, 1)  # (F, B, C): one matrix product per frequency
+        yf = torch.bmm(xf, prep["wf"])  # (F, B, O)
+        yf = yf.permute(1, 2, 0).reshape(b, -1, nh, nw // 2 + 1)
+        y = torch.fft.irfft2(yf, s=(nh, nw))
+        return y[..., :ho:self.stride, :wo:self.stride]
 
     def _separable(self, x, sigma, r, t):
         b, c, h, w = x.shape
@@ -163,3 +279,59 @@ class SRFConv2d(nn.Module):
         return (f"{self.in_channels}, {self.out_channels}, order={self.order}, scale={self.scale_name!r}, "
                 f"alpha={self.alpha_name!r}, stride={self.stride}, padding={self.padding!r}, "
                 f"radius={self.fixed_radius}, sigma_range={self.sigma_range}, formulation={self.formulation!r}")
+
+
+def fft_length(n):
+    """Smallest ``m >= n`` whose prime factors are 2, 3 and 5 (fast transform lengths)."""
+    m = max(1, int(n))
+    while True:
+        k = m
+        for p in (2, 3, 5):
+            while k % p == 0:
+                k //= p
+        if k == 1:
+            return m
+        m += 1
+
+
+def _fft_filters(w, p, size):
+    """Transform of the filter bank for a stride-1 correlation with zero padding ``p``.
+
+    A correlation ``y[i] = sum_k x[i + k - p] w[k]`` equals a circular convolution of length
+    ``n`` of ``x`` (zero-filled beyond its end) with ``w`` flipped and rolled so that ``w[k]``
+    sits at index ``(p - k) mod n``, provided ``n >= H + p`` (no tap wraps onto a sample) and
+    ``n`` covers the kernel and the stride-1 output.
+
+    Returns ``{"wf": (F, C, O) complex, "n": (nh, nw), "out": (Ho, Wo)}`` with
+    ``F = nh * (nw // 2 + 1)`` and ``(Ho, Wo)`` the stride-1 output size.
+    """
+    k = w.shape[-1]
+    h, wd = size
+    ho, wo = h + 2 * p - k + 1, wd + 2 * p - k + 1
+    if ho < 1 or wo < 1:
+        raise ConfigError(f"input {h}x{wd} is smaller than the {k}x{k} kernel with padding {p}")
+    nh, nw = fft_length(max(h + p, ho, k)), fft_length(max(wd + p, wo, k))
+    wb = torch.flip(w, (-2, -1))
+    wb = F.pad(wb, (0, nw - k, 0, nh - k))
+    wb = torch.roll(wb, shifts=(p - k + 1, p - k + 1), dims=(-2, -1))
+    wf = torch.fft.rfft2(wb)  # (O, C, nh, nw // 2 + 1)
+    return {"wf": wf.flatten(2).permute(2, 1, 0).contiguous(), "n": (nh, nw), "out": (ho, wo)}
+
+
+@contextlib.contextmanager
+def filter_cache(module):
+    """Reuse each SRF layer's filters across calls while the context is open.
+
+    Only layers whose σ and α do not depend on ``t`` cache; the cache is keyed on dtype,
+    device, map size, the time-channel mode and the autograd mode, and dropped on exit.  Do not
+    change parameters inside the context (an :class:`~dcnbio.layers.ode.ODEBlock` solve opens
+    one around its solve only).  Nested contexts share the outermost cache.
+    """
+    layers = [m for m in module.modules() if isinstance(m, SRFConv2d) and m._filter_cache is None]
+    for m in layers:
+        m._filter_cache = {}
+    try:
+        yield
+    finally:
+        for m in layers:
+            m._filter_cache = None
