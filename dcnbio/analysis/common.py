@@ -174,14 +174,14 @@ def evaluate(model, images, labels=None, *, batch_size=128, input_scale=None, ke
     bad = [b for b in input_scale if b not in model.blocks()]
     if bad:
         raise ConfigError(f"input_scale names unknown block(s) {bad}; choose from {', '.join(model.blocks())}")
-    device = next(model.parameters()).device
+    param = next(model.parameters())  # images follow the model's device and dtype (float64 models in tests)
     preds, logits_all, nfe_rows, sizes = [], [], [], []
     was_training = model.training
     model.eval()
     try:
         with torch.no_grad():
             for start in range(0, n, batch_size):
-                x = images[start:start + batch_size].to(device)
+                x = images[start:start + batch_size].to(param.device, param.dtype)
                 before = {b: blk.nfe_forward for b, blk in blocks.items()}
                 for name, module in model.stages():
                     if name in input_scale:

@@ -28,8 +28,13 @@ approximate; :func:`compute_rescaling_check` measures both approximations (``f_c
 Why NFE fall.  dopri5 accepts a step when the RMS of ``error / (atol + rtol·|h|)`` is ≤ 1.  On the rescaled
 trajectory every error shrinks with c, while ``atol`` does not: relative to the signal the tolerance loosens by
 ≈ 1/c, and the solver takes fewer steps.  Scaling ``atol`` by c keeps the relative accuracy (the whole accept/reject
-test is then invariant, apart from torchdiffeq's initial-step heuristic), so if the saving is only this loosening it
-disappears under ``atol-control`` — the condition tests exactly that.
+test is then invariant), so if the saving is only this loosening it disappears under ``atol-control`` — the
+condition tests exactly that.  One part of torchdiffeq is not scale-covariant: its initial-step heuristic estimates
+the second derivative as ``‖f(h0 + δ f0) − f0‖ / (δ · (atol + rtol|h0|))``, which grows as 1/c² on the rescaled
+trajectory, so the first step is relatively longer at small c and saves about one step per block even under
+``atol-control``.  ``first_step`` (a fraction of each block's integration interval, applied in every condition and at
+c = 1 too) removes it: for exactly scale-free, t-independent dynamics ``atol-control`` then reproduces the c = 1
+solve step for step (see the tests).
 
 Fixed-grid solvers: when T is scaled their ``step_size`` is scaled with it (same number of steps); they have no
 tolerance, so ``atol-control`` equals ``all-blocks`` for them.
@@ -77,7 +82,7 @@ def check_contrasts(contrasts):
     return sorted(values, reverse=True)
 
 
-def condition_settings(model, condition, c):
+def condition_settings(model, condition, c, *, first_step=None):
     """What one condition changes at contrast ``c``.
 
     Parameters
@@ -88,6 +93,9 @@ def condition_settings(model, condition, c):
         One of :data:`CONDITIONS`.
     c : float
         Contrast ``> 0``.
+    first_step : float, optional
+        Initial step of adaptive solvers as a fraction of each block's (possibly scaled) integration interval, set
+        in every block (default: torchdiffeq's heuristic; see the module docstring).
 
     Returns
     -------
@@ -110,17 +118,24 @@ def condition_settings(model, condition, c):
     if not blocks:
         raise ConfigError(f"{model.config.name!r} has no ODE blocks: the contrast conditions change ODE "
                           "integration times; use a DCN or ODE-Net")
+    if first_step is not None and not (isinstance(first_step, (int, float)) and 0 < first_step <= 1):
+        raise ConfigError(f"first_step must be a fraction of the integration interval in (0, 1], got {first_step!r}")
     names = list(blocks)
     scaled_T = {"naive": [], "block1-T": names[:1]}.get(condition, names)
     per_block = {}
-    for name in scaled_T:
+    for name in names:
         own = solver_state(blocks[name])
-        s = {"T": own["T"] * c}
-        if own["solver"] not in ADAPTIVE and "step_size" in own["options"]:
-            s["options"] = {**own["options"], "step_size": own["options"]["step_size"] * c}
-        if condition == "atol-control" and own["solver"] in ADAPTIVE:
-            s["atol"] = own["atol"] * c
-        per_block[name] = s
+        s = {}
+        if name in scaled_T:
+            s["T"] = own["T"] * c
+            if own["solver"] not in ADAPTIVE and "step_size" in own["options"]:
+                s["options"] = {**own["options"], "step_size": own["options"]["step_size"] * c}
+            if condition == "atol-control" and own["solver"] in ADAPTIVE:
+                s["atol"] = own["atol"] * c
+        if first_step is not None and own["solver"] in ADAPTIVE:
+            s["options"] = {**own["options"], "first_step": first_step * s.get("T", own["T"])}
+        if s:
+            per_block[name] = s
     input_scale = {name: c for name in names[1:]} if condition in ("all-blocks", "atol-control") else {}
     return {"image_scale": c, "input_scale": input_scale, "per_block": per_block}
 
@@ -130,7 +145,7 @@ def _key(settings):
 
 
 def compute_contrast(model, images, labels=None, contrasts=DEFAULT_CONTRASTS, conditions=CONDITIONS, *,
-                     batch_size=128, info=None):
+                     batch_size=128, first_step=None, info=None):
     """Accuracy and forward NFE per block at each contrast under each condition.
 
     Parameters
@@ -146,6 +161,9 @@ def compute_contrast(model, images, labels=None, contrasts=DEFAULT_CONTRASTS, co
         From :data:`CONDITIONS`.
     batch_size : int
         The same images share a batch in every condition (NFE are per batch).
+    first_step : float, optional
+        Passed to :func:`condition_settings` (every condition, c = 1 included; the unchanged model that
+        ``agreement`` and ``accuracy_unchanged`` refer to keeps the solver's heuristic).
     info : dict, optional
         Checkpoint info (provenance).
 
@@ -187,6 +205,8 @@ def compute_contrast(model, images, labels=None, contrasts=DEFAULT_CONTRASTS, co
     reference = evaluate(model, images, labels, batch_size=batch_size)
     n_batches = reference.sizes["batch"]
     cache = {_key(condition_settings(model, "naive", 1.0)): (reference, "")}
+    if first_step is not None:
+        condition_settings(model, "naive", 1.0, first_step=first_step)  # validate before the sweep
 
     shape = (len(conditions), len(contrasts))
     accuracy = np.full(shape, np.nan)
@@ -199,7 +219,7 @@ def compute_contrast(model, images, labels=None, contrasts=DEFAULT_CONTRASTS, co
     failed = np.full(shape, "", dtype=object)
     for i, cond in enumerate(conditions):
         for j, c in enumerate(contrasts):
-            s = condition_settings(model, cond, c)
+            s = condition_settings(model, cond, c, first_step=first_step)
             key = _key(s)
             if key not in cache:
                 try:
@@ -241,6 +261,7 @@ def compute_contrast(model, images, labels=None, contrasts=DEFAULT_CONTRASTS, co
     ds["nfe_total"].attrs["long_name"] = "mean over batches of the forward NFE summed over ODE blocks"
     ds.attrs.update(provenance_attrs(model, info))
     ds.attrs.update({"batch_size": int(batch_size), "accuracy_unchanged": reference.attrs["accuracy"],
+                     "first_step": "solver heuristic" if first_step is None else float(first_step),
                      "own_solver": json.dumps({b: solver_state(m) for b, m in blocks.items()}, default=str),
                      "conditions_note": "naive: c*x only; block1-T: first ODE block T -> c*T; all-blocks: inputs of "
                                         "all ODE blocks scaled by c and every T -> c*T; atol-control: all-blocks with "
@@ -283,6 +304,7 @@ def compute_rescaling_check(model, images, contrasts=DEFAULT_CONTRASTS, *, batch
         raise ConfigError(f"batch_size must be a positive integer, got {batch_size!r}")
     f_change = {b: {c: [] for c in contrasts} for b in names}
     ident = {b: {c: [] for c in contrasts} for b in names}
+    param = next(model.parameters())
     was_training = model.training
     model.eval()
 
@@ -292,7 +314,7 @@ def compute_rescaling_check(model, images, contrasts=DEFAULT_CONTRASTS, *, batch
     try:
         with torch.no_grad():
             for start in range(0, images.shape[0], batch_size):
-                x = images[start:start + batch_size]
+                x = images[start:start + batch_size].to(param.device, param.dtype)
                 for name, module in model.stages():
                     if name in blocks:
                         block = blocks[name]
@@ -301,7 +323,7 @@ def compute_rescaling_check(model, images, contrasts=DEFAULT_CONTRASTS, *, batch
                         out = block(x)
                         for c in contrasts:
                             fc = block.func.forward(torch.zeros((), dtype=x.dtype), c * x)
-                            f_change[name][c].append((norms(fc - f0) / norms(f0)).numpy())
+                            f_change[name][c].append((norms(fc - f0) / norms(f0)).cpu().numpy())
                             own = solver_state(block)
                             s = {"T": own["T"] * c}
                             if own["solver"] in ADAPTIVE:
@@ -310,7 +332,7 @@ def compute_rescaling_check(model, images, contrasts=DEFAULT_CONTRASTS, *, batch
                                 s["options"] = {**own["options"], "step_size": own["options"]["step_size"] * c}
                             with override_solver(model, per_block={name: s}):
                                 out_c = block(c * x)
-                            ident[name][c].append((norms(out_c / c - out) / norms(out)).numpy())
+                            ident[name][c].append((norms(out_c / c - out) / norms(out)).cpu().numpy())
                         x = out
                     else:
                         x = module(x)
