@@ -181,9 +181,10 @@ def load_checkpoint(path, map_location="cpu"):
 
     Examples
     --------
-    >>> model, info = load_checkpoint("data/checkpoints/dcn-sigma-ji/seed1/last.pt")  # doctest: +SKIP
-    >>> info["model_config"]["name"], info["epoch"]  # doctest: +SKIP
-    ('dcn-sigma-ji', 20)
+    ::
+
+        model, info = load_checkpoint("data/checkpoints/dcn-sigma-ji/seed1/last.pt")
+        info["model_config"]["name"], info["epoch"]   # ('dcn-sigma-ji', 12)
     """
     ckpt = read_checkpoint(path, map_location)
     try:

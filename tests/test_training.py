@@ -277,3 +277,49 @@ def test_train_config_validates_itself():
     cfg = TrainConfig("dcn-ode", dataset="fashion-mnist", width=0.25)
     assert TrainConfig.from_dict(json.loads(cfg.to_json())) == cfg
     assert cfg.model_config().in_channels == 1
+
+
+TIMING_KEYS = {"epoch_seconds", "elapsed_seconds", "wall_seconds", "elapsed", "seconds"}
+
+
+def without_timing(obj):
+    """The checkpoint with every wall-clock field removed (the only legitimate difference between runs)."""
+    if isinstance(obj, dict):
+        return {k: without_timing(v) for k, v in obj.items() if k not in TIMING_KEYS}
+    if isinstance(obj, (list, tuple)):
+        return [without_timing(v) for v in obj]
+    return obj
+
+
+def assert_same_tree(a, b, where="checkpoint"):
+    if isinstance(a, dict):
+        assert a.keys() == b.keys(), where
+        for k in a:
+            assert_same_tree(a[k], b[k], f"{where}.{k}")
+    elif isinstance(a, list):
+        assert len(a) == len(b), where
+        for i, (x, y) in enumerate(zip(a, b)):
+            assert_same_tree(x, y, f"{where}[{i}]")
+    elif torch.is_tensor(a):
+        assert torch.equal(a, b), where
+    else:
+        assert a == b, where
+
+
+@needs_fmnist
+def test_same_command_and_seed_give_identical_files(tmp_path):
+    args = [*TINY, "--epochs", "1", "--seed", "4"]
+    for name in ("a", "b"):
+        assert run_cli([*args, "--out", str(tmp_path / name)]).returncode == 0
+    for f in ("init.pt", "last.pt", "best.pt"):
+        assert_same_tree(without_timing(read_checkpoint(tmp_path / "a/seed4" / f)),
+                         without_timing(read_checkpoint(tmp_path / "b/seed4" / f)), f)
+    assert (tmp_path / "a/seed4/config.json").read_bytes() == (tmp_path / "b/seed4/config.json").read_bytes()
+
+
+def test_output_that_cannot_be_created_is_refused(tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory")
+    res = run_cli([*TINY, "--epochs", "1", "--out", str(blocker / "run")])
+    assert res.returncode == 2 and "cannot create output directory" in res.stderr
+    assert res.stderr.count("\n") == 1 and blocker.read_text() == "not a directory"

@@ -113,8 +113,8 @@ def locate_nonfinite(model, x):
     for name, module in model.stages():
         try:
             x = module(x)
-        except SolverError as exc:
-            return str(exc)
+        except DcnbioError as exc:
+            return f"{name}: {exc}"
         if not bool(torch.isfinite(x).all()):
             return f"output of {name} is not finite"
     return "no stage output is non-finite on a re-run (the loss itself overflowed)"
@@ -258,9 +258,12 @@ def _train(config, out_dir, resume, overwrite, ctx, log):
                                         f"the last good checkpoint is {paths['last.pt']}")
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
-            except SolverError as exc:
-                raise TrainingError(f"epoch {epoch + 1}, step {state['step'] + 1}: {exc}; the last good checkpoint "
-                                    f"is {paths['last.pt']}") from None
+            except TrainingError:
+                raise
+            except DcnbioError as exc:  # a solver failure, or a σ that overflowed to a non-finite kernel size
+                where = exc if isinstance(exc, SolverError) else locate_nonfinite(net, x)
+                raise TrainingError(f"epoch {epoch + 1}, step {state['step'] + 1}: {where}; the last good "
+                                    f"checkpoint is {paths['last.pt']}") from None
             optimizer.step()
             state["step"] += 1
             state["batch"] = b + 1
