@@ -13,6 +13,7 @@ import numpy as np
 import scipy.stats as st
 import seaborn as sns
 from matplotlib.figure import Figure
+from matplotlib.ticker import NullFormatter
 
 from ..errors import DataError
 from .sigmas import _mask, select
@@ -120,6 +121,7 @@ def plot_sigma_histograms(ds, axes=None, *, variable="sigma", group="block", ini
         ax.set_title(f"{g} (n={int((states.get('trained', ds)[group].values.astype(str) == g).sum())})")
         ax.set_xlabel(f"{variable} ({'input-image px' if variable == 'sigma_input' else 'px'})")
         ax.set_ylabel("density per log10 unit")
+        ax.xaxis.set_minor_formatter(NullFormatter())  # labelled minor ticks of a narrow log axis overlap
     handles, labels = axes[0].get_legend_handles_labels()
     if own_figure:  # legend beside the panels, where it hides no bars
         fig.legend(handles, labels, loc="outside right center", fontsize="small", frameon=False)
