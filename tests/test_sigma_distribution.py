@@ -235,3 +235,21 @@ def test_report_tables_and_escaping(tmp_path):
     tex = Path(tex_path).read_text()
     assert r"\texttt{code} and \textbf{bold}" in tex and r"\fbox{x}" in tex and r"a\_b" in tex
     assert "```\nx\n```" in Path(md_path).read_text()
+
+
+def test_main_job_on_the_bundled_checkpoints(script, tmp_path, capsys):
+    """The README's first command: no arguments, the bundled σ_ji DCN and its init state."""
+    bundled = sorted((SCRIPT.parents[1] / "data" / "checkpoints" / "dcn-sigma-ji").glob("seed*/last.pt"))
+    assert bundled, "the bundled dcn-sigma-ji checkpoints are part of the repository"
+    out = tmp_path / "main"
+    assert script.main(["--out", str(out)]) == 0
+    ds = open_results(out / "sigma.nc")
+    assert set(ds["state"].values.astype(str)) == {"trained", "init"}
+    trained = ds.where(ds["state"] == "trained", drop=True)
+    model, _ = __import__("dcnbio").load_checkpoint(bundled[0])
+    expected = sum(layer.sigma().numel() for layer in srf_layers(model).values()) * len(bundled)
+    assert trained.sizes["filter"] == expected  # every σ_ji of every bundled seed, none lost
+    report = (out / "report.md").read_text()
+    for block in ("block1", "block2", "block3"):
+        assert block in report
+    assert "dcn-sigma-ji" in capsys.readouterr().out
