@@ -30,7 +30,7 @@ from ..layers.ode import ADAPTIVE, ODEBlock, check_solver
 from ..models.network import ode_blocks
 from .trajectories import check_images
 
-__all__ = ["ScriptParser", "evaluate", "load_eval_images", "load_models", "override_solver", "resolve_checkpoints",
+__all__ = ["ScriptParser", "as_images", "evaluate", "load_eval_images", "load_models", "override_solver", "resolve_checkpoints",
            "solver_state"]
 
 #: ODEBlock attributes an override may change.
@@ -122,6 +122,14 @@ def _check_batch_size(batch_size):
     return int(batch_size)
 
 
+def as_images(images, in_channels):
+    """Validate images with :func:`~dcnbio.analysis.trajectories.check_images` but keep their floating-point
+    precision (``check_images`` returns float32; a float64 model should see float64 inputs)."""
+    checked = check_images(images, in_channels)
+    original = torch.from_numpy(images) if isinstance(images, np.ndarray) else images
+    return original if original.dtype in (torch.float64, torch.float32) else checked
+
+
 def _labels(labels, n):
     if labels is None:
         return np.full(n, -1, dtype=np.int64)
@@ -155,7 +163,7 @@ def evaluate(model, images, labels=None, *, batch_size=128, input_scale=None, ke
         ``prediction (image)`` int64, ``correct (image)`` bool, ``label (image)`` coordinate,
         ``nfe (batch, block)`` int64 forward evaluations of each batch solve (ODE blocks only; the ``block``
         dimension is empty for ResNets), ``batch_images (batch)`` images per batch, ``logits (image, class)``
-        float32 when ``keep_logits``.  Attrs: ``accuracy`` (fraction correct; NaN without labels),
+        in the model's dtype when ``keep_logits``.  Attrs: ``accuracy`` (fraction correct; NaN without labels),
         ``batch_size``.
 
     Raises
@@ -165,7 +173,7 @@ def evaluate(model, images, labels=None, *, batch_size=128, input_scale=None, ke
     SolverError
         A solve failed.
     """
-    images = check_images(images, model.config.in_channels)
+    images = as_images(images, model.config.in_channels)
     n = images.shape[0]
     batch_size = _check_batch_size(batch_size)
     labels = _labels(labels, n)
@@ -191,7 +199,7 @@ def evaluate(model, images, labels=None, *, batch_size=128, input_scale=None, ke
                 preds.append(x.argmax(1).cpu().numpy())
                 sizes.append(x.shape[0])
                 if keep_logits:
-                    logits_all.append(x.detach().to("cpu", torch.float32).numpy())
+                    logits_all.append(x.detach().cpu().numpy())
     finally:
         model.train(was_training)
     pred = np.concatenate(preds).astype(np.int64)

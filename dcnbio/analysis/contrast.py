@@ -50,8 +50,7 @@ from ..errors import ConfigError, SolverError
 from ..io import provenance_attrs
 from ..layers.ode import ADAPTIVE
 from ..models.network import ode_blocks
-from .common import evaluate, override_solver, solver_state
-from .trajectories import check_images
+from .common import as_images, evaluate, override_solver, solver_state
 
 __all__ = ["CONDITIONS", "DEFAULT_CONTRASTS", "check_contrasts", "compute_contrast", "compute_rescaling_check",
            "condition_settings", "plot_contrast"]
@@ -188,7 +187,7 @@ def compute_contrast(model, images, labels=None, contrasts=DEFAULT_CONTRASTS, co
     ConfigError
         A contrast ≤ 0, an unknown condition, a model without ODE blocks.
     """
-    images = check_images(images, model.config.in_channels)
+    images = as_images(images, model.config.in_channels)
     contrasts = check_contrasts(contrasts)
     conditions = list(conditions)
     for cond in conditions:
@@ -294,7 +293,7 @@ def compute_rescaling_check(model, images, contrasts=DEFAULT_CONTRASTS, *, batch
     xarray.Dataset
         ``f_change``, ``identity_error (contrast, block)``.
     """
-    images = check_images(images, model.config.in_channels)
+    images = as_images(images, model.config.in_channels)
     contrasts = check_contrasts(contrasts)
     blocks = ode_blocks(model)
     if not blocks:

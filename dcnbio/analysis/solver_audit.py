@@ -175,7 +175,7 @@ def compute_solver_audit(model, images, labels=None, settings=None, *, batch_siz
     accuracy = np.full(len(rows), np.nan)
     agreement = np.full(len(rows), np.nan)
     prediction = np.full((len(rows), n), -1, dtype=np.int64)
-    logits = np.full((len(rows), n, k), np.nan, dtype=np.float32)
+    logits = np.full((len(rows), n, k), np.nan)
     nfe_mean = np.full((len(rows), len(names)), np.nan)
     nfe_total = np.full(len(rows), np.nan)
     for i, (res, _) in enumerate(results):
