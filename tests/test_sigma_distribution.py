@@ -253,3 +253,16 @@ def test_main_job_on_the_bundled_checkpoints(script, tmp_path, capsys):
     for block in ("block1", "block2", "block3"):
         assert block in report
     assert "dcn-sigma-ji" in capsys.readouterr().out
+
+
+def test_same_command_gives_identical_results(script, tmp_path):
+    from dcnbio.io import assert_same_results
+
+    write_run(tmp_path / "ck" / "seed1", "dcn-sigma-ji", 1)
+    for name in ("a", "b"):
+        assert script.main(["--checkpoint", str(tmp_path / "ck/seed1/last.pt"), "--out", str(tmp_path / name),
+                            "--n-boot", "50"]) == 0
+    assert_same_results(tmp_path / "a/sigma.nc", tmp_path / "b/sigma.nc")  # all but the creation time
+    # timestamps are the only allowed difference: statsmodels' "Date:"/"Time:" summary lines
+    strip = lambda text: "\n".join(l for l in text.splitlines() if "Date:" not in l and "Time:" not in l)
+    assert strip((tmp_path / "a/report.md").read_text()) == strip((tmp_path / "b/report.md").read_text())

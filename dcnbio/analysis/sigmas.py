@@ -27,7 +27,7 @@ import torch
 import xarray as xr
 
 from ..errors import ConfigError, DataError
-from ..io import provenance_attrs
+from ..io import TIMESTAMP_ATTR, provenance_attrs
 from ..layers.ode import TimeConcat
 from ..models import srf_layers
 from ..models.network import Network
@@ -247,7 +247,8 @@ def stack_sigmas(parts):
         labelled.append(ds.assign_coords({k: ("filter", np.full(n, v, dtype=object if isinstance(v, str) else None))
                                           for k, v in labels.items()}))
         sources.append({"labels": {k: _plain(v) for k, v in labels.items()},
-                        "attrs": {k: _plain(v) for k, v in ds.attrs.items()}})
+                        # the creation time of each part is not provenance: the stacked result has its own
+                        "attrs": {k: _plain(v) for k, v in ds.attrs.items() if k != TIMESTAMP_ATTR}})
     out = xr.concat(labelled, dim="filter", data_vars="all", coords="different", compat="equals",
                     combine_attrs="drop_conflicts")
     out.attrs["sources"] = json.dumps(sources, sort_keys=True)
