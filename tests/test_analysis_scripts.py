@@ -1,0 +1,228 @@
+"""The analysis scripts end to end on tiny checkpoints and real Fashion-MNIST test images, and their one-line errors."""
+import importlib.util
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from dcnbio import create_model
+from dcnbio.checkpoint import make_checkpoint, save_checkpoint
+from dcnbio.data import DATASETS, load_dataset
+from dcnbio.io import open_results
+
+SCRIPTS = Path(__file__).resolve().parents[1] / "analyses"
+N = 4  # images per run: enough for batches of 2 and a non-trivial accuracy
+
+
+def load_script(name):
+    spec = importlib.util.spec_from_file_location(name, SCRIPTS / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def scripts():
+    return {n: load_script(n) for n in ("pattern_completion", "contrast", "solver_audit", "meta_parametrization")}
+
+
+@pytest.fixture(scope="module")
+def ckpts(tmp_path_factory):
+    """Tiny checkpoints, each in its own seed directory (meta-parametrized one with an init.pt beside it)."""
+    root = tmp_path_factory.mktemp("ckpts")
+    paths = {}
+    for k, name in enumerate(("dcn-ode", "odenet", "resnet-blocks", "dcn-sigma-alpha-t")):
+        torch.manual_seed(10 + k)
+        model = create_model(name, in_channels=1, width=0.125)
+        d = root / name / "seed1"
+        d.mkdir(parents=True)
+        config = {"dataset": "fashion-mnist", "seed": 1}
+        if name == "dcn-sigma-alpha-t":
+            save_checkpoint(make_checkpoint(model, kind="init", train_config=config), d / "init.pt")
+            with torch.no_grad():  # a deterministic stand-in for training: every σ slope grows
+                for layer in model.modules():
+                    if hasattr(layer, "scale") and hasattr(layer.scale, "a"):
+                        layer.scale.a.add_(0.5)
+        save_checkpoint(make_checkpoint(model, kind="last", train_config=config, epoch=1), d / "last.pt")
+        paths[name] = str(d / "last.pt")
+    nodata = root / "nodata.pt"
+    save_checkpoint(make_checkpoint(create_model("dcn-ode", in_channels=1, width=0.125), kind="last"), nodata)
+    paths["nodata"] = str(nodata)
+    return paths
+
+
+@pytest.fixture(scope="module")
+def fmnist():
+    data = load_dataset("fashion-mnist", "test", download=False)
+    return data.batch(np.arange(N))
+
+
+def run(script, argv, capsys):
+    rc = script.main([str(a) for a in argv])
+    captured = capsys.readouterr()
+    return rc, captured.out, captured.err
+
+
+def accuracy_of(path, images, labels, batch_size=2):
+    """Accuracy from plain forward passes over the same batches the scripts use (NFE and states are per batch)."""
+    from dcnbio import load_checkpoint
+
+    model, _ = load_checkpoint(path)
+    with torch.no_grad():
+        pred = torch.cat([model(images[i:i + batch_size]).argmax(1) for i in range(0, len(images), batch_size)])
+    return float((pred == labels).float().mean())
+
+
+# --- end to end --------------------------------------------------------------------------------------------------------
+
+def test_pattern_completion(scripts, ckpts, fmnist, tmp_path, capsys):
+    out = tmp_path / "pc"
+    rc, printed, err = run(scripts["pattern_completion"], ["--checkpoint", ckpts["dcn-ode"], ckpts["resnet-blocks"],
+                                                           "--n-images", N, "--batch-size", 2, "--masks", 0, 6,
+                                                           "--example-mask", 6, "--n-times", 3, "--out", out], capsys)
+    assert rc == 0, err
+    for f in ("completion.nc", "completion_D.png", "masked_accuracy.png", "examples_dcn-ode-seed1.png",
+              "examples_resnet-blocks-seed1.png", "report.md", "report.tex"):
+        assert (out / f).stat().st_size > 0, f
+    results = {k: v.load() for k, v in open_results(out / "completion.nc").items()}
+    assert set(results) == {"dcn-ode-seed1", "resnet-blocks-seed1"}
+    images, labels = fmnist
+    for label, name in (("dcn-ode-seed1", "dcn-ode"), ("resnet-blocks-seed1", "resnet-blocks")):
+        ds = results[label]
+        assert float(np.abs(ds["D"].sel(mask=0)).max()) == 0.0
+        assert list(ds["image"].values) == list(range(N))  # official test indices
+        # accuracy from the block-3 state at T equals plain forward passes on the same batches
+        assert float(ds["accuracy_intact"]) == accuracy_of(ckpts[name], images, labels)
+    info = DATASETS["fashion-mnist"]
+    assert np.allclose(float(results["dcn-ode-seed1"].attrs["fill"].strip("[]")), -info.mean[0] / info.std[0])
+    assert scripts["pattern_completion"].fill_value(info, "mean") == [0.0]
+    assert list(results["dcn-ode-seed1"]["time"].values) == [0.0, 1.0, 2.0]
+    report = (out / "report.md").read_text()
+    assert "Accuracy (%) against mask size n" in report and "| dcn-ode-seed1 / block1 |" in report
+    assert "\\begin{tabular}" in (out / "report.tex").read_text()
+    assert "dcn-ode-seed1: accuracy intact" in printed and "wrote completion.nc" in printed
+
+
+def test_contrast(scripts, ckpts, fmnist, tmp_path, capsys):
+    out = tmp_path / "ct"
+    rc, printed, err = run(scripts["contrast"], ["--checkpoint", ckpts["dcn-ode"], ckpts["odenet"], "--n-images", N,
+                                                 "--batch-size", 2, "--contrast", 0.25, 1, "--conditions", "naive",
+                                                 "all-blocks", "--n-check", 2, "--out", out], capsys)
+    assert rc == 0, err
+    for f in ("contrast.nc", "contrast.png", "report.md", "report.tex"):
+        assert (out / f).stat().st_size > 0, f
+    results = {k: v.load() for k, v in open_results(out / "contrast.nc").items()}
+    images, labels = fmnist
+    for label, name in (("dcn-ode-seed1", "dcn-ode"), ("odenet-seed1", "odenet")):
+        ds = results[label]
+        assert list(ds["contrast"].values) == [1.0, 0.25] and list(ds["condition"].values) == ["naive", "all-blocks"]
+        assert float(ds["accuracy"].sel(condition="naive", contrast=1.0)) == ds.attrs["accuracy_unchanged"]
+        assert ds.attrs["accuracy_unchanged"] == accuracy_of(ckpts[name], images, labels)
+        assert ds["identity_error"].dims == ("contrast", "block")
+        assert float(ds["identity_error"].sel(contrast=1.0).max()) == 0.0
+    report = (out / "report.md").read_text()
+    assert "The paper's claim" in report and "identity_error" in report and "heuristic" in report
+    assert "dcn-ode-seed1: c=1" in printed and "at c=0.25: naive" in printed
+
+
+def test_solver_audit(scripts, ckpts, tmp_path, capsys):
+    out = tmp_path / "sa"
+    rc, printed, err = run(scripts["solver_audit"], ["--checkpoint", ckpts["odenet"], "--n-images", N, "--batch-size", 2,
+                                                     "--tolerances", 1e-3, 1e-4, "--rk4-steps", 2, "--euler-steps",
+                                                     "--out", out], capsys)
+    assert rc == 0, err
+    for f in ("solver_audit.nc", "solver_audit.png", "report.md", "report.tex"):
+        assert (out / f).stat().st_size > 0, f
+    ds = open_results(out / "solver_audit.nc")["odenet-seed1"].load()
+    assert list(ds["setting"].values) == ["own: dopri5 rtol=0.001 atol=0.001", "dopri5 tol=0.001", "dopri5 tol=0.0001",
+                                          "rk4 2 steps"]
+    np.testing.assert_array_equal(ds["nfe_mean"].sel(setting="rk4 2 steps").values, [8.0, 8.0, 8.0])
+    assert ds.attrs["solver_independent"] in (0, 1)
+    assert "Solver independence at a threshold of 1 pp" in (out / "report.md").read_text()
+    assert "odenet-seed1: own" in printed and "solver-independent" in printed
+
+
+def test_meta_parametrization(scripts, ckpts, fmnist, tmp_path, capsys):
+    out = tmp_path / "meta"
+    rc, printed, err = run(scripts["meta_parametrization"], ["--checkpoint", ckpts["dcn-sigma-alpha-t"], "--n-images", N,
+                                                             "--batch-size", 2, "--n-times", 5, "--out", out], capsys)
+    assert rc == 0, err
+    for f in ("meta.nc", "meta_curves.png", "report.md", "report.tex"):
+        assert (out / f).stat().st_size > 0, f
+    groups = {k: v.load() for k, v in open_results(out / "meta.nc").items()}
+    assert set(groups) == {"dcn-sigma-alpha-t-seed1", "dcn-sigma-alpha-t-seed1-init"}
+    trained, init = groups["dcn-sigma-alpha-t-seed1"], groups["dcn-sigma-alpha-t-seed1-init"]
+    # the stand-in training added 0.5 to every slope a: log2 σ(T) − log2 σ(0) grows by 0.5 · (t'(2) − t'(0)) = 0.5
+    change = lambda ds: (ds["log2_sigma"].isel(time=-1) - ds["log2_sigma"].isel(time=0)).values  # noqa: E731
+    np.testing.assert_allclose(change(trained) - change(init), 0.5, rtol=1e-5)  # tolerance: float32 storage
+    images, labels = fmnist
+    assert trained.attrs["accuracy"] == accuracy_of(ckpts["dcn-sigma-alpha-t"], images, labels)
+    report = (out / "report.md").read_text()
+    assert "Mean RMS α per derivative order" in report and "89.88 ± 0.25" in report
+    assert "log2 σ(T)/σ(0) per layer" in printed
+
+
+def test_default_checkpoints(scripts, ckpts, tmp_path, monkeypatch, capsys):
+    repo = tmp_path / "repo"
+    target = repo / "data" / "checkpoints" / "odenet" / "seed1"
+    target.mkdir(parents=True)
+    shutil.copy(ckpts["odenet"], target / "last.pt")
+    script = scripts["contrast"]
+    monkeypatch.setattr(script, "REPO", repo)
+    out = tmp_path / "ct"
+    rc, printed, err = run(script, ["--n-images", 2, "--batch-size", 2, "--contrast", 1, 0.5, "--conditions",
+                                    "naive", "--n-check", 0, "--out", out], capsys)
+    assert rc == 0, err
+    assert set(open_results(out / "contrast.nc")) == {"odenet-seed1"}
+    assert "not found (skipped): `data/checkpoints/dcn-ode/seed*/last.pt`" in (out / "report.md").read_text()
+
+
+# --- errors ------------------------------------------------------------------------------------------------------------
+
+def assert_one_line_error(rc, err, match):
+    assert rc == 2
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and match in lines[0], err
+
+
+@pytest.mark.parametrize("name", ["pattern_completion", "contrast", "solver_audit", "meta_parametrization"])
+def test_no_bundled_checkpoints(scripts, name, tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(scripts[name], "REPO", tmp_path)
+    rc, _, err = run(scripts[name], ["--out", tmp_path / "out"], capsys)
+    assert_one_line_error(rc, err, "pass --checkpoint PATH")
+    if name == "meta_parametrization":
+        assert "dcnbio train --model dcn-sigma-t" in err
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("name,argv,match", [
+    ("contrast", ["--checkpoint", "dcn-ode", "--contrast", 1, 0], "contrast must be > 0"),
+    ("contrast", ["--checkpoint", "dcn-ode", "--contrast", -0.5], "contrast must be > 0"),
+    ("contrast", ["--checkpoint", "dcn-ode", "--contrast", "x"], "invalid float value"),
+    ("contrast", ["--checkpoint", "resnet-blocks"], "without ODE blocks"),
+    ("solver_audit", ["--checkpoint", "resnet-blocks"], "without ODE blocks"),
+    ("solver_audit", ["--checkpoint", "odenet", "--threshold", 2], "--threshold"),
+    ("pattern_completion", ["--checkpoint", "dcn-ode", "--masks", 4, 29, "--example-mask", 4],
+     "larger than the 28x28 image"),
+    ("pattern_completion", ["--checkpoint", "dcn-ode", "--masks", 4, 8], "--example-mask 6"),
+    ("pattern_completion", ["--checkpoint", "nodata"], "does not record its training dataset"),
+    ("meta_parametrization", ["--checkpoint", "dcn-ode"], "is not meta-parametrized"),
+    ("meta_parametrization", ["--checkpoint", "missing"], "no checkpoint file"),
+    ("solver_audit", ["--checkpoint", "odenet", "--n-images", 0], "--n-images"),
+])
+def test_bad_inputs_exit_2_with_one_line(scripts, ckpts, tmp_path, capsys, name, argv, match):
+    argv = [ckpts.get(a, str(tmp_path / "missing.pt")) if a in ckpts or a == "missing" else a for a in argv]
+    rc, _, err = run(scripts[name], argv + ["--out", tmp_path / "out"], capsys)
+    assert_one_line_error(rc, err, match)
+    assert not (tmp_path / "out").exists()  # nothing written for a rejected input
+
+
+def test_existing_output_directory_needs_overwrite(scripts, ckpts, tmp_path, capsys):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "other.txt").write_text("keep")
+    rc, _, err = run(scripts["meta_parametrization"], ["--checkpoint", ckpts["dcn-sigma-alpha-t"], "--out", out],
+                     capsys)
+    assert_one_line_error(rc, err, "--overwrite")
