@@ -210,15 +210,17 @@ def test_filters_are_built_once_per_solve_and_the_cache_closes():
     assert all(b.nfe_forward > 2 for b in ode_blocks(model).values())
 
 
-def test_adjoint_backward_and_time_dependent_layers_rebuild():
-    """No cache outside the forward solve (the adjoint's backward solve), none for σ(t) layers."""
+def test_adjoint_builds_twice_and_time_dependent_layers_every_evaluation():
+    """With the adjoint: once without autograd for the forward solve, once with it for the whole backward
+    solve (re-opened around each of its evaluations).  σ(t) layers never cache: one build per evaluation."""
     model, _ = model_pair("dcn-ode", "auto", torch.float64, adjoint=True)
     x, y = fixed_batch(torch.float64)
     before = builds(model)
     F.cross_entropy(model(x), y).backward()
     for name, layer in srf_layers(model).items():
-        block = ode_blocks(model)[name.split(".")[0]]
-        assert builds(model)[name] - before[name] == 1 + block.nfe_backward, name
+        assert builds(model)[name] - before[name] == 2, name
+        assert layer._filter_cache is None
+    assert all(b.nfe_backward > 2 for b in ode_blocks(model).values())
     model_t, _ = model_pair("dcn-sigma-t", "auto", torch.float64, adjoint=False)
     with torch.no_grad():
         model_t(x)
@@ -250,17 +252,50 @@ def test_cache_is_per_context_and_sees_in_place_sigma_changes_between_contexts()
     layer = make_layer("shared", "static", "spectral")
     x = torch.randn(1, 5, 12, 12, dtype=torch.float64)
     with filter_cache(layer):
-        a = layer(x)
+        with torch.no_grad():
+            layer(x)  # built without autograd ...
+        a = layer(x)  # ... so rebuilt once for a call that needs gradients
+        assert layer.filter_builds == 2 and a.requires_grad
+        with torch.no_grad():
+            assert torch.equal(layer(x), a)  # an entry with autograd serves no-grad calls
         b = layer(x)
         with filter_cache(layer):  # a nested context keeps the outer cache
             layer(x)
         layer(x)
-        assert layer.filter_builds == 1 and torch.equal(a, b)
+        assert layer.filter_builds == 2 and torch.equal(a, b)
     assert layer._filter_cache is None
     with torch.no_grad():
         layer.scale.log2_scale.add_(0.5)  # σ 1.3 → 1.84: a new radius and new values
     with filter_cache(layer):
         c = layer(x)
-    assert layer.filter_builds == 2
+    assert layer.filter_builds == 3
     torch.testing.assert_close(c, reference_conv(layer, x), rtol=0, atol=1e-12)
     assert c.shape == a.shape and (c - a).abs().max() > 1e-3
+
+
+def test_step_callbacks_of_srf_dynamics_still_reach_torchdiffeq():
+    """The adjoint solve wraps the dynamics to re-open the filter cache; torchdiffeq must still see the
+    dynamics' step callbacks (it looks them up on the function it is given)."""
+    from dcnbio.layers.ode import ODEBlock
+
+    class Dynamics(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = make_layer("shared", "static", "spectral", cin=2, cout=2)
+            self.steps = {"forward": 0, "backward": 0}
+
+        def forward(self, t, h):
+            return torch.tanh(self.conv(h))
+
+        def callback_step(self, t0, y0, dt):
+            self.steps["forward"] += 1
+
+        def callback_step_adjoint(self, t0, y0, dt):
+            self.steps["backward"] += 1
+
+    func = Dynamics()
+    block = ODEBlock(func, T=1.0, adjoint=True)
+    block(torch.randn(1, 2, 6, 6, dtype=torch.float64, requires_grad=True)).sum().backward()
+    # dopri5: 2 + 6 evaluations per attempted step, forward and backward
+    assert block.nfe_forward == 2 + 6 * func.steps["forward"] > 2
+    assert block.nfe_backward == 2 + 6 * func.steps["backward"] > 2

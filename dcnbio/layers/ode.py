@@ -179,13 +179,14 @@ class ODEBlock(nn.Module):
         kwargs = dict(rtol=self.rtol, atol=self.atol, method=self.solver, options=self.options)
         self._phase = "forward"
         try:
-            # SRF layers with t-independent filters build them once per solve (srf.filter_cache)
-            with filter_cache(self.func):
+            # SRF layers with t-independent filters build them once per solve (srf.filter_cache), and once
+            # more for the adjoint's backward solve, which runs after this returns (cache.bind re-opens it)
+            with filter_cache(self.func) as cache:
                 if self.adjoint and torch.is_grad_enabled():
                     if self.seminorm:
                         kwargs["adjoint_options"] = dict(norm="seminorm")
                     kwargs["adjoint_params"] = tuple(self.func.parameters())
-                    states = torchdiffeq.odeint_adjoint(self.func, h0, grid, **kwargs)
+                    states = torchdiffeq.odeint_adjoint(cache.bind(self.func), h0, grid, **kwargs)
                 else:
                     states = torchdiffeq.odeint(self.func, h0, grid, **kwargs)
         except (AssertionError, RuntimeError) as exc:

@@ -43,7 +43,6 @@ Two optimisations apply to every formulation except ``reference``:
   evaluation of the solve.  The cache lives only as long as the context, so it can never
   outlive a parameter update.
 """
-import contextlib
 import math
 
 import torch
@@ -207,8 +206,10 @@ class SRFConv2d(nn.Module):
         cached = None
         key = None
         if self._filter_cache is not None and not self.depends_on_t:
-            key = (x.dtype, x.device, size, time_channel, torch.is_grad_enabled())
+            key = (x.dtype, x.device, size, time_channel)
             cached = self._filter_cache.get(key)
+            if cached is not None and torch.is_grad_enabled() and not cached["graph"]:
+                cached = None  # built without autograd (a no-grad forward solve): rebuild once with it
         if cached is None:
             sigma = self.sigma(t)
             r = self.radius(sigma)
@@ -233,7 +234,7 @@ class SRFConv2d(nn.Module):
         self.filter_builds += 1
         w = self._dense_weight(sigma, r, t, x.dtype)
         p = self._pad(r)
-        prep = {"form": form, "pad": p}
+        prep = {"form": form, "pad": p, "graph": torch.is_grad_enabled()}
         if time_channel:  # conv of the constant channel: one image, batch-independent
             ones = x.new_ones((1, 1) + tuple(x.shape[-2:]))
             prep["tmap"] = F.conv2d(ones, w[:, -1:], stride=self.stride, padding=p)
@@ -318,20 +319,59 @@ def _fft_filters(w, p, size):
     return {"wf": wf.flatten(2).permute(2, 1, 0).contiguous(), "n": (nh, nw), "out": (ho, wo)}
 
 
-@contextlib.contextmanager
-def filter_cache(module):
-    """Reuse each SRF layer's filters across calls while the context is open.
+class FilterCache:
+    """Reuse each SRF layer's filters across calls while the cache is open (``with cache: ...``).
 
-    Only layers whose σ and α do not depend on ``t`` cache; the cache is keyed on dtype,
-    device, map size, the time-channel mode and the autograd mode, and dropped on exit.  Do not
-    change parameters inside the context (an :class:`~dcnbio.layers.ode.ODEBlock` solve opens
-    one around its solve only).  Nested contexts share the outermost cache.
+    Only layers whose σ and α do not depend on ``t`` cache (and not the ``reference`` or ``separable``
+    formulations).  Entries are keyed on dtype, device, map size and the time-channel mode.  An entry built
+    with autograd enabled serves later calls in either mode; one built without autograd is rebuilt (once)
+    by the first call that needs gradients.  The cache can be opened again after it was closed (an ODE
+    block re-opens it around each evaluation of the adjoint's backward solve, :meth:`bind`); nested opens
+    share the outermost store.  Never change parameters while a cache built from them is still in use:
+    an :class:`~dcnbio.layers.ode.ODEBlock` creates a new cache for every solve.
     """
-    layers = [m for m in module.modules() if isinstance(m, SRFConv2d) and m._filter_cache is None]
-    for m in layers:
-        m._filter_cache = {}
-    try:
-        yield
-    finally:
-        for m in layers:
+
+    def __init__(self, module):
+        self._layers = [m for m in module.modules() if isinstance(m, SRFConv2d)]
+        self._stores = {}
+        self._opened = []
+
+    def __enter__(self):
+        opened = []
+        for m in self._layers:
+            if m._filter_cache is None:
+                m._filter_cache = self._stores.setdefault(id(m), {})
+                opened.append(m)
+        self._opened.append(opened)
+        return self
+
+    def __exit__(self, *exc):
+        for m in self._opened.pop():
             m._filter_cache = None
+        return False
+
+    def bind(self, func):
+        """``func`` as a module whose every call runs with this cache open (``func`` itself without SRF layers).
+
+        torchdiffeq's step callbacks (``callback_step`` …) of ``func`` stay visible on the wrapper.
+        """
+        return _CachedDynamics(func, self) if self._layers else func
+
+
+class _CachedDynamics(nn.Module):
+    def __init__(self, func, cache):
+        super().__init__()
+        self.func = func
+        self._cache = cache
+        for name in dir(func):  # torchdiffeq looks its callbacks up on the function it is given
+            if name.startswith("callback_"):
+                setattr(self, name, getattr(func, name))
+
+    def forward(self, t, h):
+        with self._cache:
+            return self.func(t, h)
+
+
+def filter_cache(module):
+    """A :class:`FilterCache` over every SRF layer of ``module``; use as ``with filter_cache(module): ...``."""
+    return FilterCache(module)

@@ -1,0 +1,104 @@
+"""Shared helpers of the benchmark scripts: the machine, its peak, timing.
+
+Not part of the test suite or of the package; the scripts print their figures and
+``benchmarks/RESULTS.md`` records them with the machine they ran on.
+"""
+import os
+import platform
+import statistics
+import subprocess
+import time
+
+import torch
+
+#: FP32 FLOPs per cycle per core assumed for the nominal peak: AMD Zen 4/5 (EPYC, family 25/26) issue two
+#: 256/512-bit FMA per cycle; on Zen 5 server parts both are 512 bits wide: 2 FMA x 16 lanes x 2 = 64.
+FLOPS_PER_CYCLE = {25: 32, 26: 64}
+
+
+def cpu_model():
+    try:
+        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
+        fields = dict(line.split(":", 1) for line in out.splitlines() if ":" in line)
+        return {k: fields.get(k, "?").strip() for k in ("Model name", "CPU family", "Model", "Core(s) per socket",
+                                                        "Socket(s)", "Thread(s) per core", "Flags")}
+    except (OSError, subprocess.CalledProcessError):
+        return {"Model name": platform.processor() or "?"}
+
+
+def clock_mhz():
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("cpu MHz"):
+                    return float(line.split(":")[1])
+    except OSError:
+        pass
+    return float("nan")
+
+
+def other_load():
+    """Command lines of other dcnbio training processes (a benchmark must run on an idle machine)."""
+    try:
+        out = subprocess.run(["pgrep", "-af", "dcnbio.train"], capture_output=True, text=True).stdout
+    except OSError:
+        return []
+    me = str(os.getpid())
+    return [line for line in out.splitlines() if line and not line.startswith(me + " ")]
+
+
+def nominal_peak_gflops(cores):
+    info = cpu_model()
+    try:
+        per_cycle = FLOPS_PER_CYCLE[int(info.get("CPU family", 0))]
+    except (KeyError, ValueError):
+        return float("nan")
+    return per_cycle * clock_mhz() * 1e-3 * cores
+
+
+def measured_peak_gflops(n=2048, repeats=5):
+    """Best sgemm rate (``n x n`` by ``n x n``, float32) with the current torch thread count."""
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    torch.mm(a, b)
+    best = min(timed(lambda: torch.mm(a, b)) for _ in range(repeats))
+    return 2 * n ** 3 / best * 1e-9
+
+
+def timed(fn):
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
+
+
+def median(values):
+    return statistics.median(values)
+
+
+def describe_machine(measure_peak=True):
+    """A dict describing the machine and the load on it, printed at the top of every benchmark."""
+    info = cpu_model()
+    cores = len(os.sched_getaffinity(0))
+    desc = {"cpu": info.get("Model name", "?"), "cpu_family": info.get("CPU family", "?"),
+            "cpu_model": info.get("Model", "?"), "cores": cores, "clock_mhz": round(clock_mhz()),
+            "avx512": "avx512f" in info.get("Flags", ""), "torch": torch.__version__,
+            "torch_threads": torch.get_num_threads(), "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
+            "loadavg": open("/proc/loadavg").read().split()[:3] if os.path.exists("/proc/loadavg") else None,
+            "other_dcnbio_training": other_load()}
+    desc["nominal_peak_gflops"] = round(nominal_peak_gflops(torch.get_num_threads()), 1)
+    if measure_peak:
+        desc["sgemm_peak_gflops"] = round(measured_peak_gflops(), 1)
+    return desc
+
+
+def print_machine(desc):
+    print(f"machine: {desc['cpu']} (family {desc['cpu_family']} model {desc['cpu_model']}), {desc['cores']} cores, "
+          f"{desc['clock_mhz']} MHz, AVX-512 {desc['avx512']}; torch {desc['torch']}, "
+          f"{desc['torch_threads']} threads (OMP_NUM_THREADS={desc['omp_num_threads']})")
+    print(f"peak fp32: nominal {desc['nominal_peak_gflops']} GFLOP/s (64 FLOP/cycle/core assumed for Zen 5), "
+          f"measured sgemm {desc.get('sgemm_peak_gflops', 'n/a')} GFLOP/s; load average {desc['loadavg']}")
+    if desc["other_dcnbio_training"]:
+        print("WARNING: other training processes are running, timings are contended:")
+        for line in desc["other_dcnbio_training"]:
+            print("   ", line[:160])
+    else:
+        print("no other dcnbio training process running")

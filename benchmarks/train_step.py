@@ -1,0 +1,225 @@
+"""One SGD training step (forward + backward) of dcn-ode and dcn-sigma-ji: fast formulations vs the reference.
+
+Run on an otherwise idle machine, with the default thread count::
+
+    .venv/bin/python benchmarks/train_step.py                          # widths 1.0 and 0.25, batch 128, 28x28
+    .venv/bin/python benchmarks/train_step.py --models dcn-ode --widths 0.25 --repeats 3
+
+Variants (all dopri5, rtol = atol = 1e-3, the same parameters and the same batch of Fashion-MNIST
+training images; the model function is the same, only how it is computed differs):
+
+``reference``         the straightforward formulation (:mod:`dcnbio.layers.reference`): filters rebuilt at
+                      every evaluation, ``conv2d`` on ``t ⊕ h``, adjoint gradients — the baseline;
+``fast``              ``formulation="auto"`` (spectral/dense per layer, filters once per solve, no
+                      time-channel concatenation), adjoint gradients: the same gradient algorithm;
+``fast+seminorm``     as ``fast`` with the seminorm adjoint (fewer backward NFE; gradients differ from the
+                      reference's at the level of the adjoint's tolerance);
+``reference-direct``  the reference formulation, gradients by backpropagating through the solver;
+``fast+direct``       ``fast`` with direct backprop (more memory, gradients of the discrete solve).
+
+Each repeat times one step of every variant in turn (alternating in the same process), after a warm-up
+step on 8 images.  Printed per variant: median step time, images/s, ratio to the reference (of medians,
+and its range over repeats), forward/backward NFE per block, dense-equivalent FLOPs per image (the convs,
+norms and matrix products of the reference formulation for the variant's NFE, counted by
+``torch.utils.flop_counter``), effective GFLOP/s and its fraction of the machine's sgemm peak, peak
+resident memory of the step, and the largest difference of logits and gradients from the reference
+(relative to the largest reference value).
+"""
+import argparse
+import json
+import os
+import sys
+
+import torch
+import torch.nn.functional as F
+from torch.utils.flop_counter import FlopCounterMode
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _machine import describe_machine, median, print_machine, timed  # noqa: E402
+
+from dcnbio.layers.reference import SOLVER, reference_model  # noqa: E402
+from dcnbio.models import build_model, create_model, nfe, ode_blocks, reset_nfe  # noqa: E402
+
+VARIANTS = {
+    "reference": dict(formulation="reference", **SOLVER),
+    "fast": dict(formulation="auto", **SOLVER),
+    "fast+seminorm": dict(formulation="auto", **{**SOLVER, "seminorm": True}),
+    "reference-direct": dict(formulation="reference", **{**SOLVER, "adjoint": False}),
+    "fast+direct": dict(formulation="auto", **{**SOLVER, "adjoint": False}),
+}
+
+
+def fashion_batch(n, size):
+    """The first ``n`` Fashion-MNIST training images (normalised), or a seeded random batch without the data."""
+    try:
+        from dcnbio.data import load_dataset
+        ds = load_dataset("fashion-mnist", "train", download=False)
+        x, y = ds.batch(torch.arange(n))
+        source = "fashion-mnist train[:n]"
+    except Exception as exc:  # the benchmark still runs without the dataset; say so
+        gen = torch.Generator().manual_seed(0)
+        x, y = torch.randn(n, 1, 28, 28, generator=gen), torch.randint(0, 10, (n,), generator=gen)
+        source = f"random normal (no dataset: {type(exc).__name__})"
+    if size != 28:
+        x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False)
+    return x.contiguous(), y, source
+
+
+def reset_peak_rss():
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def peak_rss_mb():
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def step(model, x, y):
+    model.zero_grad(set_to_none=True)
+    reset_nfe(model)
+    logits = model(x)
+    F.cross_entropy(logits, y).backward()
+    return logits.detach()
+
+
+def eval_flops(ref, x, y):
+    """Dense-equivalent FLOPs of one evaluation of each block (forward; forward + vjp) and of the rest."""
+    per_block = {}
+    h = x
+    shapes = {}
+    with torch.no_grad():
+        for name, module in ref.stages():
+            if name in ode_blocks(ref):
+                shapes[name] = h.shape
+            else:
+                h = module(h)
+    for name, block in ode_blocks(ref).items():
+        hb = torch.randn(shapes[name]).requires_grad_(True)
+        t = torch.tensor(1.0)
+        with FlopCounterMode(display=False) as fc:
+            with torch.no_grad():
+                block.func(t, hb)
+        fwd = fc.get_total_flops()
+        with FlopCounterMode(display=False) as fc:
+            out = block.func(t, hb)
+            out.backward(torch.randn_like(out))
+        per_block[name] = (fwd, fc.get_total_flops())
+    with FlopCounterMode(display=False) as fc:  # the discrete layers, ODE blocks as identity (same shape)
+        h = x
+        for name, module in ref.stages():
+            if name not in ode_blocks(ref):
+                h = module(h)
+        F.cross_entropy(h, y).backward()
+    ref.zero_grad(set_to_none=True)
+    return per_block, fc.get_total_flops()
+
+
+def step_flops(per_block, rest, counts, adjoint):
+    total = rest
+    for name, (fwd, fwd_vjp) in per_block.items():
+        n_f, n_b = counts[name]["forward"], counts[name]["backward"]
+        total += n_f * fwd + n_b * fwd_vjp if adjoint else n_f * fwd_vjp
+    return total
+
+
+def max_rel(a, b):
+    return float((a - b).abs().max() / b.abs().max())
+
+
+def run_model(name, width, x, y, args, peak):
+    torch.manual_seed(args.seed)
+    base = create_model(name, in_channels=1, num_classes=10, width=width, **VARIANTS["fast"])
+    models = {}
+    for v in args.variants:  # one model per variant, all with the parameters of ``base``
+        models[v] = build_model(base.config.replace(**VARIANTS[v]))
+        models[v].load_state_dict(base.state_dict())
+        models[v].train()
+    for m in models.values():  # warm-up: kernels, FFT plans, allocator
+        step(m, x[:8], y[:8])
+    rows = {v: {"times": [], "rss": []} for v in args.variants}
+    ref_out = None
+    for rep in range(args.repeats):
+        for v, m in models.items():
+            reset_peak_rss()
+            t = timed(lambda: rows[v].__setitem__("logits", step(m, x, y)))
+            rows[v]["rss"].append(peak_rss_mb())
+            rows[v]["times"].append(t)
+            rows[v]["nfe"] = nfe(m)
+            if rep == 0:
+                rows[v]["grads"] = {n: p.grad.clone() for n, p in m.named_parameters()}
+            print(f"  {name} w={width} repeat {rep} {v}: {t:.2f} s", flush=True)
+        ref_out = rows["reference"] if "reference" in rows else ref_out
+    per_block, rest = eval_flops(reference_model(base), x, y)
+    results = []
+    ref_t = median(rows["reference"]["times"]) if "reference" in rows else float("nan")
+    for v in args.variants:
+        r = rows[v]
+        t = median(r["times"])
+        flops = step_flops(per_block, rest, r["nfe"], VARIANTS[v]["adjoint"])
+        row = {"model": name, "width": width, "variant": v, "step_s": t, "step_s_all": r["times"],
+               "images_per_s": x.shape[0] / t, "speedup_vs_reference": ref_t / t,
+               "speedup_range": [a / b for a, b in zip(rows["reference"]["times"], r["times"])]
+               if "reference" in rows else None,
+               "nfe": r["nfe"], "dense_equiv_gflop_per_image": flops / x.shape[0] * 1e-9,
+               "effective_gflops": flops / t * 1e-9, "fraction_of_peak": flops / t * 1e-9 / peak,
+               "peak_rss_mb": max(r["rss"])}
+        if ref_out is not None:
+            row["logits_diff"] = max_rel(r["logits"], ref_out["logits"])
+            scale = max(float(g.abs().max()) for g in ref_out["grads"].values())
+            row["grad_diff"] = max(float((r["grads"][n] - ref_out["grads"][n]).abs().max())
+                                   for n in r["grads"]) / scale
+        results.append(row)
+    print(f"\n{name}, width {width} (channels {base.config.channels}), batch {x.shape[0]}, "
+          f"{x.shape[-1]}x{x.shape[-1]}; medians of {args.repeats} alternating repeats")
+    print(f"{'variant':>17} {'step s':>7} {'img/s':>6} {'speedup':>13} {'NFE fwd/bwd per block':>27} "
+          f"{'GFLOP/img':>9} {'eff GFLOP/s':>11} {'/peak':>5} {'RSS MB':>7} {'dlogit':>8} {'dgrad':>8}")
+    for row in results:
+        counts = " ".join(f"{c['forward']}/{c['backward']}" for c in row["nfe"].values())
+        rng = row["speedup_range"] or []
+        sp = f"{row['speedup_vs_reference']:.2f}x" + (f" ({min(rng):.2f}-{max(rng):.2f})" if rng else "")
+        print(f"{row['variant']:>17} {row['step_s']:>7.2f} {row['images_per_s']:>6.1f} {sp:>13} {counts:>27} "
+              f"{row['dense_equiv_gflop_per_image']:>9.2f} {row['effective_gflops']:>11.1f} "
+              f"{row['fraction_of_peak']:>5.2f} {row['peak_rss_mb']:>7.0f} {row.get('logits_diff', 0):>8.1e} "
+              f"{row.get('grad_diff', 0):>8.1e}")
+    print("  (GFLOP/img: dense-equivalent, i.e. what the reference formulation executes for the variant's NFE; "
+          "'eff GFLOP/s' = that / step time)")
+    return results
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--models", nargs="+", default=["dcn-ode", "dcn-sigma-ji"])
+    p.add_argument("--widths", type=float, nargs="+", default=[1.0, 0.25])
+    p.add_argument("--batch", type=int, default=128)
+    p.add_argument("--size", type=int, default=28)
+    p.add_argument("--repeats", type=int, default=2)
+    p.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", default=None, help="also write the results to this JSON file")
+    args = p.parse_args(argv)
+    if "reference" not in args.variants:
+        p.error("the reference variant is the baseline; keep it in --variants")
+    machine = describe_machine()
+    print_machine(machine)
+    x, y, source = fashion_batch(args.batch, args.size)
+    print(f"batch: {source}")
+    results = []
+    for width in args.widths:
+        for name in args.models:
+            results += run_model(name, width, x, y, args, machine["sgemm_peak_gflops"])
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"machine": machine, "args": vars(args), "batch": source, "results": results}, f, indent=1,
+                      default=str)
+
+
+if __name__ == "__main__":
+    main()
