@@ -375,6 +375,9 @@ def plot_contrast(results, axes=None):
     for ax, ylabel in zip(axes, ("accuracy (%)", "forward NFE, first ODE block (per batch)",
                                  "forward NFE, all ODE blocks (per batch)")):
         ax.set_xscale("log", base=2)
+        ticks = sorted({float(c) for ds in results.values() for c in ds["contrast"].values})
+        ax.set_xticks(ticks, [f"{c:g}" for c in ticks])
+        ax.minorticks_off()
         ax.set_xlabel("contrast c")
         ax.set_ylabel(ylabel)
     fig.legend(*axes[0].get_legend_handles_labels(), loc="outside right center", fontsize="x-small", frameon=False)
