@@ -226,3 +226,29 @@ def test_existing_output_directory_needs_overwrite(scripts, ckpts, tmp_path, cap
     rc, _, err = run(scripts["meta_parametrization"], ["--checkpoint", ckpts["dcn-sigma-alpha-t"], "--out", out],
                      capsys)
     assert_one_line_error(rc, err, "--overwrite")
+
+
+# --- the meta-parametrization library (only the script uses it) ----------------------------------------------------
+
+def test_meta_curves_closed_form():
+    from dcnbio.analysis.meta import compute_meta_curves
+    from dcnbio.errors import DataError
+    from dcnbio.models import srf_layers
+
+    torch.manual_seed(3)
+    model = create_model("dcn-sigma-alpha-t", in_channels=1, width=0.125)
+    times = np.array([-1.0, 0.0, 0.7, 2.0, 3.0])  # outside [-0.5, 2.5] t' is clipped
+    ds = compute_meta_curves(model, times)
+    layers = {n: m for n, m in srf_layers(model).items() if m.depends_on_t}
+    assert list(ds["layer"].values) == list(layers)
+    tp = 0.5 * np.clip(times, -0.5, 2.5)
+    for k, layer in enumerate(layers.values()):
+        a, b = layer.scale.a.item(), layer.scale.b.item()
+        # tolerance: σ passes through float32 parameters and float64 evaluation
+        np.testing.assert_allclose(ds["sigma"].values[k], 2.0 ** (a * tp + b), rtol=1e-6)
+        aa, bb = layer.alpha.a.detach().double().numpy(), layer.alpha.b.detach().double().numpy()
+        alpha = aa[None] * tp[:, None, None, None] + bb[None]  # (time, out, in, basis)
+        np.testing.assert_allclose(ds["alpha_rms"].values[k], np.sqrt((alpha ** 2).mean(axis=(1, 2))), rtol=1e-6)
+    assert list(ds["basis_order"].values) == [0, 1, 1, 2, 2, 2]
+    with pytest.raises(DataError, match="not meta-parametrized"):
+        compute_meta_curves(create_model("dcn-sigma-ji", in_channels=1, width=0.125))
