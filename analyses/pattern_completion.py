@@ -174,7 +174,9 @@ def main(argv=None):
                  if args.fill == "black" else "the dataset mean, 0 in normalised units")
     report.text(f"Centred n×n masks (rows/columns (H − n)//2 …) filled with {fill_text}. States h(t) are read from "
                 f"the solve at {args.n_times} times over [0, T] (ResNet blocks: 0 = input, 1 = output). Masked "
-                "images are solved in the same batches as their intact versions.")
+                "images are solved in the same batches as their intact versions (so n = 0 gives D = 0 exactly); for n > 0 "
+                "the adaptive solver steps differently for the two batches, so D carries the solver error "
+                "(≈ the tolerance, 1e-3 relative) as a floor.")
     report.bullets([f"`{k}`: {v}" for k, v in NORMALIZER_LABELS.items()] +
                    ["`amplitude_0` and `per_element` differ by a constant per image, so their D(end)/D(0) per "
                     "image are equal; `amplitude_t` divides by an amplitude that grows with t under GroupNorm "
