@@ -37,14 +37,36 @@ def clock_mhz():
     return float("nan")
 
 
-def other_load():
-    """Command lines of other dcnbio training processes (a benchmark must run on an idle machine)."""
+def other_load(min_cpu=20.0):
+    """Other processes using more than ``min_cpu`` % of a core (a benchmark must run on an idle machine)."""
     try:
-        out = subprocess.run(["pgrep", "-af", "dcnbio.train"], capture_output=True, text=True).stdout
+        out = subprocess.run(["ps", "-eo", "pid,ppid,pcpu,args", "--sort=-pcpu"], capture_output=True,
+                             text=True).stdout
     except OSError:
         return []
-    me = str(os.getpid())
-    return [line for line in out.splitlines() if line and not line.startswith(me + " ")]
+    busy = []
+    for line in out.splitlines()[1:]:
+        pid, ppid, cpu, args = line.split(None, 3)
+        if float(cpu) >= min_cpu and int(pid) != os.getpid() and int(ppid) != os.getpid() \
+                and int(pid) != os.getppid():
+            busy.append(f"{pid} {cpu}% {args}")
+    return busy
+
+
+def busy_fraction(seconds=2.0):
+    """Fraction of all cores busy over ``seconds`` (from /proc/stat), measured while this process sleeps."""
+    def sample():
+        with open("/proc/stat") as f:
+            values = [int(v) for v in f.readline().split()[1:]]
+        idle = values[3] + values[4]
+        return sum(values), idle
+    try:
+        total0, idle0 = sample()
+        time.sleep(seconds)
+        total1, idle1 = sample()
+    except OSError:
+        return float("nan")
+    return 1 - (idle1 - idle0) / max(1, total1 - total0)
 
 
 def nominal_peak_gflops(cores):
@@ -83,7 +105,8 @@ def describe_machine(measure_peak=True):
             "avx512": "avx512f" in info.get("Flags", ""), "torch": torch.__version__,
             "torch_threads": torch.get_num_threads(), "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
             "loadavg": open("/proc/loadavg").read().split()[:3] if os.path.exists("/proc/loadavg") else None,
-            "other_dcnbio_training": other_load()}
+            "other_busy_processes": other_load(),
+            "busy_fraction_before": round(busy_fraction(), 3)}
     desc["nominal_peak_gflops"] = round(nominal_peak_gflops(torch.get_num_threads()), 1)
     if measure_peak:
         desc["sgemm_peak_gflops"] = round(measured_peak_gflops(), 1)
@@ -95,10 +118,11 @@ def print_machine(desc):
           f"{desc['clock_mhz']} MHz, AVX-512 {desc['avx512']}; torch {desc['torch']}, "
           f"{desc['torch_threads']} threads (OMP_NUM_THREADS={desc['omp_num_threads']})")
     print(f"peak fp32: nominal {desc['nominal_peak_gflops']} GFLOP/s (64 FLOP/cycle/core assumed for Zen 5), "
-          f"measured sgemm {desc.get('sgemm_peak_gflops', 'n/a')} GFLOP/s; load average {desc['loadavg']}")
-    if desc["other_dcnbio_training"]:
-        print("WARNING: other training processes are running, timings are contended:")
-        for line in desc["other_dcnbio_training"]:
+          f"measured sgemm {desc.get('sgemm_peak_gflops', 'n/a')} GFLOP/s; load average {desc['loadavg']}; "
+          f"cores busy before the run: {100 * desc['busy_fraction_before']:.0f} %")
+    if desc["other_busy_processes"]:
+        print("WARNING: other busy processes (ps %CPU is a lifetime average), timings may be contended:")
+        for line in desc["other_busy_processes"]:
             print("   ", line[:160])
     else:
-        print("no other dcnbio training process running")
+        print("no other busy process (>= 20 % CPU) on the machine")

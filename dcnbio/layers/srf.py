@@ -168,6 +168,10 @@ class SRFConv2d(nn.Module):
         size : (int, int), optional
             Input map size ``(H, W)``; without it ``auto`` assumes a large map.
 
+        ``auto`` never picks ``separable`` (its depthwise passes measured 3-10x slower than ``dense``
+        on CPU) and picks ``spectral`` for stride 1 with radius ≥ 7, or radius ≥ 5 on maps of 13 pixels
+        or more; ``dense`` otherwise.
+
         Returns
         -------
         str
@@ -177,11 +181,11 @@ class SRFConv2d(nn.Module):
             return self.formulation
         if self.stride != 1:
             return "dense"
-        k = 2 * radius + 1
         h, w = (64, 64) if size is None else size
-        # rule fitted to benchmarks/srf_layer.py on a 2-core AMD EPYC (see benchmarks/RESULTS.md):
-        # the transform's cost is about (H+p)(W+p) log per map, the dense one k² per channel pair
-        if k >= 5 and in_channels * self.out_channels >= 64 and min(h, w) >= 5:
+        # set from benchmarks/srf_layer.py --grid on a 2-core AMD EPYC (Zen 5), benchmarks/RESULTS.md: oneDNN's
+        # direct conv wins up to 9x9 kernels and up to 11x11 on 6x6 maps; at 15x15 it falls off a cliff
+        # (7-15x slower than 11x11), while the transform's cost barely moves with the kernel
+        if radius >= 7 or (radius >= 5 and min(h, w) >= 13):
             return "spectral"
         return "dense"
 
@@ -246,14 +250,17 @@ class SRFConv2d(nn.Module):
         return prep
 
     def _spectral(self, x, prep):
-        b = x.shape[0]
+        b, _, h, w = x.shape
         nh, nw = prep["n"]
         ho, wo = prep["out"]
-        xf = torch.fft.rfft2(x, s=(nh, nw))  # (B, C, nh, nw // 2 + 1)
-        xf = xf.flatten(2).permute(2, 0, 1)  # (F, B, C): one matrix product per frequency
-        yf = torch.bmm(xf, prep["wf"])  # (F, B, O)
-        yf = yf.permute(1, 2, 0).reshape(b, -1, nh, nw // 2 + 1)
-        y = torch.fft.irfft2(yf, s=(nh, nw))
+        # zero-pad explicitly: a contiguous padded input transforms faster than rfft2(x, s=...)
+        xf = torch.fft.rfft2(F.pad(x, (0, nw - w, 0, nh - h)))  # (B, C, nh, nw // 2 + 1) complex
+        # one real matrix product per frequency (complex numbers as (re, im) pairs: autograd through a
+        # complex bmm resolves conjugates matrix by matrix, which measured slower than the product itself)
+        xr = torch.view_as_real(xf).permute(2, 3, 0, 1, 4).reshape(-1, b, 2 * x.shape[1])  # (F, B, 2C)
+        yr = torch.bmm(xr, prep["wf"])  # (F, B, 2O)
+        yr = yr.view(nh, nw // 2 + 1, b, -1, 2).permute(2, 3, 0, 1, 4).contiguous()
+        y = torch.fft.irfft2(torch.view_as_complex(yr), s=(nh, nw))
         return y[..., :ho:self.stride, :wo:self.stride]
 
     def _separable(self, x, sigma, r, t):
@@ -303,8 +310,9 @@ def _fft_filters(w, p, size):
     sits at index ``(p - k) mod n``, provided ``n >= H + p`` (no tap wraps onto a sample) and
     ``n`` covers the kernel and the stride-1 output.
 
-    Returns ``{"wf": (F, C, O) complex, "n": (nh, nw), "out": (Ho, Wo)}`` with
-    ``F = nh * (nw // 2 + 1)`` and ``(Ho, Wo)`` the stride-1 output size.
+    Returns ``{"wf": (F, 2C, 2O) real, "n": (nh, nw), "out": (Ho, Wo)}`` with ``F = nh * (nw // 2 + 1)``
+    frequencies, the complex weights as the real matrix of (re, im) pairs, and ``(Ho, Wo)`` the stride-1
+    output size.
     """
     k = w.shape[-1]
     h, wd = size
@@ -315,8 +323,11 @@ def _fft_filters(w, p, size):
     wb = torch.flip(w, (-2, -1))
     wb = F.pad(wb, (0, nw - k, 0, nh - k))
     wb = torch.roll(wb, shifts=(p - k + 1, p - k + 1), dims=(-2, -1))
-    wf = torch.fft.rfft2(wb)  # (O, C, nh, nw // 2 + 1)
-    return {"wf": wf.flatten(2).permute(2, 1, 0).contiguous(), "n": (nh, nw), "out": (ho, wo)}
+    wf = torch.fft.rfft2(wb).flatten(2).permute(2, 1, 0)  # (F, C, O) complex
+    # the complex product y = Σ_c x_c w_c on (re, im) pairs: rows (c, re/im of x), columns (o, re/im of y)
+    wr, wi = wf.real, wf.imag
+    real = torch.stack([torch.stack([wr, wi], -1), torch.stack([-wi, wr], -1)], 2)  # (F, C, 2, O, 2)
+    return {"wf": real.reshape(wf.shape[0], 2 * wf.shape[1], 2 * wf.shape[2]), "n": (nh, nw), "out": (ho, wo)}
 
 
 class FilterCache:
