@@ -300,3 +300,34 @@ def test_step_callbacks_of_srf_dynamics_still_reach_torchdiffeq():
     # dopri5: 2 + 6 evaluations per attempted step, forward and backward
     assert block.nfe_forward == 2 + 6 * func.steps["forward"] > 2
     assert block.nfe_backward == 2 + 6 * func.steps["backward"] > 2
+
+
+# --- the CELU activation ------------------------------------------------------------------------
+
+@pytest.mark.parametrize("alpha", [1.0, 0.5, 2.0])
+def test_celu_equals_torch_celu(alpha):
+    """Values and gradients against torch.nn.CELU: float64 to 1 rounding of 1.0 (exp(z) - 1 instead of
+    expm1: absolute, not relative, error), float32 to 2.4e-7 absolute (torch's own float32 CELU is off by as
+    much from the float64 value), gradcheck in float64, x = 0 included."""
+    from dcnbio.layers.activations import CELU
+
+    x = torch.cat([torch.linspace(-30, 8, 4001, dtype=torch.float64), torch.zeros(1, dtype=torch.float64)])
+    x.requires_grad_(True)
+    layer, ref = CELU(alpha), torch.nn.CELU(alpha)
+    y, y_ref = layer(x), ref(x)
+    torch.testing.assert_close(y, y_ref, rtol=0, atol=2.3e-16 * alpha)
+    g, g_ref = torch.autograd.grad(y.sum(), x)[0], torch.autograd.grad(y_ref.sum(), x)[0]
+    torch.testing.assert_close(g, g_ref, rtol=0, atol=4.5e-16)
+    assert torch.autograd.gradcheck(layer, (torch.randn(30, dtype=torch.float64, requires_grad=True),))
+    x32 = x.detach().float()
+    torch.testing.assert_close(layer(x32).double(), y_ref.detach(), rtol=0, atol=2.4e-7 * max(1.0, alpha))
+
+
+def test_models_use_the_fast_celu_and_keep_their_state():
+    from dcnbio.layers.activations import CELU
+
+    model = create_model("dcn-ode", in_channels=1, width=0.125)
+    assert isinstance(model.block1.func.act, CELU)
+    assert not any("act" in k for k in model.state_dict())  # no state: checkpoints are unaffected
+    with pytest.raises(ConfigError, match="alpha"):
+        CELU(0.0)

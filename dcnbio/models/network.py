@@ -15,11 +15,12 @@ with ``(C1, C2, C3) = width * (32, 64, 128)``.  On 28×28 inputs the block maps 
 """
 from torch import nn
 
+from ..layers.activations import CELU
 from ..layers.ode import ODEBlock, ODEFunc, group_norm
 from ..layers.srf import SRFConv2d
 from .config import ModelConfig
 
-ACTIVATIONS = {"celu": nn.CELU, "relu": nn.ReLU}
+ACTIVATIONS = {"celu": CELU, "relu": nn.ReLU}  # CELU: nn.CELU's function without its scalar expm1 (issue #6)
 
 
 class ResBlock(nn.Module):
