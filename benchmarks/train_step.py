@@ -9,9 +9,11 @@ Variants (all dopri5, rtol = atol = 1e-3, the same parameters and the same batch
 training images; the model function is the same, only how it is computed differs):
 
 ``reference``         the straightforward formulation (:mod:`dcnbio.layers.reference`): filters rebuilt at
-                      every evaluation, ``conv2d`` on ``t ⊕ h``, adjoint gradients — the baseline;
+                      every evaluation, ``conv2d`` on ``t ⊕ h``, ``torch.nn.CELU``, adjoint gradients —
+                      the baseline;
 ``fast``              ``formulation="auto"`` (spectral/dense per layer, filters once per solve, no
-                      time-channel concatenation), adjoint gradients: the same gradient algorithm;
+                      time-channel concatenation, CELU through ``exp``), adjoint gradients: the same
+                      gradient algorithm;
 ``fast+seminorm``     as ``fast`` with the seminorm adjoint (fewer backward NFE; gradients differ from the
                       reference's at the level of the adjoint's tolerance);
 ``reference-direct``  the reference formulation, gradients by backpropagating through the solver;
@@ -23,7 +25,10 @@ and its range over repeats), forward/backward NFE per block, dense-equivalent FL
 norms and matrix products of the reference formulation for the variant's NFE, counted by
 ``torch.utils.flop_counter``), effective GFLOP/s and its fraction of the machine's sgemm peak, peak
 resident memory of the step, and the largest difference of logits and gradients from the reference
-(relative to the largest reference value).
+(relative to the largest reference value).  With ``--f64-check`` every float32 variant is also compared
+with a float64 reference step of the same solver settings: float32 adjoint gradients at tolerance 1e-3
+can be far from the float64 ones for the reference formulation itself, so the float32-vs-float32
+``dgrad`` column alone does not say which formulation is off.
 """
 import argparse
 import json
@@ -139,8 +144,12 @@ def run_model(name, width, x, y, args, peak):
     base = create_model(name, in_channels=1, num_classes=10, width=width, **VARIANTS["fast"])
     models = {}
     for v in args.variants:  # one model per variant, all with the parameters of ``base``
-        models[v] = build_model(base.config.replace(**VARIANTS[v]))
-        models[v].load_state_dict(base.state_dict())
+        settings = dict(VARIANTS[v])
+        if settings.pop("formulation") == "reference":  # torch's CELU and the reference SRF conv
+            models[v] = reference_model(base, **settings)
+        else:
+            models[v] = build_model(base.config.replace(**VARIANTS[v]))
+            models[v].load_state_dict(base.state_dict())
         models[v].train()
     for m in models.values():  # warm-up: kernels, FFT plans, allocator
         step(m, x[:8], y[:8])
@@ -157,6 +166,19 @@ def run_model(name, width, x, y, args, peak):
                 rows[v]["grads"] = {n: p.grad.clone() for n, p in m.named_parameters()}
             print(f"  {name} w={width} repeat {rep} {v}: {t:.2f} s", flush=True)
         ref_out = rows["reference"] if "reference" in rows else ref_out
+    truth = {}
+    if args.f64_check:  # float64 reference per solver setting: how far is each float32 variant from it?
+        for v in args.variants:
+            key = (VARIANTS[v]["adjoint"], VARIANTS[v]["seminorm"])
+            if key not in truth:
+                ref64 = reference_model(base, adjoint=key[0], seminorm=key[1]).double()
+                logits64 = step(ref64, x.double(), y)
+                truth[key] = (logits64, {n: p.grad.clone() for n, p in ref64.named_parameters()})
+            t_logits, t_grads = truth[(VARIANTS[v]["adjoint"], VARIANTS[v]["seminorm"])]
+            scale = max(float(g.abs().max()) for g in t_grads.values())
+            rows[v]["f64_logits"] = max_rel(rows[v]["logits"].double(), t_logits)
+            rows[v]["f64_grads"] = max(float((rows[v]["grads"][n].double() - t_grads[n]).abs().max())
+                                       for n in t_grads) / scale
     per_block, rest = eval_flops(reference_model(base), x, y)
     results = []
     ref_t = median(rows["reference"]["times"]) if "reference" in rows else float("nan")
@@ -171,6 +193,8 @@ def run_model(name, width, x, y, args, peak):
                "nfe": r["nfe"], "dense_equiv_gflop_per_image": flops / x.shape[0] * 1e-9,
                "effective_gflops": flops / t * 1e-9, "fraction_of_peak": flops / t * 1e-9 / peak,
                "peak_rss_mb": max(r["rss"])}
+        if truth:
+            row["f64_logits_diff"], row["f64_grad_diff"] = r["f64_logits"], r["f64_grads"]
         if ref_out is not None:
             row["logits_diff"] = max_rel(r["logits"], ref_out["logits"])
             scale = max(float(g.abs().max()) for g in ref_out["grads"].values())
@@ -189,6 +213,11 @@ def run_model(name, width, x, y, args, peak):
               f"{row['dense_equiv_gflop_per_image']:>9.2f} {row['effective_gflops']:>11.1f} "
               f"{row['fraction_of_peak']:>5.2f} {row['peak_rss_mb']:>7.0f} {row.get('logits_diff', 0):>8.1e} "
               f"{row.get('grad_diff', 0):>8.1e}")
+    if truth:
+        print("  float32 vs the float64 reference with the same solver settings (adjoint / seminorm / direct), "
+              "largest difference relative to the largest float64 value:")
+        for row in results:
+            print(f"  {row['variant']:>17}: logits {row['f64_logits_diff']:.1e}, gradients {row['f64_grad_diff']:.1e}")
     print("  (GFLOP/img: dense-equivalent, i.e. what the reference formulation executes for the variant's NFE; "
           "'eff GFLOP/s' = that / step time)")
     return results
@@ -203,6 +232,8 @@ def main(argv=None):
     p.add_argument("--repeats", type=int, default=2)
     p.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--f64-check", action="store_true",
+                   help="also compare every variant with a float64 reference step (slow at full width)")
     p.add_argument("--json", default=None, help="also write the results to this JSON file")
     args = p.parse_args(argv)
     if "reference" not in args.variants:

@@ -331,3 +331,10 @@ def test_models_use_the_fast_celu_and_keep_their_state():
     assert not any("act" in k for k in model.state_dict())  # no state: checkpoints are unaffected
     with pytest.raises(ConfigError, match="alpha"):
         CELU(0.0)
+
+
+def test_reference_twin_uses_torch_celu():
+    model = create_model("dcn-ode", in_channels=1, width=0.125)
+    ref = reference_model(model)
+    assert type(ref.block1.func.act) is torch.nn.CELU and type(ref.head[1]) is torch.nn.CELU
+    assert all(m.formulation == "reference" for m in srf_layers(ref).values())

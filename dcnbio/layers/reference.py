@@ -8,13 +8,15 @@ formulations of :mod:`dcnbio.layers.srf` must compute the same function.
   :func:`dcnbio.filters.gaussian_derivative_basis` and calls ``conv2d`` with it (no cache);
 * inside ODE blocks the time channel ``t ⊕ h`` is concatenated as an ordinary input channel;
 * the blocks solve with dopri5 at ``rtol = atol = 1e-3`` and backpropagate with the adjoint
-  (:data:`SOLVER`).
+  (:data:`SOLVER`);
+* activations are PyTorch's own (``torch.nn.CELU``, not :class:`dcnbio.layers.activations.CELU`).
 
 Select it with ``formulation="reference"`` (layer or model config) or build a twin of a model
 with :func:`reference_model`.
 """
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from .. import filters
 
@@ -67,4 +69,15 @@ def reference_model(model, **solver):
     twin = build_model(model.config.replace(formulation="reference", **{**SOLVER, **solver}))
     twin.to(device=param.device, dtype=param.dtype)
     twin.load_state_dict(model.state_dict())
+    _torch_activations(twin)
     return twin.train(model.training)
+
+
+def _torch_activations(module):
+    """Replace every :class:`~dcnbio.layers.activations.CELU` by ``torch.nn.CELU`` (same alpha)."""
+    from .activations import CELU
+
+    for parent in module.modules():
+        for name, child in list(parent.named_children()):
+            if isinstance(child, CELU):
+                setattr(parent, name, nn.CELU(child.alpha))
