@@ -7,6 +7,11 @@ module                     what
 ``trajectories``           ODE-block states h(t) at requested times, from the solve itself
 ``stats``                  log-normal fits, goodness of fit, AIC, bootstrap, trained vs init, depth
 ``v1``                     De Valois et al. (1982) macaque V1 reference and σ → peak frequency
+``completion``             pattern completion: D(t) under centre masks, three normalisers
+``contrast``               contrast c·x: naive, block-1 T·c, all blocks, atol·c control; accuracy and NFE
+``solver_audit``           accuracy and NFE under other solvers; solver-independence verdict
+``meta``                   σ(t), α(t) curves of meta-parametrized models
+``common``                 solver overrides, batched evaluation, checkpoint and image loading for scripts
 ``plots``, ``report``      figures and Markdown/LaTeX reports
 =========================  ======================================================================
 """
