@@ -44,19 +44,20 @@ FORMAT_VERSION = 1
 FAULT_ENV = "DCNBIO_FAULT_INJECTION"
 
 
-def atomic_write(path, write):
-    """Write a file atomically: ``write(fileobj)`` into a temporary file beside ``path``, fsync, rename.
+def atomic_write_path(path, write):
+    """Write a file atomically: ``write(tmp_path)`` fills a temporary file beside ``path``; fsync, rename.
 
-    A crash at any moment leaves either the old file or the new one under ``path``, never a partial one.
+    A crash at any moment leaves either the old file or the new one under ``path``, never a partial one
+    (only a ``.tmp-*`` file, which re-runs remove).  The file gets the permissions the umask allows.
     """
     path = os.fspath(path)
     directory = os.path.dirname(os.path.abspath(path))
     fd, tmp = tempfile.mkstemp(prefix=".tmp-" + os.path.basename(path) + "-", dir=directory)
     try:
         os.fchmod(fd, 0o666 & ~_UMASK)  # mkstemp creates 0600; results are meant to be shared
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
+        os.close(fd)
+        write(tmp)
+        with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
         _maybe_inject_fault(path)
         os.replace(tmp, path)
@@ -69,6 +70,16 @@ def atomic_write(path, write):
         os.fsync(dir_fd)
     finally:
         os.close(dir_fd)
+
+
+def atomic_write(path, write):
+    """:func:`atomic_write_path` for writers of file objects: ``write(fileobj)``."""
+
+    def to_path(tmp):
+        with open(tmp, "wb") as f:
+            write(f)
+
+    atomic_write_path(path, to_path)
 
 
 _WRITES = {}

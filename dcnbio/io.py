@@ -38,6 +38,7 @@ import numpy as np
 import xarray as xr
 
 from . import __version__
+from .checkpoint import atomic_write, atomic_write_path
 from .errors import DcnbioError
 
 ENGINE = "h5netcdf"
@@ -169,26 +170,6 @@ def _check_target(path, overwrite):
     return path, directory
 
 
-def _atomic_netcdf(path, directory, write):
-    """Run ``write(tmp_path)``, fsync the file, rename it to ``path``, fsync the directory."""
-    fd, tmp = tempfile.mkstemp(prefix=TMP_PREFIX + os.path.basename(path) + "-", dir=directory)
-    os.close(fd)
-    try:
-        write(tmp)
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    dir_fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
-
-
 def save_dataset(ds, path, *, overwrite=False):
     """Write one Dataset to a netCDF-4 file, atomically.
 
@@ -215,10 +196,10 @@ def save_dataset(ds, path, *, overwrite=False):
     >>> save_dataset(ds, path)
     >>> xr.testing.assert_identical(open_results(path).load(), ds)
     """
-    path, directory = _check_target(path, overwrite)
+    path, _ = _check_target(path, overwrite)
     ds = _sanitize(_as_float32(ds))
     encoding = _encoding(ds)
-    _atomic_netcdf(path, directory, lambda tmp: ds.to_netcdf(tmp, mode="w", engine=ENGINE, encoding=encoding))
+    atomic_write_path(path, lambda tmp: ds.to_netcdf(tmp, mode="w", engine=ENGINE, encoding=encoding))
 
 
 def save_results(results, path, *, overwrite=False):
@@ -236,7 +217,7 @@ def save_results(results, path, *, overwrite=False):
         return save_dataset(results, path, overwrite=overwrite)
     if not results:
         raise DcnbioError(f"nothing to write to {os.fspath(path)}: no datasets given")
-    path, directory = _check_target(path, overwrite)
+    path, _ = _check_target(path, overwrite)
     prepared = {}
     for name, ds in results.items():
         if not name or "/" in name:
@@ -248,13 +229,11 @@ def save_results(results, path, *, overwrite=False):
         for i, (name, (ds, encoding)) in enumerate(prepared.items()):
             ds.to_netcdf(tmp, mode="w" if i == 0 else "a", group=name, engine=ENGINE, encoding=encoding)
 
-    _atomic_netcdf(path, directory, write)
+    atomic_write_path(path, write)
 
 
 def write_json(obj, path):
     """Write ``obj`` as JSON atomically (temporary file, fsync, rename)."""
-    from .checkpoint import atomic_write
-
     data = (json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n").encode()
     atomic_write(path, lambda f: f.write(data))
 
