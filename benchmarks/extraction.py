@@ -108,7 +108,7 @@ def main(argv=None):
         return child(args)
     machine = describe_machine()
     print_machine(machine)
-    peak = machine["sgemm_peak_gflops"]
+    peak = machine["peak_gflops"]
     rows = []
     with tempfile.TemporaryDirectory(prefix="dcnbio-bench-") as tmp:
         for form in args.formulations:

@@ -187,7 +187,7 @@ def main(argv=None):
     args = p.parse_args(argv)
     machine = describe_machine()
     print_machine(machine)
-    peak = machine["sgemm_peak_gflops"]
+    peak = machine["peak_gflops"]
     results = grid(args) if args.grid else sigma_sweep(args, peak)
     if args.json:
         with open(args.json, "w") as f:

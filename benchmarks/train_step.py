@@ -23,7 +23,7 @@ Each repeat times one step of every variant in turn (alternating in the same pro
 step on 8 images.  Printed per variant: median step time, images/s, ratio to the reference (of medians,
 and its range over repeats), forward/backward NFE per block, dense-equivalent FLOPs per image (the convs,
 norms and matrix products of the reference formulation for the variant's NFE, counted by
-``torch.utils.flop_counter``), effective GFLOP/s and its fraction of the machine's sgemm peak, peak
+``torch.utils.flop_counter``), effective GFLOP/s and its fraction of the measured peak (oneDNN conv), peak
 resident memory of the step, and the largest difference of logits and gradients from the reference
 (relative to the largest reference value).  With ``--f64-check`` every float32 variant is also compared
 with a float64 reference step of the same solver settings: float32 adjoint gradients at tolerance 1e-3
@@ -245,7 +245,7 @@ def main(argv=None):
     results = []
     for width in args.widths:
         for name in args.models:
-            results += run_model(name, width, x, y, args, machine["sgemm_peak_gflops"])
+            results += run_model(name, width, x, y, args, machine["peak_gflops"])
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"machine": machine, "args": vars(args), "batch": source, "results": results}, f, indent=1,
