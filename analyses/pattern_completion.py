@@ -41,7 +41,8 @@ import pandas as pd
 
 from dcnbio.analysis.common import ScriptParser, dataset_of, load_eval_images, load_models, resolve_checkpoints
 from dcnbio.analysis.completion import (NORMALIZER_LABELS, NORMALIZERS, check_mask_sizes, compute_pattern_completion,
-                                        plot_differences, plot_examples, plot_masked_accuracy)
+                                        mask_fill, plot_differences, plot_examples,
+                                        plot_masked_accuracy)
 from dcnbio.analysis.report import Report
 from dcnbio.cli import user_errors
 from dcnbio.errors import ConfigError
@@ -73,13 +74,6 @@ def build_parser():
 
 def log(msg):
     print(msg, flush=True)
-
-
-def fill_value(info, fill):
-    """The mask value in normalised units, one per channel."""
-    if fill == "mean":
-        return [0.0] * info.channels
-    return [-m / s for m, s in zip(info.mean, info.std)]
 
 
 def accuracy_table(results):
@@ -146,7 +140,7 @@ def main(argv=None):
     for label, model, info in runs:
         images, labels, indices, dinfo, name = data[label]
         t0 = time.time()
-        ds = compute_pattern_completion(model, images, labels, args.masks, fill=fill_value(dinfo, args.fill),
+        ds = compute_pattern_completion(model, images, labels, args.masks, fill=mask_fill(dinfo, args.fill),
                                         n_times=args.n_times, batch_size=args.batch_size, indices=indices,
                                         n_examples=args.n_examples, example_mask=args.example_mask, info=info)
         ds.attrs.update({"dataset": name, "split": args.split, "fill_kind": args.fill})

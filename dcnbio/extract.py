@@ -68,6 +68,12 @@ def build_parser():
                      help="a tensor (N, C, H, W) saved with torch.save (or a dict with 'images' and optional "
                           "'labels'); used instead of a dataset, labels -1")
     src.add_argument("--images", type=int, default=None, metavar="N", help="use the first N images (default all)")
+    src.add_argument("--mask-size", type=int, default=None, metavar="N",
+                     help="replace the centred N x N patch of every image (pattern completion; extract once with and "
+                          "once without, then compare with dcnbio.analysis.completion.compute_differences)")
+    src.add_argument("--mask-fill", choices=("black", "mean"), default="black",
+                     help="mask value: a zero pixel, -mean/std of the dataset (the paper's masks; default), or the "
+                          "dataset mean, 0 in normalised units")
     p.add_argument("--times", type=float, nargs="+", default=None, metavar="T",
                    help="increasing times in [0, T] (default 5 points from 0 to T)")
     p.add_argument("--blocks", nargs="+", default=None, choices=ALL_BLOCKS, help="blocks to extract (default all)")
@@ -125,6 +131,22 @@ def _load_dataset_images(name, split, root, n):
     source = {"kind": "dataset", "dataset": name, "split": split, "n_images": int(n),
               "indices_sha256": sub.fingerprint()}
     return images, labels, sub.indices.clone(), source
+
+
+def _mask_images(args, images):
+    """Centre-mask the images for ``--mask-size``; returns the masked images and the mask's description."""
+    from .analysis.completion import apply_center_mask, check_mask_sizes, mask_fill
+    from .data import dataset_info
+
+    (n,) = check_mask_sizes([args.mask_size], images.shape[2], images.shape[3])
+    if args.images_file is not None:
+        if args.mask_fill != "mean":
+            raise ConfigError("--mask-fill black needs the dataset's mean/std: with --images-file use --mask-fill mean "
+                              "(0 in the file's units) or mask the images in the file yourself")
+        fill = [0.0] * images.shape[1]
+    else:
+        fill = mask_fill(dataset_info(args.dataset or "fashion-mnist"), args.mask_fill)
+    return apply_center_mask(images, n, fill), {"size": n, "fill": args.mask_fill, "value": [float(v) for v in fill]}
 
 
 def _check_positive(name, value):
@@ -217,12 +239,16 @@ def main(argv=None):
         images, labels, indices, source = _load_dataset_images(args.dataset or "fashion-mnist", args.split,
                                                                 args.data_root, args.images)
     images = check_images(images, model.config.in_channels)
+    mask = _mask_images(args, images) if args.mask_size is not None else None
+    if mask is not None:
+        images, mask = mask
 
     n = images.shape[0]
     n_shards = math.ceil(n / shard_size)
     command = json.loads(json.dumps({
         "checkpoint_sha256": info["sha256"], "model_name": model.config.name, "source": source,
         "times": [float(t) for t in times], "blocks": blocks, "batch_size": batch_size, "shard_size": shard_size,
+        **({"mask": mask} if mask is not None else {}),
     }))
     out = os.fspath(args.out)
     resuming = _prepare(out, command, args.overwrite)

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from dcnbio import create_model
+from dcnbio.analysis.completion import mask_fill
 from dcnbio.checkpoint import make_checkpoint, save_checkpoint
 from dcnbio.data import DATASETS, load_dataset
 from dcnbio.io import open_results
@@ -97,7 +98,7 @@ def test_pattern_completion(scripts, ckpts, fmnist, tmp_path, capsys):
         assert float(ds["accuracy_intact"]) == accuracy_of(ckpts[name], images, labels)
     info = DATASETS["fashion-mnist"]
     assert np.allclose(float(results["dcn-ode-seed1"].attrs["fill"].strip("[]")), -info.mean[0] / info.std[0])
-    assert scripts["pattern_completion"].fill_value(info, "mean") == [0.0]
+    assert mask_fill(info, "mean") == [0.0]
     assert list(results["dcn-ode-seed1"]["time"].values) == [0.0, 1.0, 2.0]
     report = (out / "report.md").read_text()
     assert "Accuracy (%) against mask size n" in report and "| dcn-ode-seed1 / block1 |" in report

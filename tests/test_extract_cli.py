@@ -151,6 +151,9 @@ def bad_files(files):
     (["--images-file", "{d}/images.pt", "--batch-size", "0"], "positive"),
     (["--images-file", "{d}/images.pt", "--blocks", "block9"], "invalid choice"),
     (["--images-file", "{d}/images.pt", "--dataset", "cifar10"], "not both"),
+    (["--images-file", "{d}/images.pt", "--mask-size", "29", "--mask-fill", "mean"], "larger than the 28x28 image"),
+    (["--images-file", "{d}/images.pt", "--mask-size", "-1", "--mask-fill", "mean"], "mask size must be >= 0"),
+    (["--images-file", "{d}/images.pt", "--mask-size", "4"], "--mask-fill black needs the dataset's mean/std"),
 ])
 def test_rejects_bad_input(files, bad_files, tmp_path, capsys, args, match):
     out = tmp_path / "out"
@@ -244,3 +247,55 @@ def test_sigkill_leaves_no_partial_file_and_resume_is_exact(files, tmp_path):
     a, b = loaded(out), loaded(whole)
     assert sorted(a) == ["block1", "block3"] and a["block1"].sizes["image"] == 8
     assert_same_results(a, b)  # identical except for the creation time
+
+
+# --- masked extraction and D(t) over shards (the README's dask.distributed example) ---------------------------------
+
+def test_mask_size_zero_gives_identical_states_and_zero_D(files, tmp_path):
+    from dcnbio.analysis.completion import compute_differences
+
+    assert run(files, tmp_path / "intact") == 0
+    assert run(files, tmp_path / "m0", "--mask-size", "0", "--mask-fill", "mean") == 0
+    a, b = open_results(tmp_path / "intact"), open_results(tmp_path / "m0")
+    D = compute_differences(a["block1"].h, b["block1"].h)
+    assert D.chunks is not None  # lazy: dask-backed until computed
+    assert float(abs(D.sel(normalizer="per_element")).max().compute()) == 0.0
+    manifest = json.loads((tmp_path / "m0" / "manifest.json").read_text())
+    assert manifest["command"]["mask"] == {"size": 0, "fill": "mean", "value": [0.0]}
+
+
+def test_masked_extraction_equals_masking_in_memory(files, tmp_path):
+    from dcnbio.analysis.completion import apply_center_mask
+
+    assert run(files, tmp_path / "m6", "--mask-size", "6", "--mask-fill", "mean") == 0
+    model, _ = load_checkpoint(files["ckpt"])
+    images = torch.load(files["images"])[:4]
+    masked = apply_center_mask(images, 6, 0.0)
+    assert float(masked[:, :, 11:17, 11:17].abs().max()) == 0.0  # rows/columns (28 - 6)//2 = 11 … 16
+    window = torch.zeros(28, 28, dtype=torch.bool)
+    window[11:17, 11:17] = True
+    assert torch.equal((masked != images).any(dim=0).any(dim=0), window)  # random images: nonzero everywhere
+    got = loaded(tmp_path / "m6")
+    for start in (0, 2):  # the CLI solves batches of 2 images
+        ref = extract_trajectories(model, masked[start:start + 2], got["block1"].time.values, batch_size=2)
+        np.testing.assert_array_equal(got["block1"].h.values[start:start + 2], ref["block1"].h.values)
+
+
+def test_lazy_D_on_a_local_cluster_equals_eager(files, tmp_path):
+    """dask.distributed LocalCluster over sharded extractions gives the same D(t) as the in-memory computation."""
+    from dask.distributed import Client, LocalCluster
+
+    from dcnbio.analysis.completion import _differences, compute_differences
+
+    assert run(files, tmp_path / "intact") == 0
+    assert run(files, tmp_path / "m8", "--mask-size", "8", "--mask-fill", "mean") == 0
+    intact, masked = open_results(tmp_path / "intact"), open_results(tmp_path / "m8")
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster, \
+            Client(cluster):
+        lazy = {b: compute_differences(intact[b].h, masked[b].h) for b in ("block1", "block3")}
+        got = {b: d.compute() for b, d in lazy.items()}
+    for b in ("block1", "block3"):
+        a, m = loaded(tmp_path / "intact")[b].h.values, loaded(tmp_path / "m8")[b].h.values
+        np.testing.assert_allclose(got[b].values, _differences(a, m), rtol=1e-12, atol=0)
+        assert list(got[b].normalizer.values) == ["amplitude_t", "amplitude_0", "per_element"]
+        assert float(got[b].sel(normalizer="per_element").min()) > 0  # the masks change every image's states

@@ -73,7 +73,7 @@ def test_reference_formulation_is_the_paper_construction():
     from dcnbio.filters import basis_orders, gaussian_derivatives_1d
 
     layer = make_layer("shared", "static", "reference", cin=2, cout=3)
-    sigma = float(layer.sigma())
+    sigma = float(layer.sigma().detach())
     r = math.ceil(2 * sigma + 0.5)
     g = gaussian_derivatives_1d(torch.tensor(sigma, dtype=torch.float64), 2, r)
     w = torch.zeros(3, 2, 2 * r + 1, 2 * r + 1, dtype=torch.float64)

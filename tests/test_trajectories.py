@@ -226,3 +226,14 @@ def test_bad_arguments(dcn, images):
         extract_trajectories(dcn, images, TIMES, labels=[1, 2])
     with pytest.raises(DataError, match="unique"):
         extract_trajectories(dcn, images, TIMES, indices=[1, 1, 2])
+
+
+def test_float64_model_sees_float64_images(dcn, images):
+    """A float64 model gets float64 inputs (no detour through float32) and its block outputs match a direct
+    float64 forward pass of the same images."""
+    model = copy.deepcopy(dcn).double()
+    x = images.double() + 1e-9  # a perturbation float32 cannot represent
+    ds = extract_trajectories(model, x, TIMES, blocks=["block1"], batch_size=3)
+    assert ds["block1"].h.dtype == np.float64
+    ref = block_inputs(model, x)
+    np.testing.assert_allclose(ds["block1"].h.values[:, -1], ref["block1"][1].numpy(), rtol=1e-10, atol=1e-12)

@@ -123,11 +123,9 @@ def _check_batch_size(batch_size):
 
 
 def as_images(images, in_channels):
-    """Validate images with :func:`~dcnbio.analysis.trajectories.check_images` but keep their floating-point
-    precision (``check_images`` returns float32; a float64 model should see float64 inputs)."""
-    checked = check_images(images, in_channels)
-    original = torch.from_numpy(images) if isinstance(images, np.ndarray) else images
-    return original if original.dtype in (torch.float64, torch.float32) else checked
+    """Validate images with :func:`~dcnbio.analysis.trajectories.check_images` (float32 and float64 images keep
+    their precision, so a float64 model sees float64 inputs)."""
+    return check_images(images, in_channels)
 
 
 def _labels(labels, n):

@@ -52,7 +52,7 @@ from ..layers.ode import ODEBlock
 from .trajectories import check_images, iter_trajectories
 
 __all__ = ["NORMALIZERS", "apply_center_mask", "check_mask_sizes", "compute_differences",
-           "compute_pattern_completion", "mask_window", "plot_differences", "plot_examples",
+           "compute_pattern_completion", "mask_fill", "mask_window", "plot_differences", "plot_examples",
            "plot_masked_accuracy"]
 
 #: The normalisers of D(t) (see the module docstring), in the order of the ``normalizer`` dimension.
@@ -64,6 +64,23 @@ N_TIMES = 21
 
 
 # --- masks ---------------------------------------------------------------------------------------------------------
+
+def mask_fill(info, kind="black"):
+    """The mask value of each channel in normalised units.
+
+    ``kind="black"`` is the paper's zero pixel value, ``−mean/std`` of the dataset (``info``: a
+    :class:`~dcnbio.data.DatasetInfo` with ``mean``/``std``/``channels``); ``"mean"`` is 0, the dataset mean.
+
+    >>> from dcnbio.data import dataset_info
+    >>> [round(v, 4) for v in mask_fill(dataset_info("fashion-mnist"))]
+    [-0.8102]
+    """
+    if kind == "mean":
+        return [0.0] * info.channels
+    if kind != "black":
+        raise ConfigError(f"mask fill must be 'black' (a zero pixel) or 'mean' (the dataset mean), got {kind!r}")
+    return [-m / s for m, s in zip(info.mean, info.std)]
+
 
 def mask_window(height, width, n):
     """Top-left corner ``(top, left)`` of the centred ``n × n`` window: ``((H − n)//2, (W − n)//2)``."""
@@ -186,11 +203,25 @@ def compute_differences(intact, masked):
                             f"{getattr(arr, 'dims', type(arr).__name__)}")
     if intact.shape != masked.shape:
         raise DataError(f"intact and masked states differ in shape: {intact.shape} vs {masked.shape}")
-    d = _differences(intact.values, masked.values)
-    return xr.DataArray(d, dims=("normalizer", "image", "time"),
-                        coords={"normalizer": list(NORMALIZERS), "image": intact["image"].values,
-                                "time": intact["time"].values},
-                        name="D", attrs={"long_name": "D(t) = sum|h_im - h_masked| / A"})
+    for dim in ("image", "time"):
+        if dim in intact.coords and dim in masked.coords and not np.array_equal(intact[dim].values,
+                                                                                masked[dim].values):
+            raise DataError(f"intact and masked states have different {dim} coordinates: extract the same images "
+                            f"at the same times")
+    # xarray arithmetic, so that dask-backed states (open_results over shards) stay lazy: one task graph per shard
+    a = intact.astype(np.float64).drop_vars([c for c in intact.coords if c not in ("image", "time")])
+    b = masked.astype(np.float64).drop_vars([c for c in masked.coords if c not in ("image", "time")])
+    b = b.assign_coords({d: a[d] for d in ("image", "time") if d in a.coords})
+    space = ("channel", "y", "x")
+    diff = abs(a - b).sum(space)
+    amp = abs(a).sum(space)
+    size = float(np.prod([intact.sizes[d] for d in space]))
+    d = xr.concat([diff / amp, diff / amp.isel(time=0, drop=True), diff / size],
+                  dim=xr.DataArray(list(NORMALIZERS), dims="normalizer", name="normalizer"))
+    d = d.transpose("normalizer", "image", "time")
+    d.name = "D"
+    d.attrs = {"long_name": "D(t) = sum|h_im - h_masked| / A"}
+    return d
 
 
 # --- the experiment -------------------------------------------------------------------------------------------------

@@ -56,7 +56,9 @@ def check_images(images, in_channels):
 
     Returns
     -------
-    Tensor ``(N, C, H, W)`` float32
+    Tensor ``(N, C, H, W)``
+        float32 and float64 images keep their precision (a float64 model sees float64 inputs); other floating
+        types become float32.  Callers move each batch to the model's device and dtype.
 
     Raises
     ------
@@ -76,7 +78,8 @@ def check_images(images, in_channels):
                         f"(shape {tuple(images.shape)})")
     if not images.is_floating_point():  # raw uint8 pixels would run, silently, without the normalisation
         raise DataError(f"images must be floating point (normalised as for training), got dtype {images.dtype}")
-    images = images.to(torch.float32)
+    if images.dtype not in (torch.float32, torch.float64):
+        images = images.to(torch.float32)
     bad = ~torch.isfinite(images)
     if bool(bad.any()):
         first = int(bad.flatten(1).any(1).nonzero()[0])
@@ -184,14 +187,14 @@ def iter_trajectories(model, images, times, *, blocks=None, labels=None, indices
     indices = _per_image(indices, n, None, "indices")
     attrs = {b: _block_attrs(b, stage_blocks[b], model) for b in names}
     last = max(i for i, (name, _) in enumerate(model.stages()) if name in names)
-    device = next(model.parameters()).device
+    param = next(model.parameters())
     was_training = model.training
     model.eval()
     try:
         with torch.no_grad():
             for k, start in enumerate(range(0, n, batch_size)):
                 stop = min(start + batch_size, n)
-                x = images[start:stop].to(device)
+                x = images[start:stop].to(param.device, param.dtype)
                 out = {}
                 for i, (name, module) in enumerate(model.stages()[: last + 1]):
                     if name in names:
@@ -295,7 +298,8 @@ def _per_image(values, n, default, what):
 
 def _dataset(states, times, indices, labels, batch, nfe, attrs):
     b = states.shape[0]
-    h = states.detach().to("cpu", torch.float32).numpy()
+    # float32 on disk (half the size) unless the model computes in float64, whose states are kept exactly
+    h = states.detach().to("cpu", torch.float64 if states.dtype == torch.float64 else torch.float32).numpy()
     return xr.Dataset(
         {"h": (("image", "time", "channel", "y", "x"), h,
                {"long_name": "block state h(t)"}),
