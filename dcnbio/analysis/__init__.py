@@ -10,6 +10,8 @@ module                     what
 ``completion``             pattern completion: D(t) under centre masks, three normalisers
 ``contrast``               contrast c·x: naive, block-1 T·c, all blocks, atol·c control; accuracy and NFE
 ``solver_audit``           accuracy and NFE under other solvers; solver-independence verdict
+``small_data``             accuracy vs training-set size over seeds; GLM/OLS model × log size
+``reconstruction``         decoder on a frozen encoder; per-image MSE and paired tests
 ``meta``                   σ(t), α(t) curves of meta-parametrized models
 ``common``                 solver overrides, batched evaluation, checkpoint and image loading for scripts
 ``plots``, ``report``      figures and Markdown/LaTeX reports
