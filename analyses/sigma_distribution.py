@@ -37,6 +37,7 @@ import numpy as np
 import pandas as pd
 
 from dcnbio.analysis import plots, stats, v1
+from dcnbio.analysis.common import is_finished_run
 from dcnbio.analysis.report import Report
 from dcnbio.analysis.sigmas import extract_sigmas, select, sigma_values, stack_sigmas
 from dcnbio.checkpoint import load_checkpoint
@@ -71,10 +72,14 @@ def log(msg):
 def resolve_checkpoints(paths):
     if paths:
         return [os.fspath(p) for p in paths]
-    found = sorted(glob.glob(os.fspath(REPO / DEFAULT_GLOB)))
+    hits = sorted(glob.glob(os.fspath(REPO / DEFAULT_GLOB)))
+    found = [h for h in hits if is_finished_run(h)]
+    for h in hits:
+        if h not in found:
+            print(f"skipping {os.path.relpath(h, REPO)}: its run has not finished (no final.json)", file=sys.stderr)
     if not found:
-        raise CheckpointError(f"no checkpoints at {REPO / DEFAULT_GLOB}; train them (see dcnbio train --help) "
-                              "or pass --checkpoint PATH")
+        raise CheckpointError(f"no checkpoints of finished runs at {REPO / DEFAULT_GLOB}; train them (see dcnbio "
+                              "train --help) or pass --checkpoint PATH")
     return found
 
 

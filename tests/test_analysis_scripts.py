@@ -170,6 +170,10 @@ def test_default_checkpoints(scripts, ckpts, tmp_path, monkeypatch, capsys):
     target = repo / "data" / "checkpoints" / "odenet" / "seed1"
     target.mkdir(parents=True)
     shutil.copy(ckpts["odenet"], target / "last.pt")
+    (target / "final.json").write_text("{}")
+    unfinished = repo / "data" / "checkpoints" / "odenet" / "seed2"  # a run still training: no final.json
+    unfinished.mkdir()
+    shutil.copy(ckpts["odenet"], unfinished / "last.pt")
     script = scripts["contrast"]
     monkeypatch.setattr(script, "REPO", repo)
     out = tmp_path / "ct"
@@ -177,7 +181,9 @@ def test_default_checkpoints(scripts, ckpts, tmp_path, monkeypatch, capsys):
                                     "naive", "--n-check", 0, "--out", out], capsys)
     assert rc == 0, err
     assert set(open_results(out / "contrast.nc")) == {"odenet-seed1"}
-    assert "not found (skipped): `data/checkpoints/dcn-ode/seed*/last.pt`" in (out / "report.md").read_text()
+    report = (out / "report.md").read_text()
+    assert "not found (skipped): `data/checkpoints/dcn-ode/seed*/last.pt`" in report
+    assert "`data/checkpoints/odenet/seed2/last.pt (unfinished run: no final.json)`" in report
 
 
 # --- errors ------------------------------------------------------------------------------------------------------------

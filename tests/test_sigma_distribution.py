@@ -158,13 +158,16 @@ def test_default_checkpoints_missing_is_a_clear_error(script, tmp_path, capsys, 
     assert code == 2 and "dcn-sigma-ji/seed*/last.pt" in err and "--checkpoint" in err
 
 
-def test_default_checkpoints_are_found_by_glob(script, tmp_path, monkeypatch):
+def test_default_checkpoints_are_found_by_glob(script, tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(script, "REPO", tmp_path)
-    for s in (2, 1):
+    for s in (3, 2, 1):
         (tmp_path / "data/checkpoints/dcn-sigma-ji" / f"seed{s}").mkdir(parents=True)
         (tmp_path / "data/checkpoints/dcn-sigma-ji" / f"seed{s}" / "last.pt").write_bytes(b"")
+        if s != 3:  # seed 3 is still training: last.pt but no final.json
+            (tmp_path / "data/checkpoints/dcn-sigma-ji" / f"seed{s}" / "final.json").write_text("{}")
     found = script.resolve_checkpoints(None)
     assert [Path(p).parent.name for p in found] == ["seed1", "seed2"]
+    assert "skipping data/checkpoints/dcn-sigma-ji/seed3/last.pt: its run has not finished" in capsys.readouterr().err
 
 
 # --- figures ---------------------------------------------------------------------------------------------------

@@ -238,8 +238,20 @@ class ScriptParser(argparse.ArgumentParser):
         raise ConfigError(f"{message} (see {self.prog} --help)")
 
 
+def is_finished_run(checkpoint):
+    """Whether the training run that wrote ``checkpoint`` has finished (its directory holds ``final.json``).
+
+    ``dcnbio train`` writes ``last.pt`` every epoch (or every ``--save-every`` steps) and ``final.json`` only at
+    the end, so a run still training — or killed — has a ``last.pt`` and no ``final.json``.
+    """
+    return os.path.isfile(os.path.join(os.path.dirname(os.fspath(checkpoint)), "final.json"))
+
+
 def resolve_checkpoints(paths, defaults, repo, *, analysis):
-    """The checkpoints to analyse: ``paths`` if given, else the default bundled ones that exist.
+    """The checkpoints to analyse: ``paths`` if given, else the default bundled ones of finished runs.
+
+    A default match whose run has not finished (:func:`is_finished_run`: a run still training next to the bundled
+    ones) is skipped and listed in ``missing``; an explicit ``--checkpoint`` is taken as given.
 
     Parameters
     ----------
@@ -256,7 +268,7 @@ def resolve_checkpoints(paths, defaults, repo, *, analysis):
     -------
     found : list of str
     missing : list of str
-        Default patterns that matched nothing (empty when ``paths`` were given).
+        Default patterns that matched nothing, and skipped unfinished runs (empty when ``paths`` were given).
 
     Raises
     ------
@@ -268,9 +280,12 @@ def resolve_checkpoints(paths, defaults, repo, *, analysis):
     found, missing = [], []
     for pattern in defaults:
         hits = sorted(glob.glob(os.path.join(os.fspath(repo), pattern)))
-        found += hits
+        done = [h for h in hits if is_finished_run(h)]
+        found += done
         if not hits:
             missing.append(pattern)
+        missing += [f"{os.path.relpath(h, os.fspath(repo))} (unfinished run: no final.json)"
+                    for h in hits if h not in done]
     if not found:
         raise CheckpointError(f"no bundled checkpoints for the {analysis} analysis (looked for "
                               f"{', '.join(defaults)} under {repo}); train them (dcnbio train --help) or pass "
