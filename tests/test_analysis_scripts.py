@@ -186,6 +186,32 @@ def test_default_checkpoints(scripts, ckpts, tmp_path, monkeypatch, capsys):
     assert "`data/checkpoints/odenet/seed2/last.pt (unfinished run: no final.json)`" in report
 
 
+BUNDLED = SCRIPTS.parent / "data" / "checkpoints"
+
+
+def bundled_labels(models):
+    """``<model>-seed<S>`` of the finished bundled runs of ``models`` (what a default run must analyse)."""
+    return {f"{m}-{d.parent.name}" for m in models for d in BUNDLED.glob(f"{m}/seed*/final.json")}
+
+
+@pytest.mark.parametrize("name, models, result, extra", [
+    ("pattern_completion", ("dcn-ode", "dcn-sigma-ji", "odenet", "resnet-blocks"), "completion.nc", []),
+    ("contrast", ("dcn-ode", "dcn-sigma-ji", "odenet"), "contrast.nc", []),
+    ("solver_audit", ("dcn-ode", "dcn-sigma-ji", "odenet"), "solver_audit.nc", []),
+    ("meta_parametrization", ("dcn-sigma-t", "dcn-sigma-t2", "dcn-sigma-alpha-t"), "meta.nc", []),
+])
+def test_default_run_on_the_bundled_checkpoints(scripts, name, models, result, extra, tmp_path, capsys):
+    """Each script without --checkpoint: every finished bundled run of its models, all its default settings, small N."""
+    out = tmp_path / name
+    rc, printed, err = run(scripts[name], ["--n-images", 2, "--out", out] + extra, capsys)
+    assert rc == 0, err
+    expected = bundled_labels(models)
+    assert len(expected) >= len(models)  # at least one seed of each model is bundled
+    groups = set(open_results(out / result))
+    assert {g for g in groups if not g.endswith("-init")} == expected
+    assert (out / "report.md").stat().st_size > 0 and (out / "report.tex").stat().st_size > 0
+
+
 # --- errors ------------------------------------------------------------------------------------------------------------
 
 def assert_one_line_error(rc, err, match):
