@@ -44,6 +44,7 @@ from dcnbio.analysis.completion import (NORMALIZER_LABELS, NORMALIZERS, check_ma
                                         mask_fill, plot_differences, plot_examples,
                                         plot_masked_accuracy)
 from dcnbio.analysis.report import Report
+from dcnbio.analysis.runs import against_reference, compare_models, pool_runs
 from dcnbio.cli import user_errors
 from dcnbio.errors import ConfigError
 from dcnbio.io import prepare_output_dir, save_results
@@ -117,6 +118,40 @@ def ratio_vs_mask(results, block="block1"):
     return df
 
 
+def run_values(results, mask, block="block1"):
+    """One value per training run: block D(end)/D(0) (ratio of image means) per normaliser and accuracies (%)."""
+    values = {}
+    for label, ds in results.items():
+        d = ds["D_mean"].sel(mask=mask, block=block)
+        for norm in ("amplitude_t", "amplitude_0"):
+            first, last = float(d.sel(normalizer=norm)[0]), float(d.sel(normalizer=norm)[-1])
+            values.setdefault(f"{block} D(end)/D(0), {norm}", {})[label] = last / first if first else np.nan
+        values.setdefault("accuracy intact (%)", {})[label] = 100 * float(ds["accuracy_intact"])
+        values.setdefault(f"accuracy n={mask} (%)", {})[label] = 100 * float(ds["accuracy"].sel(mask=mask))
+    return {name: pd.Series(v, dtype=float) for name, v in values.items()}
+
+
+def across_runs(results, mask, block="block1"):
+    """Tables over training runs: mean ± SD per model, the one-sample test of log D-ratio = 0, Welch comparisons."""
+    values = run_values(results, mask, block)
+    pooled = pd.DataFrame({name: pool_runs(v).apply(
+        lambda r: f"{r['mean']:.3g} ± {r['sd']:.2g}" if r["n_runs"] > 1 else f"{r['mean']:.3g}", axis=1)
+        for name, v in values.items()})
+    pooled.insert(0, "runs", pool_runs(next(iter(values.values())))["n_runs"])
+    pooled.index.name = "model"
+    tests = []
+    for norm in ("amplitude_t", "amplitude_0"):
+        logs = np.log(values[f"{block} D(end)/D(0), {norm}"])
+        res = against_reference(logs, 0.0)
+        res.insert(0, "normaliser", norm)
+        tests.append(res)
+    tests = pd.concat(tests).rename(columns={"mean": "mean log ratio", "sd": "SD log ratio"})
+    comparisons = pd.concat({name: compare_models(values[name]) for name in
+                             (f"{block} D(end)/D(0), amplitude_0", f"accuracy n={mask} (%)")},
+                            names=["quantity"]).reset_index(level="quantity")
+    return pooled, tests, comparisons
+
+
 @user_errors
 def main(argv=None):
     args = build_parser().parse_args(argv)
@@ -182,6 +217,15 @@ def main(argv=None):
                  f"Mean D at the block input (t = 0) and output (t = T; ResNet: 1), ratio of the means, and the share "
                  f"of images whose D decreased (n = {args.example_mask})")
     report.figure("completion_D.png", "Mean D(t) ± SD over images per block; rows: normaliser")
+    report.section("Across training runs")
+    pooled, tests, comparisons = across_runs(results, args.example_mask)
+    report.text("Each training run contributes one value (its mean over images); the ± here is the SD over runs "
+                "(seeds) of a model, which is what a claim about the model needs, unlike the SD over images above. "
+                "With three runs a t-test needs |t| > 4.30 for p < 0.05.")
+    report.table(pooled, f"Mean ± SD over runs (n = {args.example_mask} mask)")
+    report.table(tests, "Does D change within block 1 across runs? Two-sided one-sample t-test of "
+                        "ln(D(end)/D(0)) = 0 (a negative mean: D falls, as the paper claims; NaN: fewer than two runs)")
+    report.table(comparisons, "Differences between models across runs (Welch's t-test)")
     report.section("Completion against mask size")
     report.table(ratio_vs_mask(results), "Block 1: mean D(end) / mean D(0) against mask size")
     if args.n_examples:

@@ -100,8 +100,14 @@ def test_pattern_completion(scripts, ckpts, fmnist, tmp_path, capsys):
     assert np.allclose(float(results["dcn-ode-seed1"].attrs["fill"].strip("[]")), -info.mean[0] / info.std[0])
     assert mask_fill(info, "mean") == [0.0]
     assert list(results["dcn-ode-seed1"]["time"].values) == [0.0, 1.0, 2.0]
+    values = scripts["pattern_completion"].run_values(results, 6)  # one value per run, pooled by model
+    d = results["dcn-ode-seed1"]["D_mean"].sel(mask=6, block="block1", normalizer="amplitude_0").values
+    assert values["block1 D(end)/D(0), amplitude_0"]["dcn-ode-seed1"] == pytest.approx(d[-1] / d[0])
+    assert values["accuracy n=6 (%)"]["resnet-blocks-seed1"] == pytest.approx(
+        100 * float(results["resnet-blocks-seed1"]["accuracy"].sel(mask=6)))
     report = (out / "report.md").read_text()
     assert "Accuracy (%) against mask size n" in report and "| dcn-ode-seed1 / block1 |" in report
+    assert "## Across training runs" in report and "| dcn-ode | 1 |" in report
     assert "\\begin{tabular}" in (out / "report.tex").read_text()
     assert "dcn-ode-seed1: accuracy intact" in printed and "wrote completion.nc" in printed
 
@@ -210,6 +216,11 @@ def test_default_run_on_the_bundled_checkpoints(scripts, name, models, result, e
     groups = set(open_results(out / result))
     assert {g for g in groups if not g.endswith("-init")} == expected
     assert (out / "report.md").stat().st_size > 0 and (out / "report.tex").stat().st_size > 0
+    if name == "pattern_completion":  # seeds pooled per model: one row per model with its number of runs
+        report = (out / "report.md").read_text()
+        assert "## Across training runs" in report
+        for m in models:
+            assert f"| {m} | {sum(label.startswith(m + '-seed') for label in expected)} |" in report
 
 
 # --- errors ------------------------------------------------------------------------------------------------------------
