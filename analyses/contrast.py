@@ -36,6 +36,7 @@ from dcnbio.analysis.common import ScriptParser, dataset_of, load_eval_images, l
 from dcnbio.analysis.contrast import (CONDITIONS, DEFAULT_CONTRASTS, check_contrasts, compute_contrast,
                                       compute_rescaling_check, plot_contrast)
 from dcnbio.analysis.report import Report
+from dcnbio.analysis.runs import against_reference, pool_runs
 from dcnbio.cli import user_errors
 from dcnbio.errors import ConfigError
 from dcnbio.io import prepare_output_dir, save_results
@@ -111,6 +112,38 @@ def claim_table(results):
                          "accuracy change (pp)": 100 * (float(ds["accuracy"].sel(condition=cond, contrast=c_min))
                                                         - base_acc)})
     return pd.DataFrame(rows).set_index("model / condition")
+
+
+def run_values(results):
+    """One value per training run and condition at the smallest contrast: total-NFE ratio to c = 1, accuracy change."""
+    values = {}
+    for label, ds in results.items():
+        if 1.0 not in ds["contrast"].values:
+            continue
+        c_min = float(ds["contrast"].values[-1])
+        base_acc = float(ds.attrs["accuracy_unchanged"])
+        for cond in ds["condition"].values:
+            nfe = ds["nfe_total"].sel(condition=cond)
+            ratio = float(nfe.sel(contrast=c_min)) / float(nfe.sel(contrast=1.0))
+            acc = float(ds["accuracy"].sel(condition=cond, contrast=c_min))
+            values.setdefault(("NFE ratio", str(cond), c_min), {})[label] = ratio
+            values.setdefault(("accuracy change (pp)", str(cond), c_min), {})[label] = 100 * (acc - base_acc)
+    return {key: pd.Series(v, dtype=float) for key, v in values.items()}
+
+
+def across_runs(results):
+    """Per model and condition over runs: mean ± SD and a one-sample t-test (ln NFE ratio = 0, accuracy change = 0)."""
+    rows = []
+    for (quantity, cond, c_min), v in run_values(results).items():
+        x = np.log(v) if quantity == "NFE ratio" else v
+        tests = against_reference(x, 0.0)
+        for model, pooled in pool_runs(v).iterrows():
+            rows.append({"quantity": quantity, "condition / model": f"{cond} / {model}", "c": c_min,
+                         "runs": int(pooled["n_runs"]), "mean": pooled["mean"], "SD": pooled["sd"],
+                         "t": tests.loc[model, "t"], "p": tests.loc[model, "p"]})
+    if not rows:
+        return pd.DataFrame()
+    return pd.DataFrame(rows).set_index("condition / model")
 
 
 def check_table(results, var):
@@ -190,6 +223,12 @@ def main(argv=None):
                 f"{args.n_check} images).")
     report.section("The paper's claim").table(claim_table(results),
                                               f"Total forward NFE per batch and accuracy at c = 1 and c = {contrasts[-1]:g}")
+    pooled = across_runs(results)
+    if not pooled.empty:
+        report.section("Across training runs").table(
+            pooled, "Per model over its runs (seeds), at the smallest contrast: total forward NFE as a ratio to "
+                    "c = 1 (t-test of its log against 0) and accuracy change in percentage points (t-test against "
+                    "0); the SD is over runs; NaN: fewer than two runs")
     report.section("Accuracy").table(by_condition(results, "accuracy", 100), "Accuracy (%)")
     report.table(by_condition(results, "agreement", 100), "Predictions equal to the unchanged model's (%)")
     report.figure("contrast.png", "Accuracy, first-block NFE and total NFE per batch against contrast")

@@ -131,6 +131,14 @@ def test_contrast(scripts, ckpts, fmnist, tmp_path, capsys):
         assert float(ds["identity_error"].sel(contrast=1.0).max()) == 0.0
     report = (out / "report.md").read_text()
     assert "The paper's claim" in report and "identity_error" in report and "heuristic" in report
+    values = scripts["contrast"].run_values(results)  # one value per run: NFE ratio to c = 1, accuracy change
+    nfe = results["odenet-seed1"]["nfe_total"].sel(condition="all-blocks")
+    assert values[("NFE ratio", "all-blocks", 0.25)]["odenet-seed1"] == pytest.approx(
+        float(nfe.sel(contrast=0.25)) / float(nfe.sel(contrast=1.0)))
+    ds = results["dcn-ode-seed1"]
+    assert values[("accuracy change (pp)", "naive", 0.25)]["dcn-ode-seed1"] == pytest.approx(
+        100 * (float(ds["accuracy"].sel(condition="naive", contrast=0.25)) - ds.attrs["accuracy_unchanged"]))
+    assert "## Across training runs" in report and "| all-blocks / odenet | NFE ratio | 0.25 | 1 |" in report
     assert "dcn-ode-seed1: c=1" in printed and "at c=0.25: naive" in printed
 
 
