@@ -41,6 +41,7 @@ import pandas as pd
 from dcnbio.analysis.common import ScriptParser, dataset_of, load_models, resolve_checkpoints
 from dcnbio.analysis.reconstruction import compare_models, compute_reconstruction, plot_reconstructions
 from dcnbio.analysis.report import Report
+from dcnbio.analysis.runs import compare_models as compare_runs, pool_runs
 from dcnbio.cli import user_errors
 from dcnbio.errors import CheckpointError, ConfigError, DataError
 from dcnbio.io import prepare_output_dir, save_results
@@ -119,6 +120,11 @@ def describe_pair(row):
     return (f"**{lower}** reconstructs with lower MSE than **{higher}** on {100 * frac:.0f} % of {n} shared images "
             f"(mean {row['mean_a']:.4g} vs {row['mean_b']:.4g} for {a} vs {b}; median difference "
             f"{row['median_difference']:+.3g}); Wilcoxon signed-rank {verdict}.")
+
+
+def run_values(results):
+    """One value per training run: its mean per-image MSE (keyed by run label, pooled by model)."""
+    return pd.Series({label: float(ds["mse"].mean()) for label, ds in results.items()}, dtype=float)
 
 
 @user_errors
@@ -242,6 +248,15 @@ def main(argv=None):
                     "scale.")
     else:
         report.text("Fewer than two of the paper's models are present: the ordering cannot be checked.")
+
+    report.section("Across training runs")
+    per_run = run_values(results)
+    pooled = pool_runs(per_run).drop(columns="runs")
+    report.table(pooled, "Mean per-image MSE of each run, pooled per model: mean ± SD over runs (seeds), as the "
+                         "paper's ± (NaN SD: one run)")
+    if pooled.shape[0] > 1:
+        report.table(compare_runs(per_run), "Differences of the model means over runs (Welch's t-test; NaN: "
+                                              "fewer than two runs of a model)")
 
     report.section("Paired tests on the same images")
     if comparisons.sizes["pair"]:

@@ -330,6 +330,11 @@ def test_script_on_the_bundled_checkpoints(tmp_path, capsys):
     assert "Wilcoxon signed-rank" in report and "normalised input space" in report
     assert (out / "report.tex").exists()
     assert "dcn-ode-seed1 vs odenet-seed1" in printed
+    per_run = script.run_values(results)  # pooled over seeds per model in the report
+    assert per_run["odenet-seed1"] == pytest.approx(float(results["odenet-seed1"]["mse"].mean()))
+    assert "## Across training runs" in report
+    for m in MODELS:
+        assert f"| {m} | {sum(label.startswith(m + '-seed') for label in bundled)} |" in report
 
 
 @pytest.fixture(scope="module")
