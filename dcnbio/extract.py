@@ -25,6 +25,9 @@ steps, hence the states and NFE, depend on which images share a batch.
 Open the result with ``dcnbio.io.open_results(DIR)`` (block name → lazily loaded Dataset).
 """
 import argparse
+import ctypes
+import ctypes.util
+import gc
 import json
 import math
 import os
@@ -147,6 +150,22 @@ def _mask_images(args, images):
     else:
         fill = mask_fill(dataset_info(args.dataset or "fashion-mnist"), args.mask_fill)
     return apply_center_mask(images, n, fill), {"size": n, "fill": args.mask_fill, "value": [float(v) for v in fill]}
+
+
+def _release_memory():
+    """Return freed heap to the OS between shards, so peak memory stays that of one shard whatever N is.
+
+    A shard's arrays are freed when the next shard starts, but glibc keeps the freed pages in its arenas and
+    later shards' allocations fragment them; ``malloc_trim`` gives them back (a no-op elsewhere than glibc).
+    """
+    gc.collect()
+    name = ctypes.util.find_library("c")
+    try:
+        libc = ctypes.CDLL(name) if name else None
+        if libc is not None and hasattr(libc, "malloc_trim"):
+            libc.malloc_trim(0)
+    except OSError:
+        pass
 
 
 def _check_positive(name, value):
@@ -273,16 +292,19 @@ def main(argv=None):
     for s in tqdm(todo, desc="shards", unit="shard", disable=True if args.quiet else None):
         missing = [b for b in blocks if not os.path.isfile(shard_path(out, b, s))]
         start, stop = s * shard_size, min((s + 1) * shard_size, n)
-        parts = {b: [] for b in missing}
+        parts, batch = {b: [] for b in missing}, None
         for batch in iter_trajectories(model, images[start:stop], times, blocks=missing,
                                        labels=labels[start:stop], indices=indices[start:stop],
                                        batch_size=batch_size, batch_offset=start // batch_size):
             for b, ds in batch.items():
                 parts[b].append(ds)
         for b in missing:
-            ds = concat_batches(parts[b])
+            ds = concat_batches(parts.pop(b))
             ds.attrs.update(attrs)
             save_dataset(ds, shard_path(out, b, s))
+            del ds
+        del batch, parts
+        _release_memory()
         completed.append(s)
         manifest.update(completed_shards=sorted(completed), complete=len(completed) == n_shards)
         write_json(manifest, os.path.join(out, MANIFEST))
