@@ -10,7 +10,9 @@ Formulations
 All compute the same function (within floating-point rounding); they differ in cost.
 
 ``dense``
-    Build ``W`` and call ``conv2d`` with it.  Cost grows with the kernel area, i.e. about σ².
+    Build ``W`` and call ``conv2d`` with it (:func:`dcnbio.layers.conv.conv2d`: on CPU with few channels the
+    input gradient is computed as a forward convolution, which oneDNN runs faster).  Cost grows with the
+    kernel area, i.e. about σ².
 ``spectral``
     Build ``W``, then correlate in the frequency domain: ``rfft2`` of the input and of the
     (flipped, zero-padded) filters, one complex matrix product over input channels per
@@ -51,6 +53,7 @@ from torch import nn
 
 from .. import filters
 from ..errors import ConfigError
+from .conv import conv2d
 from .reference import reference_conv
 from .scales import create_alpha, create_scale
 
@@ -228,7 +231,7 @@ class SRFConv2d(nn.Module):
         if cached["form"] == "spectral":
             out = self._spectral(x, cached)
         else:
-            out = F.conv2d(x, cached["w"], stride=self.stride, padding=cached["pad"])
+            out = conv2d(x, cached["w"], stride=self.stride, padding=cached["pad"])
         if time_channel:
             out = out + t * cached["tmap"]
         return out
