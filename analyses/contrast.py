@@ -5,7 +5,8 @@ Run from the repository root::
     OMP_NUM_THREADS=1 .venv/bin/python analyses/contrast.py
 
 evaluates the bundled DCN-ODE, DCN σ_ji and ODE-Net checkpoints that exist (``data/checkpoints/<model>/seed*/last.pt``)
-on the first 1000 test images at contrasts c = 1, 0.5, 0.25, 0.125, 0.06 and writes ``results/contrast/``.
+on the first 100 test images (every finished seed; a few minutes on 2 cores; ``--n-images 1000`` for the
+paper-grade run) at contrasts c = 1, 0.5, 0.25, 0.125, 0.06 and writes ``results/contrast/``.
 Other checkpoints, contrasts or conditions::
 
     .venv/bin/python analyses/contrast.py --checkpoint ckpt.pt --contrast 1 0.1 --conditions naive all-blocks \\
@@ -52,7 +53,8 @@ def build_parser():
                    help="checkpoint(s) with ODE blocks; default: the bundled " + ", ".join(DEFAULTS))
     p.add_argument("--out", default="results/contrast", help="output directory")
     p.add_argument("--overwrite", action="store_true", help="write into a non-empty output directory")
-    p.add_argument("--n-images", type=int, default=1000, help="first N images of the evaluation split")
+    p.add_argument("--n-images", type=int, default=100,
+                   help="first N images of the evaluation split (default 100; 1000 for the paper-grade run)")
     p.add_argument("--batch-size", type=int, default=128, help="images per solve (NFE are per batch)")
     p.add_argument("--contrast", type=float, nargs="+", default=list(DEFAULT_CONTRASTS), help="contrasts c > 0")
     p.add_argument("--conditions", nargs="+", choices=CONDITIONS, default=list(CONDITIONS))

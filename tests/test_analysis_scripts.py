@@ -224,6 +224,8 @@ def test_default_run_on_the_bundled_checkpoints(scripts, name, models, result, e
     groups = set(open_results(out / result))
     assert {g for g in groups if not g.endswith("-init")} == expected
     assert (out / "report.md").stat().st_size > 0 and (out / "report.tex").stat().st_size > 0
+    if name == "solver_audit":  # 2 images: one changed prediction is 50 pp, so the report says the verdict is a screen
+        assert "With 2 images one image is 50 pp" in (out / "report.md").read_text()
     if name == "pattern_completion":  # seeds pooled per model: one row per model with its number of runs
         report = (out / "report.md").read_text()
         assert "## Across training runs" in report
