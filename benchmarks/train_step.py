@@ -17,7 +17,9 @@ training images; the model function is the same, only how it is computed differs
 ``fast+seminorm``     as ``fast`` with the seminorm adjoint (fewer backward NFE; gradients differ from the
                       reference's at the level of the adjoint's tolerance);
 ``reference-direct``  the reference formulation, gradients by backpropagating through the solver;
-``fast+direct``       ``fast`` with direct backprop (more memory, gradients of the discrete solve).
+``fast+direct``       ``fast`` with direct backprop (more memory, gradients of the discrete solve);
+``fast+direct+rk``    ``fast+direct`` integrated by dcnbio's own dopri5 (:mod:`dcnbio.layers.dopri5`: the same
+                      steps and NFE as torchdiffeq's, leaner stage arithmetic, step sizes not differentiated).
 
 Each repeat times one step of every variant in turn (alternating in the same process), after a warm-up
 step on 8 images.  Printed per variant: median step time, images/s, ratio to the reference (of medians,
@@ -51,6 +53,7 @@ VARIANTS = {
     "fast+seminorm": dict(formulation="auto", **{**SOLVER, "seminorm": True}),
     "reference-direct": dict(formulation="reference", **{**SOLVER, "adjoint": False}),
     "fast+direct": dict(formulation="auto", **{**SOLVER, "adjoint": False}),
+    "fast+direct+rk": dict(formulation="auto", **{**SOLVER, "adjoint": False, "integrator": "dcnbio"}),
 }
 
 

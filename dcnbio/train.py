@@ -65,6 +65,9 @@ def build_parser():
     adj.add_argument("--no-adjoint", dest="adjoint", action="store_false",
                      help="backpropagate through the solver (faster, more memory)")
     p.add_argument("--seminorm", action="store_true", default=None, help="seminorm adjoint error control")
+    p.add_argument("--integrator", choices=("torchdiffeq", "dcnbio"), default=None,
+                   help="who integrates dopri5 solves without the adjoint: torchdiffeq (default) or dcnbio's "
+                        "own dopri5 (same steps, faster; dcnbio.layers.dopri5)")
     p.add_argument("--sigma-range", type=float, nargs=2, default=None, metavar=("LOW", "HIGH"),
                    help="clamp every σ into [LOW, HIGH] pixels")
     p.add_argument("--save-every", type=int, default=0, help="also checkpoint every N steps (0: each epoch)")
@@ -78,7 +81,7 @@ def config_from_args(args, seed):
     from .training.config import TrainConfig
 
     overrides = {}
-    for name in ("solver", "rtol", "atol", "adjoint", "seminorm"):
+    for name in ("solver", "rtol", "atol", "adjoint", "seminorm", "integrator"):
         value = getattr(args, name)
         if value is not None:
             overrides[name] = value

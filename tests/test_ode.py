@@ -260,7 +260,8 @@ def test_fixed_grid_default_step_is_a_tenth_of_T():
 def test_solver_settings_are_plain_values():
     block = ODEBlock(Zero(), T=1.5, solver="bosh3", rtol=1e-4, atol=1e-5, adjoint=False, seminorm=True)
     assert block.solver_settings() == {"solver": "bosh3", "rtol": 1e-4, "atol": 1e-5, "T": 1.5,
-                                       "adjoint": False, "seminorm": True, "options": {}}
+                                       "adjoint": False, "seminorm": True, "options": {},
+                                       "integrator": "torchdiffeq"}
 
 
 # --- failures -------------------------------------------------------------------------------------

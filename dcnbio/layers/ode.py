@@ -24,17 +24,29 @@ from torchdiffeq._impl.odeint import SOLVERS as _TORCHDIFFEQ_SOLVERS
 from torch import nn
 
 from ..errors import ConfigError, SolverError
+from . import dopri5
 from .srf import filter_cache
 
 #: Solvers by name, exactly torchdiffeq's table.
 SOLVERS = tuple(sorted(_TORCHDIFFEQ_SOLVERS))
 ADAPTIVE = ("dopri8", "dopri5", "bosh3", "fehlberg2", "adaptive_heun")
+#: Who integrates the forward solves: torchdiffeq, or dcnbio's own dopri5 (:mod:`dcnbio.layers.dopri5`).
+INTEGRATORS = ("torchdiffeq", "dcnbio")
 
 
 def check_solver(method):
     if method not in SOLVERS:
         raise ConfigError(f"unknown ODE solver {method!r}; choose one of {', '.join(SOLVERS)}")
     return method
+
+
+def check_integrator(integrator, solver, options):
+    """Validate the integrator choice against the solver and its options."""
+    if integrator not in INTEGRATORS:
+        raise ConfigError(f"unknown integrator {integrator!r}; choose one of {', '.join(INTEGRATORS)}")
+    if integrator == "dcnbio" and solver == "dopri5":
+        dopri5.check_options(dict(options or {}))
+    return integrator
 
 
 def group_norm(channels, max_groups=32):
@@ -105,6 +117,10 @@ class ODEBlock(nn.Module):
     options : dict, optional
         Solver options passed to torchdiffeq (``step_size`` for fixed-grid methods,
         ``min_step``, ``max_num_steps``, ``first_step`` ...).
+    integrator : ``"torchdiffeq"`` or ``"dcnbio"``
+        Who integrates ``dopri5`` solves without the adjoint (direct backprop and no-grad solves):
+        torchdiffeq, or :mod:`dcnbio.layers.dopri5` (the same steps and states, faster arithmetic, step sizes
+        not differentiated).  Other solvers and the adjoint's solves are always torchdiffeq's.
     name : str
         Shown in error messages.
 
@@ -115,7 +131,7 @@ class ODEBlock(nn.Module):
     """
 
     def __init__(self, func, *, T=2.0, solver="dopri5", rtol=1e-3, atol=1e-3, adjoint=True,
-                 seminorm=False, options=None, name="block"):
+                 seminorm=False, options=None, integrator="torchdiffeq", name="block"):
         super().__init__()
         self.func = func
         self.T = T
@@ -126,6 +142,7 @@ class ODEBlock(nn.Module):
         self.seminorm = seminorm
         self.options = dict(options or {})
         self.name = name
+        self.integrator = check_integrator(integrator, solver, self.options)
         if not T > 0:
             raise ConfigError(f"end time T of {name} must be > 0, got {T}")
         if solver not in ADAPTIVE and "step_size" not in self.options and "grid_constructor" not in self.options:
@@ -157,7 +174,8 @@ class ODEBlock(nn.Module):
     def solver_settings(self):
         """The solver configuration as plain values (for provenance attrs)."""
         return {"solver": self.solver, "rtol": self.rtol, "atol": self.atol, "T": self.T,
-                "adjoint": self.adjoint, "seminorm": self.seminorm, "options": dict(self.options)}
+                "adjoint": self.adjoint, "seminorm": self.seminorm, "options": dict(self.options),
+                "integrator": self.integrator}
 
     def forward(self, h0):
         return self.solve(h0, None)[-1]
@@ -187,6 +205,9 @@ class ODEBlock(nn.Module):
                         kwargs["adjoint_options"] = dict(norm="seminorm")
                     kwargs["adjoint_params"] = tuple(self.func.parameters())
                     states = torchdiffeq.odeint_adjoint(cache.bind(self.func), h0, grid, **kwargs)
+                elif self.integrator == "dcnbio" and self.solver == "dopri5":
+                    states = dopri5.odeint_dopri5(self.func, h0, grid, rtol=self.rtol, atol=self.atol,
+                                                  options=self.options)
                 else:
                     states = torchdiffeq.odeint(self.func, h0, grid, **kwargs)
         except (AssertionError, RuntimeError) as exc:
@@ -216,4 +237,4 @@ class ODEBlock(nn.Module):
 
     def extra_repr(self):
         return f"name={self.name!r}, T={self.T}, solver={self.solver!r}, rtol={self.rtol}, atol={self.atol}, " \
-               f"adjoint={self.adjoint}, seminorm={self.seminorm}"
+               f"adjoint={self.adjoint}, seminorm={self.seminorm}, integrator={self.integrator!r}"

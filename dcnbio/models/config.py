@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from typing import Optional, Tuple
 
 from ..errors import ConfigError
-from ..layers.ode import check_solver
+from ..layers.ode import check_integrator, check_solver
 from ..layers.scales import ALPHAS, SCALES
 from ..layers.srf import FORMULATIONS
 
@@ -48,6 +48,9 @@ class ModelConfig:
         End time of every ODE block.
     solver, rtol, atol, adjoint, seminorm, solver_options
         ODE solver settings, passed to torchdiffeq.
+    integrator : ``"torchdiffeq"`` or ``"dcnbio"``
+        Who integrates the solves that do not use the adjoint (:class:`dcnbio.layers.ode.ODEBlock`);
+        ``"dcnbio"`` (dopri5 only) takes the same steps with faster arithmetic.
     """
 
     name: str = "custom"
@@ -72,6 +75,7 @@ class ModelConfig:
     adjoint: bool = True
     seminorm: bool = False
     solver_options: dict = field(default_factory=dict)
+    integrator: str = "torchdiffeq"
 
     def __post_init__(self):
         def choice(name, allowed):
@@ -84,6 +88,7 @@ class ModelConfig:
                               ("formulation", FORMULATIONS)):
             choice(name, allowed)
         check_solver(self.solver)
+        check_integrator(self.integrator, self.solver, self.solver_options)
         if not (isinstance(self.width, (int, float)) and self.width > 0):
             raise ConfigError(f"width must be a number > 0, got {self.width!r}")
         for name in ("in_channels", "num_classes"):

@@ -83,7 +83,7 @@ class Network(nn.Module):
                 return ResBlock(channels, block_conv, act())
             return ODEBlock(ODEFunc(channels, block_conv, act()), T=c.T, solver=c.solver, rtol=c.rtol,
                             atol=c.atol, adjoint=c.adjoint, seminorm=c.seminorm, options=c.solver_options,
-                            name=name)
+                            integrator=c.integrator, name=name)
 
         def transition(cin, cout):
             conv = srf(cin, cout, stride=2) if c.downsample == "srf" else nn.Conv2d(cin, cout, 4, 2, 1)
