@@ -6,6 +6,9 @@ rounding (~1e-16 relative per operation), so a wrong index, flip or padding show
 one float32 model comparison checks the tolerance the issue asks for (~1e-5).
 """
 import math
+import os
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -304,16 +307,17 @@ def test_step_callbacks_of_srf_dynamics_still_reach_torchdiffeq():
 
 # --- the CELU activation ------------------------------------------------------------------------
 
+@pytest.mark.parametrize("implementation", ["exp", "torch"])
 @pytest.mark.parametrize("alpha", [1.0, 0.5, 2.0])
-def test_celu_equals_torch_celu(alpha):
-    """Values and gradients against torch.nn.CELU: float64 to 1 rounding of 1.0 (exp(z) - 1 instead of
-    expm1: absolute, not relative, error), float32 to 2.4e-7 absolute (torch's own float32 CELU is off by as
-    much from the float64 value), gradcheck in float64, x = 0 included."""
-    from dcnbio.layers.activations import CELU
+def test_celu_equals_torch_celu(alpha, implementation):
+    """Both formulations, values and gradients, against torch.nn.CELU: float64 to 1 rounding of 1.0 (exp(z) - 1
+    instead of expm1: absolute, not relative, error), float32 to 2.4e-7 absolute (torch's own float32 CELU is
+    off by as much from the float64 value), gradcheck in float64, x = 0 included."""
+    from dcnbio.layers.activations import celu
 
     x = torch.cat([torch.linspace(-30, 8, 4001, dtype=torch.float64), torch.zeros(1, dtype=torch.float64)])
     x.requires_grad_(True)
-    layer, ref = CELU(alpha), torch.nn.CELU(alpha)
+    layer, ref = (lambda v: celu(v, alpha, implementation)), torch.nn.CELU(alpha)
     y, y_ref = layer(x), ref(x)
     torch.testing.assert_close(y, y_ref, rtol=0, atol=2.3e-16 * alpha)
     g, g_ref = torch.autograd.grad(y.sum(), x)[0], torch.autograd.grad(y_ref.sum(), x)[0]
@@ -321,6 +325,23 @@ def test_celu_equals_torch_celu(alpha):
     assert torch.autograd.gradcheck(layer, (torch.randn(30, dtype=torch.float64, requires_grad=True),))
     x32 = x.detach().float()
     torch.testing.assert_close(layer(x32).double(), y_ref.detach(), rtol=0, atol=2.4e-7 * max(1.0, alpha))
+
+
+def test_celu_implementation_follows_the_cpu_capability_and_the_override():
+    """'exp' exactly where ATen has no vectorised kernels; DCNBIO_CELU overrides; bad names are refused."""
+    from dcnbio.layers import activations
+
+    expected = "exp" if torch.backends.cpu.get_cpu_capability() == "DEFAULT" else "torch"
+    code = "import dcnbio.layers.activations as a; print(a.IMPLEMENTATION)"
+    env = {k: v for k, v in os.environ.items() if k != "DCNBIO_CELU"}
+    run = lambda **e: subprocess.run([sys.executable, "-c", code], env={**env, **e}, capture_output=True, text=True)
+    assert run().stdout.strip() == expected
+    assert run(ATEN_CPU_CAPABILITY="default").stdout.strip() == "exp"
+    assert run(DCNBIO_CELU="exp").stdout.strip() == "exp" and run(DCNBIO_CELU="torch").stdout.strip() == "torch"
+    bad = run(DCNBIO_CELU="fast")
+    assert bad.returncode != 0 and "DCNBIO_CELU must be one of torch, exp" in bad.stderr
+    with pytest.raises(ConfigError, match="unknown CELU implementation"):
+        activations.celu(torch.zeros(2), 1.0, "fast")
 
 
 def test_models_use_the_fast_celu_and_keep_their_state():

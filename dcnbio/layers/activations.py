@@ -1,21 +1,47 @@
-"""Activations computed with vectorised kernels.
+"""CELU, computed by whichever of two exact formulations is vectorised on the machine.
 
-:class:`CELU` computes exactly ``torch.nn.CELU``'s function,
-``celu(x) = max(0, x) + min(0, α (exp(x / α) - 1))``, but through ``exp`` instead of ``expm1``:
-on CPU PyTorch's ``expm1`` (which ``nn.CELU``/``nn.ELU`` use) runs one scalar call per element, and
-measured 11x slower forward and 6.5x slower forward + backward than this formulation on a
-(128, 8, 26, 26) float32 tensor (2-core AMD EPYC, ``benchmarks/RESULTS.md``); at width 0.25 it took a
-quarter of a DCN training step.
+``celu(x) = max(0, x) + min(0, α (exp(x / α) - 1))``, torch's ``nn.CELU``, in one of two ways:
 
-Accuracy: ``exp(z) - 1`` for ``z <= 0`` has an absolute error of at most one rounding of 1.0
-(6e-8 in float32, 1.1e-16 in float64) where ``expm1`` has a relative one; for activations of order one
-(the input comes from a GroupNorm) this is float rounding, not a change of function.  The backward pass
-uses the output only: ``d celu / dx = 1`` for ``x > 0`` and ``exp(x / α) = y / α + 1`` otherwise.
+* ``"torch"``: PyTorch's own kernel (``F.celu``, through ``expm1``).  Where ATen runs vectorised CPU kernels
+  (``torch.backends.cpu.get_cpu_capability()`` is ``AVX2``, ``AVX512`` …) and on every GPU this is the fastest:
+  one pass forward, one backward (2026-12-02, Xeon family 6 model 167, 2 threads, a (128, 8, 26, 26) float32
+  tensor: 0.43 ms forward, 0.82 ms forward + backward; 0.61 / 1.05 ms with ATen forced to AVX2).
+* ``"exp"``: ``exp(min(x, 0) / α) - 1`` scaled, plus ``max(x, 0)``, in a custom autograd function whose
+  backward uses the output only (``d celu / dx = 1`` for ``x > 0``, ``y / α + 1`` otherwise).  Where ATen has
+  no vectorised kernels (capability ``DEFAULT``) PyTorch's ``expm1`` runs one scalar call per element and this
+  formulation wins: 1.5 / 3.2 ms against 5.2 / 8.8 ms on the same tensor and machine with ATen forced to
+  ``DEFAULT``, and 11x faster forward on a 2-core AMD EPYC of an earlier session, where it was a quarter of a
+  width-0.25 DCN training step.  On vectorised machines it is about 2x *slower* than ``"torch"`` (seven
+  elementwise passes instead of one): an 8 % longer width-0.25 dcn-ode training step (``benchmarks/RESULTS.md``).
+
+:data:`IMPLEMENTATION` is chosen once, at import, from the CPU capability (``DCNBIO_CELU=torch|exp`` overrides
+it); CUDA tensors always take ``"torch"``.  The two agree to float rounding: ``exp(z) - 1`` for ``z <= 0`` has
+an absolute error of at most one rounding of 1.0 (6e-8 in float32, 1.1e-16 in float64) where ``expm1`` has a
+relative one; for activations of order one (the input comes from a GroupNorm) that is rounding, not a change of
+function (``tests/test_formulations.py`` checks both against ``torch.nn.CELU``).
 """
+import os
+
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from ..errors import ConfigError
+
+IMPLEMENTATIONS = ("torch", "exp")
+
+
+def _default_implementation():
+    choice = os.environ.get("DCNBIO_CELU", "")
+    if choice:
+        if choice not in IMPLEMENTATIONS:
+            raise ConfigError(f"DCNBIO_CELU must be one of {', '.join(IMPLEMENTATIONS)}, got {choice!r}")
+        return choice
+    return "exp" if torch.backends.cpu.get_cpu_capability() == "DEFAULT" else "torch"
+
+
+#: The CPU formulation in use: ``"torch"`` (vectorised ATen) or ``"exp"`` (scalar-``expm1`` machines).
+IMPLEMENTATION = _default_implementation()
 
 
 class _CELUFunction(torch.autograd.Function):
@@ -32,13 +58,18 @@ class _CELUFunction(torch.autograd.Function):
         return grad * (y.clamp(max=0) / ctx.alpha).add_(1), None
 
 
-def celu(x, alpha=1.0):
-    """``max(0, x) + min(0, α (exp(x / α) - 1))`` (see the module docstring)."""
+def celu(x, alpha=1.0, implementation=None):
+    """``max(0, x) + min(0, α (exp(x / α) - 1))`` by ``implementation`` (default :data:`IMPLEMENTATION`)."""
+    how = implementation or IMPLEMENTATION
+    if how not in IMPLEMENTATIONS:
+        raise ConfigError(f"unknown CELU implementation {how!r}; choose one of {', '.join(IMPLEMENTATIONS)}")
+    if how == "torch" or x.device.type != "cpu":
+        return F.celu(x, float(alpha))
     return _CELUFunction.apply(x, float(alpha))
 
 
 class CELU(nn.Module):
-    """Drop-in for ``torch.nn.CELU`` (same function and state; faster on CPU, see the module docstring)."""
+    """Drop-in for ``torch.nn.CELU`` (same function and state; the formulation fastest here, see the module)."""
 
     def __init__(self, alpha=1.0):
         super().__init__()
