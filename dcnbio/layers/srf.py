@@ -172,8 +172,8 @@ class SRFConv2d(nn.Module):
             Input map size ``(H, W)``; without it ``auto`` assumes a large map.
 
         ``auto`` never picks ``separable`` (its depthwise passes measured 3-10x slower than ``dense``
-        on CPU) and picks ``spectral`` for stride 1 with radius ≥ 7, or radius ≥ 5 on maps of 13 pixels
-        or more; ``dense`` otherwise.
+        on CPU) and picks ``spectral`` for stride 1 with radius ≥ 7, or radius ≥ 5 on maps of 26 pixels
+        or more, or on maps of 13 pixels or more with at least 32 input channels; ``dense`` otherwise.
 
         Returns
         -------
@@ -185,10 +185,12 @@ class SRFConv2d(nn.Module):
         if self.stride != 1:
             return "dense"
         h, w = (64, 64) if size is None else size
-        # set from benchmarks/srf_layer.py --grid on a 2-core AMD EPYC (Zen 5), benchmarks/RESULTS.md: oneDNN's
-        # direct conv wins up to 9x9 kernels and up to 11x11 on 6x6 maps; at 15x15 it falls off a cliff
-        # (7-15x slower than 11x11), while the transform's cost barely moves with the kernel
-        if radius >= 7 or (radius >= 5 and min(h, w) >= 13):
+        # set from benchmarks/srf_layer.py --grid on two 2-core machines (benchmarks/RESULTS.md): oneDNN's direct
+        # conv wins up to 9x9 kernels and at 11x11 on 6x6 maps; at 15x15 it falls off a cliff (7-15x slower than
+        # 11x11), while the transform's cost barely moves with the kernel.  At 11x11 on 13x13 maps the transform
+        # lost with 9 and 17 input channels on an Intel Xeon (1.75x, 1.40x forward + backward) and tied from 33 on
+        m = min(h, w)
+        if radius >= 7 or (radius >= 5 and (m >= 26 or (m >= 13 and in_channels >= 32))):
             return "spectral"
         return "dense"
 
