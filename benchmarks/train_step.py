@@ -44,6 +44,7 @@ from torch.utils.flop_counter import FlopCounterMode
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from _machine import describe_machine, median, print_machine, timed  # noqa: E402
 
+from dcnbio.extract import _release_memory  # noqa: E402
 from dcnbio.layers.reference import SOLVER, reference_model  # noqa: E402
 from dcnbio.models import build_model, create_model, nfe, ode_blocks, reset_nfe  # noqa: E402
 
@@ -74,6 +75,9 @@ def fashion_batch(n, size):
 
 
 def reset_peak_rss():
+    """Start a new peak-RSS window: free heap back to the OS first (glibc keeps freed pages, so without this
+    the high-water mark after a reset is the previous variant's footprint), then reset ``VmHWM``."""
+    _release_memory()
     try:
         with open("/proc/self/clear_refs", "w") as f:
             f.write("5")
