@@ -2,7 +2,7 @@
 
 Run from the repository root::
 
-    OMP_NUM_THREADS=1 .venv/bin/python analyses/reproduce.py --n-images 1000     # every analysis, then the report
+    OMP_NUM_THREADS=1 .venv/bin/python analyses/reproduce.py                   # every analysis, then the report
     .venv/bin/python analyses/reproduce.py --no-run                              # judge results/ as it is
 
 Without ``--no-run`` it runs, in turn and each as its own process, ``sigma_distribution``, ``pattern_completion``,
@@ -87,10 +87,13 @@ def build_parser():
                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--no-run", dest="run", action="store_false",
                    help="do not run the analyses; judge the results already in --results")
-    p.add_argument("--n-images", type=int, default=1000,
+    p.add_argument("--n-images", type=int, default=500,
                    help="test images of pattern_completion, contrast and solver_audit (the paper-grade N)")
     p.add_argument("--smoke", action="store_true",
                    help="run every analysis on a few images (with --n-images 2): checks the pipeline, not the paper")
+    p.add_argument("--only", nargs="+", choices=ANALYSES, metavar="ANALYSIS",
+                   help="run only these analyses (the others' results must already be in --results); one of "
+                        + ", ".join(ANALYSES))
     p.add_argument("--results", default="results", help="where each analysis writes <results>/<analysis>/")
     p.add_argument("--out", default="results/reproduction", help="output directory of the report")
     p.add_argument("--overwrite", action="store_true", help="write into a non-empty output directory")
@@ -103,13 +106,16 @@ def log(msg):
 
 # --- running the analyses --------------------------------------------------------------------------------------
 
-def run_analyses(results, n_images, extra=None):
-    """Run every analysis in :data:`ANALYSES` into ``results/<analysis>``; wall seconds per analysis.
+def run_analyses(results, n_images, extra=None, only=None):
+    """Run every analysis in :data:`ANALYSES` (or those in ``only``) into ``results/<analysis>``; wall seconds each.
 
-    ``extra``: more arguments per analysis name (e.g. :data:`SMOKE_ARGS`).
+    ``extra``: more arguments per analysis name (e.g. :data:`SMOKE_ARGS`).  Each finished analysis's time is also
+    recorded in ``results/runtimes.csv`` (:func:`record_runtime`), so that a later ``--no-run`` reports it.
     """
     seconds = {}
     for name in ANALYSES:
+        if only and name not in only:
+            continue
         cmd = [sys.executable, str(REPO / "analyses" / f"{name}.py"), "--out", str(results / name), "--overwrite"]
         if name in WITH_N_IMAGES:
             cmd += ["--n-images", str(n_images)]
@@ -122,7 +128,35 @@ def run_analyses(results, n_images, extra=None):
             last = (proc.stderr.strip().splitlines() or ["(no message)"])[-1]
             raise DataError(f"analyses/{name}.py failed (exit {proc.returncode}) after {seconds[name]:.0f} s: {last}")
         log(f"  {name}: {seconds[name]:.0f} s")
+        record_runtime(results, name, seconds[name], cmd[1:])
     return seconds
+
+
+RUNTIMES = "runtimes.csv"
+
+
+def record_runtime(results, name, seconds, cmd):
+    """Replace ``name``'s row of ``results/runtimes.csv`` (analysis, seconds, finished, threads, command)."""
+    path = results / RUNTIMES
+    table = read_runtimes(results)
+    table.loc[name] = {"seconds": round(seconds, 1), "finished": time.strftime("%Y-%m-%d %H:%M:%S"),
+                       "threads": os.environ.get("OMP_NUM_THREADS", "default"),
+                       "command": " ".join(["python"] + [os.path.relpath(c, REPO) if os.path.isabs(c) else c
+                                                         for c in cmd])}
+    table = table.reindex([a for a in ANALYSES if a in table.index])
+    atomic_write(path, lambda f: f.write(table.to_csv().encode()))
+
+
+def read_runtimes(results):
+    """``results/runtimes.csv`` as a table indexed by analysis (empty if absent)."""
+    columns = ["seconds", "finished", "threads", "command"]
+    path = results / RUNTIMES
+    if not path.is_file():
+        return pd.DataFrame(columns=columns, index=pd.Index([], name="analysis"))
+    table = pd.read_csv(path, index_col="analysis", dtype={"threads": str})
+    if list(table.columns) != columns:
+        raise DataError(f"{path} is not a runtimes table (columns {list(table.columns)}); delete it")
+    return table
 
 
 def load(results, name, file):
@@ -484,8 +518,11 @@ def main(argv=None):
         raise ConfigError(f"output directory {out} exists and is not empty; choose another or pass --overwrite")
     if args.smoke and not args.run:
         raise ConfigError("--smoke runs the analyses: it cannot go with --no-run")
+    if args.only and not args.run:
+        raise ConfigError("--only chooses analyses to run: it cannot go with --no-run")
     n_images = 2 if args.smoke else args.n_images
-    seconds = run_analyses(results, n_images, SMOKE_ARGS if args.smoke else None) if args.run else {}
+    if args.run:
+        run_analyses(results, n_images, SMOKE_ARGS if args.smoke else None, args.only)
     rows = []
     for part in (parameter_claims, depth_claims, lambda: sigma_ji_claims(results), lambda: completion_claims(results),
                  lambda: contrast_claims(results), lambda: small_data_claims(results),
@@ -500,11 +537,12 @@ def main(argv=None):
                 f"within {ACCURACY_MARGIN_PP} pp; the NFE saving counts as gone at a ratio ≥ {NFE_EQUIVALENCE}.")
     report.section("Claims").table(table[["paper", "result", "test", "verdict", "rests on"]])
     report.section("Commands").table(table[["command"]])
-    if seconds:
-        times = pd.DataFrame({"seconds": pd.Series(seconds)})
-        times.loc["total (with this report)"] = time.time() - start
-        times.index.name = "analysis"
-        report.section("Run time").table(times)
+    times = read_runtimes(results)
+    if len(times):
+        times["minutes"] = (times["seconds"] / 60).round(1)
+        report.section("Run time").text(
+            f"Wall time of each analysis's last run into {results}/ (from {RUNTIMES}); "
+            f"{times['minutes'].sum():.0f} min in all.").table(times[["minutes", "threads", "finished", "command"]])
     report.write(out)
     atomic_write(out / "claims.csv", lambda f: f.write(table.to_csv().encode()))
     for name, r in table.iterrows():

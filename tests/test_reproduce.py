@@ -1,5 +1,6 @@
 """analyses/reproduce.py: the verdict rules on planted numbers, and the whole pipeline once on the bundled checkpoints."""
 import importlib.util
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -71,6 +72,7 @@ def test_bad_inputs_exit_2_with_one_line_and_write_nothing(rp, tmp_path, capsys)
     assert not out.exists()
     one_line_error(capsys, rp.main(["--smoke", "--no-run", "--out", str(out)]), "cannot go with --no-run")
     one_line_error(capsys, rp.main(["--n-images", "0", "--out", str(out)]), "--n-images must be >= 1")
+    one_line_error(capsys, rp.main(["--no-run", "--only", "contrast", "--out", str(out)]), "cannot go with --no-run")
     out.mkdir()
     (out / "keep.txt").write_text("mine")
     one_line_error(capsys, rp.main(["--no-run", "--out", str(out)]), "pass --overwrite")
@@ -120,4 +122,34 @@ def test_no_run_rejudges_the_same_results_identically(rp, smoke, capsys):
     a = pd.read_csv(root / "out" / "claims.csv", index_col="claim")
     b = pd.read_csv(again / "claims.csv", index_col="claim")
     pd.testing.assert_frame_equal(a, b)
-    assert "## Run time" not in (again / "report.md").read_text()
+    # the run times come from results/runtimes.csv, written by the run, one row per analysis
+    times = pd.read_csv(root / "results" / "runtimes.csv", index_col="analysis")
+    assert list(times.index) == list(rp.ANALYSES) and (times["seconds"] > 0).all()
+    assert all(f"analyses/{name}.py" in cmd for name, cmd in times["command"].items())
+    report = (again / "report.md").read_text()
+    assert "## Run time" in report and all(f"| {name} |" in report for name in rp.ANALYSES)
+
+
+def test_only_reruns_one_analysis_and_keeps_the_others_results_and_times(rp, smoke, tmp_path):
+    rc, root = smoke
+    assert rc == 0
+    results = tmp_path / "results"
+    shutil.copytree(root / "results", results)
+    before = pd.read_csv(results / "runtimes.csv", index_col="analysis")
+    untouched = {p.name: p.stat().st_mtime_ns for p in (results / "contrast").iterdir()}
+    assert rp.main(["--only", "sigma_distribution", "--results", str(results), "--out", str(tmp_path / "out")]) == 0
+    after = pd.read_csv(results / "runtimes.csv", index_col="analysis")
+    assert list(after.index) == list(rp.ANALYSES)
+    others = [a for a in rp.ANALYSES if a != "sigma_distribution"]
+    pd.testing.assert_frame_equal(before.loc[others], after.loc[others])
+    assert after.loc["sigma_distribution", "finished"] >= before.loc["sigma_distribution", "finished"]
+    assert {p.name: p.stat().st_mtime_ns for p in (results / "contrast").iterdir()} == untouched
+    # σ_ji results are deterministic: the re-judged claims are the same
+    pd.testing.assert_frame_equal(pd.read_csv(root / "out" / "claims.csv", index_col="claim"),
+                                  pd.read_csv(tmp_path / "out" / "claims.csv", index_col="claim"))
+
+
+def test_a_foreign_runtimes_table_is_refused(rp, tmp_path):
+    (tmp_path / "runtimes.csv").write_text("analysis,minutes\nx,1\n")
+    with pytest.raises(rp.DataError, match="not a runtimes table"):
+        rp.read_runtimes(tmp_path)
