@@ -147,24 +147,38 @@ def lambda_module(fn):
 
 @pytest.mark.parametrize("model", ["dcn-ode", "dcn-sigma-ji", "dcn-sigma-alpha-t"])
 def test_network_with_dcnbio_integrator_matches_torchdiffeq(model):
+    """The same steps and the same model function: float64 gradients agree to rounding; float32 ones to its noise.
+
+    In float32 the two integrators sum the stages in different orders, and backpropagation through ~30 steps
+    amplifies that rounding to ~1e-4 of the largest gradient (3e-4 measured on an AMD AVX2 machine, below 1e-4 on an
+    Intel AVX-512 one);
+    float64 removes the ambiguity, so the equality of gradients is tested there.
+    """
     torch.manual_seed(0)
     x, y = torch.randn(4, 1, 14, 14), torch.randint(0, 10, (4,))
     base = create_model(model, in_channels=1, num_classes=10, width=0.25, formulation="auto", adjoint=False,
                         solver_options={"first_step": 0.1})
     outs = {}
-    for integrator in ("torchdiffeq", "dcnbio"):
-        m = build_model(base.config.replace(integrator=integrator))
-        m.load_state_dict(base.state_dict())
-        logits = m(x)
-        F.cross_entropy(logits, y).backward()
-        outs[integrator] = (logits.detach(), nfe(m), {n: p.grad for n, p in m.named_parameters()})
-        with torch.no_grad():  # the no-grad path (extraction) too
-            torch.testing.assert_close(m(x), logits.detach(), rtol=1e-6, atol=1e-6)
-    (la, na, ga), (lb, nb, gb) = outs["torchdiffeq"], outs["dcnbio"]
+    for dtype in (torch.float32, torch.float64):
+        for integrator in ("torchdiffeq", "dcnbio"):
+            m = build_model(base.config.replace(integrator=integrator))
+            m.load_state_dict(base.state_dict())
+            m = m.to(dtype)
+            logits = m(x.to(dtype))
+            F.cross_entropy(logits, y).backward()
+            outs[integrator, dtype] = (logits.detach(), nfe(m), {n: p.grad for n, p in m.named_parameters()})
+            with torch.no_grad():  # the no-grad path (extraction) too
+                torch.testing.assert_close(m(x.to(dtype)), logits.detach(), rtol=1e-6, atol=1e-6)
+    (la, na, ga), (lb, nb, gb) = outs["torchdiffeq", torch.float32], outs["dcnbio", torch.float32]
     assert na == nb
     torch.testing.assert_close(lb, la, rtol=1e-5, atol=1e-5)
-    scale = max(float(g.abs().max()) for g in ga.values())
-    assert max(float((ga[n] - gb[n]).abs().max()) for n in ga) / scale < 1e-4
+    (la64, na64, ga64), (lb64, nb64, gb64) = outs["torchdiffeq", torch.float64], outs["dcnbio", torch.float64]
+    assert na64 == nb64 == na
+    torch.testing.assert_close(lb64, la64, rtol=1e-12, atol=1e-12)
+    scale = max(float(g.abs().max()) for g in ga64.values())
+    assert max(float((ga64[n] - gb64[n]).abs().max()) for n in ga64) / scale < 1e-10
+    for g in (ga, gb):  # each float32 gradient is the float64 one up to float32 rounding
+        assert max(float((g[n].double() - ga64[n]).abs().max()) for n in g) / scale < 2e-3
 
 
 def test_config_round_trip_and_old_checkpoints_default_to_torchdiffeq():
