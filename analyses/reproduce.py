@@ -8,9 +8,11 @@ Run from the repository root::
 Without ``--no-run`` it runs, in turn and each as its own process, ``sigma_distribution``, ``pattern_completion``,
 ``contrast``, ``solver_audit`` (those three with ``--n-images``), ``small_data``, ``reconstruction`` and
 ``meta_parametrization`` on their default (bundled) checkpoints, each writing ``<results>/<analysis>/`` (replaced),
-and stops at the first that fails.  It then reads their netCDF results and writes ``<out>/`` (default
-``results/reproduction``): ``report.md`` / ``report.tex`` (one row per claim: the result as mean ± SD over
-training runs, the test across runs and a verdict; the run time of every analysis) and ``claims.csv``.
+and stops at the first that fails (``--only A …``: just those, the others' results kept); each one's wall time goes
+to ``<results>/runtimes.csv``, which the report's *Run time* section reads, with or without ``--no-run``.  It then
+reads their netCDF results and writes ``<out>/`` (default ``results/reproduction``): ``report.md`` /
+``report.tex`` (one row per claim: the result as mean ± SD over training runs, the test across runs and a verdict;
+the run time of every analysis) and ``claims.csv``.
 
 Verdicts
 --------
@@ -107,12 +109,11 @@ def log(msg):
 # --- running the analyses --------------------------------------------------------------------------------------
 
 def run_analyses(results, n_images, extra=None, only=None):
-    """Run every analysis in :data:`ANALYSES` (or those in ``only``) into ``results/<analysis>``; wall seconds each.
+    """Run every analysis in :data:`ANALYSES` (or those in ``only``) into ``results/<analysis>``.
 
-    ``extra``: more arguments per analysis name (e.g. :data:`SMOKE_ARGS`).  Each finished analysis's time is also
-    recorded in ``results/runtimes.csv`` (:func:`record_runtime`), so that a later ``--no-run`` reports it.
+    ``extra``: more arguments per analysis name (e.g. :data:`SMOKE_ARGS`).  Each finished analysis's wall time is
+    recorded in ``results/runtimes.csv`` (:func:`record_runtime`), where the report reads it.
     """
-    seconds = {}
     for name in ANALYSES:
         if only and name not in only:
             continue
@@ -123,33 +124,35 @@ def run_analyses(results, n_images, extra=None, only=None):
         log(f"running {name} ...")
         t0 = time.time()
         proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
-        seconds[name] = time.time() - t0
+        seconds = time.time() - t0
         if proc.returncode != 0:
             last = (proc.stderr.strip().splitlines() or ["(no message)"])[-1]
-            raise DataError(f"analyses/{name}.py failed (exit {proc.returncode}) after {seconds[name]:.0f} s: {last}")
-        log(f"  {name}: {seconds[name]:.0f} s")
-        record_runtime(results, name, seconds[name], cmd[1:])
-    return seconds
+            raise DataError(f"analyses/{name}.py failed (exit {proc.returncode}) after {seconds:.0f} s: {last}")
+        log(f"  {name}: {seconds:.0f} s")
+        record_runtime(results, name, seconds, cmd[1:])
 
 
 RUNTIMES = "runtimes.csv"
+RUNTIME_COLUMNS = ("seconds", "finished", "threads", "command")
 
 
 def record_runtime(results, name, seconds, cmd):
-    """Replace ``name``'s row of ``results/runtimes.csv`` (analysis, seconds, finished, threads, command)."""
-    path = results / RUNTIMES
+    """Replace ``name``'s row of ``results/runtimes.csv`` (:data:`RUNTIME_COLUMNS`, indexed by analysis).
+
+    A read-modify-write replaced atomically: two runs into the same ``results/`` that finish at the same moment
+    can lose one row (rerun that analysis with ``--only``); the analyses' own results are unaffected.
+    """
     table = read_runtimes(results)
-    table.loc[name] = {"seconds": round(seconds, 1), "finished": time.strftime("%Y-%m-%d %H:%M:%S"),
-                       "threads": os.environ.get("OMP_NUM_THREADS", "default"),
-                       "command": " ".join(["python"] + [os.path.relpath(c, REPO) if os.path.isabs(c) else c
-                                                         for c in cmd])}
+    row = (round(seconds, 1), time.strftime("%Y-%m-%d %H:%M:%S"), os.environ.get("OMP_NUM_THREADS", "default"),
+           " ".join(["python"] + [os.path.relpath(c, REPO) if os.path.isabs(c) else c for c in cmd]))
+    table.loc[name] = dict(zip(RUNTIME_COLUMNS, row))
     table = table.reindex([a for a in ANALYSES if a in table.index])
-    atomic_write(path, lambda f: f.write(table.to_csv().encode()))
+    atomic_write(results / RUNTIMES, lambda f: f.write(table.to_csv().encode()))
 
 
 def read_runtimes(results):
     """``results/runtimes.csv`` as a table indexed by analysis (empty if absent)."""
-    columns = ["seconds", "finished", "threads", "command"]
+    columns = list(RUNTIME_COLUMNS)
     path = results / RUNTIMES
     if not path.is_file():
         return pd.DataFrame(columns=columns, index=pd.Index([], name="analysis"))

@@ -151,8 +151,7 @@ def test_network_with_dcnbio_integrator_matches_torchdiffeq(model):
 
     In float32 the two integrators sum the stages in different orders, and backpropagation through ~30 steps
     amplifies that rounding to ~1e-4 of the largest gradient (3e-4 measured on an AMD AVX2 machine, below 1e-4 on an
-    Intel AVX-512 one);
-    float64 removes the ambiguity, so the equality of gradients is tested there.
+    Intel AVX-512 one); float64 removes the ambiguity, so the equality of gradients is tested there.
     """
     torch.manual_seed(0)
     x, y = torch.randn(4, 1, 14, 14), torch.randint(0, 10, (4,))
