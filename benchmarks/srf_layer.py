@@ -3,7 +3,7 @@
 Run on an otherwise idle machine, with the default thread count::
 
     .venv/bin/python benchmarks/srf_layer.py                 # C = 32, 26x26, batch 128, σ = 0.5 1 2 3
-    .venv/bin/python benchmarks/srf_layer.py --grid          # dense vs spectral over the network's layer shapes
+    .venv/bin/python benchmarks/srf_layer.py --grid          # dense, spectral, separable over the network's shapes
 
 The first mode times forward + backward (gradients of the input and of every parameter, one fixed
 cotangent) and forward alone (``no_grad``: the adjoint's forward solve, trajectory extraction) of one
@@ -16,7 +16,7 @@ that *dense-equivalent* count is what the model function asks for.  The fraction
 over time for the direct convolutions (plain, reference, dense); for ``spectral`` the executed count is
 estimated (complex products 8 real FLOPs per multiply-add, transforms 2.5 n log2 n per real 2-D transform).
 
-The ``--grid`` mode times dense and spectral on the shapes the network meets at widths 1/8 … 1
+The ``--grid`` mode times dense, spectral and separable on the shapes the network meets at widths 1/8 … 1
 (block 1: C at 26x26, block 2: 2C at 13x13, block 3: 4C at 6x6) for several radii; it is what the
 ``auto`` rule of :meth:`dcnbio.layers.srf.SRFConv2d.choose_formulation` was set from.
 """
@@ -128,23 +128,24 @@ def sigma_sweep(args, peak):
     return results
 
 
+GRID_FORMS = ("dense", "spectral", "separable")
+
+
 def grid(args):
-    """Dense vs spectral on the network's layer shapes (input channels include the time channel)."""
+    """Dense vs spectral vs separable on the network's layer shapes (input channels include the time channel)."""
     shapes = []
     for c1 in (4, 8, 16, 32):
         shapes += [(c1, 26), (2 * c1, 13), (4 * c1, 6)]
     rows = []
-    print(f"\ndense vs spectral, batch {args.batch}, C+1 -> C channels (an ODE block conv), filters built per call")
-    print(f"{'C':>4} {'H':>3} {'r':>2} {'dense f+b':>10} {'spec f+b':>9} {'ratio':>6} {'dense f':>8} {'spec f':>7} "
-          f"{'ratio':>6}")
+    print(f"\n{' vs '.join(GRID_FORMS)}, batch {args.batch}, C+1 -> C channels (an ODE block conv), filters built "
+          "per call; ratios are time / dense time")
+    print(f"{'C':>4} {'H':>3} {'r':>2} {'dense f+b':>10} {'spec/d':>7} {'sep/d':>6} {'dense f':>8} {'spec/d':>7} "
+          f"{'sep/d':>6}")
     for c, h in sorted(set(shapes)):
         x = torch.randn(args.batch, c, h, h)
         cot = torch.randn(args.batch, c, h, h)
-        for r in (1, 2, 3, 5, 7):
-            layers = {}
-            for form in ("dense", "spectral"):
-                layer = SRFConv2d(c + 1, c, formulation=form, radius=r)
-                layers[form] = layer
+        for r in (1, 2, 3, 4, 5, 7):
+            layers = {form: SRFConv2d(c + 1, c, formulation=form, radius=r) for form in GRID_FORMS}
             t = 0.5
 
             def make(layer, grad):
@@ -166,12 +167,13 @@ def grid(args):
                 for key, run in runs.items():
                     times[key].append(timed(run))
             m = {key: 1e3 * median(v) for key, v in times.items()}
-            row = {"C": c, "H": h, "r": r, "dense_fb_ms": m[("dense", True)], "spectral_fb_ms": m[("spectral", True)],
-                   "dense_f_ms": m[("dense", False)], "spectral_f_ms": m[("spectral", False)]}
+            row = {"C": c, "H": h, "r": r}
+            for f in GRID_FORMS:
+                row[f"{f}_fb_ms"], row[f"{f}_f_ms"] = m[(f, True)], m[(f, False)]
             rows.append(row)
-            print(f"{c:>4} {h:>3} {r:>2} {row['dense_fb_ms']:>10.2f} {row['spectral_fb_ms']:>9.2f} "
-                  f"{row['spectral_fb_ms'] / row['dense_fb_ms']:>6.2f} {row['dense_f_ms']:>8.2f} "
-                  f"{row['spectral_f_ms']:>7.2f} {row['spectral_f_ms'] / row['dense_f_ms']:>6.2f}", flush=True)
+            fb = " ".join(f"{row[f'{f}_fb_ms'] / row['dense_fb_ms']:>6.2f}" for f in GRID_FORMS[1:])
+            fo = " ".join(f"{row[f'{f}_f_ms'] / row['dense_f_ms']:>6.2f}" for f in GRID_FORMS[1:])
+            print(f"{c:>4} {h:>3} {r:>2} {row['dense_fb_ms']:>10.2f} {fb} {row['dense_f_ms']:>8.2f} {fo}", flush=True)
     return rows
 
 
@@ -182,7 +184,7 @@ def main(argv=None):
     p.add_argument("--batch", type=int, default=128)
     p.add_argument("--sigmas", type=float, nargs="+", default=[0.5, 1.0, 2.0, 3.0])
     p.add_argument("--rounds", type=int, default=5)
-    p.add_argument("--grid", action="store_true", help="dense vs spectral over the network's shapes instead")
+    p.add_argument("--grid", action="store_true", help="dense vs spectral vs separable over the network's shapes instead")
     p.add_argument("--json", default=None, help="also write the results to this JSON file")
     args = p.parse_args(argv)
     machine = describe_machine()

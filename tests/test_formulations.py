@@ -105,11 +105,44 @@ def test_spectral_rejects_a_map_smaller_than_a_valid_kernel():
         layer(torch.randn(1, 5, 6, 6, dtype=torch.float64))
 
 
-def test_auto_never_picks_separable_and_knows_stride():
-    layer = SRFConv2d(33, 32, formulation="auto")
-    for r in range(1, 8):
-        assert layer.choose_formulation(r, 33, (26, 26)) in ("dense", "spectral")
-    assert SRFConv2d(33, 32, stride=2, formulation="auto").choose_formulation(3, 33, (26, 26)) == "dense"
+def test_auto_rule_respects_what_each_formulation_can_do():
+    """σ_ji layers never get the separable passes (they need one σ), strided calls stay dense, the smallest
+    kernels (radius ≤ 2, where the direct conv won on every measured shape) stay dense, and from radius 4 on
+    a one-σ layer never uses the direct conv, whose cost grows with the kernel area."""
+    shapes = [(26, 26), (13, 13), (6, 6), None]
+    for cin in (5, 9, 17, 33, 65, 129):
+        shared = SRFConv2d(cin, cin - 1, formulation="auto")
+        pair = SRFConv2d(cin, cin - 1, scale="per-channel", formulation="auto")
+        strided = SRFConv2d(cin, cin - 1, stride=2, formulation="auto")
+        for size in shapes:
+            for r in range(1, 9):
+                assert pair.choose_formulation(r, cin, size) in ("dense", "spectral")
+                assert strided.choose_formulation(r, cin, size) == "dense"
+                form = shared.choose_formulation(r, cin, size)
+                assert form in ("dense", "spectral", "separable")
+                if r <= 2:
+                    assert form == "dense"
+                if r >= 4:
+                    assert form != "dense"
+
+
+def test_band_matrix_is_a_1d_correlation():
+    """Against numpy's correlate of the zero-padded signal, subsampled: every stride, padding and a filter
+    longer than the signal; a kernel that does not fit is a one-line error."""
+    import numpy as np
+
+    from dcnbio.layers.srf import band_matrix
+
+    gen = torch.Generator().manual_seed(3)
+    for n, k, p, s in [(13, 5, 2, 1), (12, 7, 3, 2), (11, 3, 0, 1), (6, 9, 4, 1), (10, 5, 1, 3)]:
+        g = torch.randn(2, k, dtype=torch.float64, generator=gen)
+        v = torch.randn(n, dtype=torch.float64, generator=gen)
+        m = band_matrix(g, n, p, s)
+        for j in range(2):
+            want = np.correlate(np.pad(v.numpy(), p), g[j].numpy(), mode="valid")[::s]
+            np.testing.assert_allclose((m[j] @ v).numpy(), want, rtol=0, atol=1e-13)
+    with pytest.raises(ConfigError, match="does not fit"):
+        band_matrix(torch.ones(1, 9), 6, 0)
 
 
 # --- whole models -------------------------------------------------------------------------------
@@ -146,8 +179,10 @@ def fixed_batch(dtype):
     return torch.randn(3, 1, 16, 16, generator=gen).to(dtype), torch.tensor([0, 3, 9])
 
 
-@pytest.mark.parametrize("formulation, adjoint", [("spectral", True), ("dense", True), ("auto", False)])
-@pytest.mark.parametrize("name", ["dcn-ode", "dcn-sigma-ji"])
+@pytest.mark.parametrize("name, formulation, adjoint", [
+    (name, f, adj) for name in ("dcn-ode", "dcn-sigma-ji") for f, adj in
+    [("spectral", True), ("dense", True), ("auto", False)]] + [("dcn-ode", "separable", True),
+                                                               ("dcn-ode", "separable", False)])
 def test_model_step_equals_reference_float64(name, formulation, adjoint):
     """Logits and every parameter gradient of one training step, fast formulation vs reference twin.
 

@@ -21,10 +21,15 @@ All compute the same function (within floating-point rounding); they differ in c
     works for every σ parametrization, σ_ji included.  Stride > 1 is computed at stride 1
     and subsampled (correct, not economical).
 ``separable``
-    Basis first (paper Eq. 8): filter each input channel with the separable 1-D
-    Gaussian derivatives (grouped depthwise ``conv2d`` passes along y and x), then mix the ``F``
-    responses with a 1×1 convolution by α.  Fewest multiply-adds, but the depthwise passes are
-    memory-bound on CPU.  Needs one σ for all channel pairs (not σ_ji).
+    Basis first (paper Eq. 8), every pass a matrix product: correlate each input channel along x with the
+    ``N + 1`` sampled 1-D Gaussian derivatives (one GEMM per order against a banded ``(W, W')`` matrix that
+    holds the taps, the zero padding and the stride), mix channels and x-orders with α into
+    ``O · (N + 1)`` maps (one batched product per x-order), then correlate along y with all y-orders at
+    once (one batched product against a ``(H', (N+1)·H)`` matrix).  Its cost does not depend on the kernel
+    size (the banded matrices are stored dense), only on the map size and channels, so it wins on small
+    maps with large kernels; it does ``N + 1`` times the x passes and ``(N+1)²`` mixing products where
+    the basis has ``(N+1)(N+2)/2`` functions (zero rows for ``n_x + n_y > N``).  Needs one σ for all
+    channel pairs (not σ_ji).
 ``reference``
     The straightforward formulation of :mod:`dcnbio.layers.reference` (filters rebuilt at every
     call, the time channel of an ODE block concatenated as an input channel, no cache): the
@@ -171,9 +176,12 @@ class SRFConv2d(nn.Module):
         size : (int, int), optional
             Input map size ``(H, W)``; without it ``auto`` assumes a large map.
 
-        ``auto`` never picks ``separable`` (its depthwise passes measured 3-10x slower than ``dense``
-        on CPU) and picks ``spectral`` for stride 1 with radius ≥ 7, or radius ≥ 5 on maps of 26 pixels
-        or more, or on maps of 13 pixels or more with at least 32 input channels; ``dense`` otherwise.
+        ``auto`` (stride 1; ``dense`` for other strides): with one σ per layer, ``separable`` for radius ≥ 4
+        on maps under 20 pixels and ``spectral`` on larger ones; otherwise ``spectral`` for radius ≥ 7, or
+        radius ≥ 5 on maps of 26 pixels or more or of 13 or more with at least 32 input channels; at radius 3
+        with at least 32 input channels on maps of at most 13 pixels, ``spectral`` from 10 pixels, below that
+        ``separable`` (one σ per layer) or ``spectral`` (σ_ji, from 64 input channels); ``dense`` otherwise.
+        σ_ji layers never use ``separable``.
 
         Returns
         -------
@@ -185,13 +193,26 @@ class SRFConv2d(nn.Module):
         if self.stride != 1:
             return "dense"
         h, w = (64, 64) if size is None else size
-        # set from benchmarks/srf_layer.py --grid on two 2-core machines (benchmarks/RESULTS.md): oneDNN's direct
-        # conv wins up to 9x9 kernels and at 11x11 on 6x6 maps; at 15x15 it falls off a cliff (7-15x slower than
-        # 11x11), while the transform's cost barely moves with the kernel.  At 11x11 on 13x13 maps the transform
-        # lost with 9 and 17 input channels on an Intel Xeon (1.75x, 1.40x forward + backward) and tied from 33 on
         m = min(h, w)
+        basis_first = not self.scale.per_pair
+        # set from benchmarks/srf_layer.py --grid (forward + backward, C+1 -> C, batch 128; benchmarks/RESULTS.md).
+        # AMD EPYC (AVX2): oneDNN's direct conv is 2.5-3.5x slower at 9x9 (r = 4) than at 7x7, where the banded
+        # separable passes cost 0.26-0.53 of it on 6- and 13-px maps and the transform 0.35-0.42 on 26-px maps;
+        # at r = 3 with >= 33 input channels the transform wins on 13-px maps (0.51-0.57; an Intel Xeon: 0.75-0.96)
+        # and the separable passes on 6-px maps (0.60-0.91); at r <= 2 dense wins everywhere on both machines.
+        # Intel Xeon (AVX-512, dense vs spectral only): at 11x11 on 13-px maps the transform lost with 9 and 17
+        # input channels (1.75x, 1.40x) and tied from 33 on; at 15x15 the direct conv falls off a cliff.
+        if radius >= 4 and basis_first:
+            return "separable" if m < 20 else "spectral"
         if radius >= 7 or (radius >= 5 and (m >= 26 or (m >= 13 and in_channels >= 32))):
             return "spectral"
+        if radius == 3 and in_channels >= 32 and m <= 13:
+            if m >= 10:
+                return "spectral"
+            if basis_first:
+                return "separable"
+            if in_channels >= 64:
+                return "spectral"
         return "dense"
 
     def forward(self, x, t=None, *, time_channel=False):
@@ -223,15 +244,13 @@ class SRFConv2d(nn.Module):
             sigma = self.sigma(t)
             r = self.radius(sigma)
             form = self.choose_formulation(r, cin, size)
-            if form == "separable":
-                if time_channel:
-                    x = torch.cat([x, torch.ones_like(x[:, :1]) * t], dim=1)
-                return self._separable(x, sigma, r, t)
             cached = self._prepare(form, sigma, r, t, x, time_channel)
             if key is not None:
                 self._filter_cache[key] = cached
         if cached["form"] == "spectral":
             out = self._spectral(x, cached)
+        elif cached["form"] == "separable":
+            out = self._separable(x, cached)
         else:
             out = conv2d(x, cached["w"], stride=self.stride, padding=cached["pad"])
         if time_channel:
@@ -250,9 +269,32 @@ class SRFConv2d(nn.Module):
             w = w[:, :-1]
         if form == "spectral":
             prep.update(_fft_filters(w, p, x.shape[-2:]))
+        elif form == "separable":
+            prep.update(self._band_filters(sigma, r, t, p, x, time_channel))
         else:
             prep["w"] = w.contiguous()
         return prep
+
+    def _band_filters(self, sigma, r, t, p, x, time_channel):
+        """What :meth:`_separable` consumes: the 1-D passes as banded matrices, α as mixing matrices.
+
+        ``mx[n]``: ``(W, W')``, the correlation along x with the ``n``-th 1-D derivative (zero padding and the
+        stride folded in); ``my``: ``(H', (N+1)·H)``, the y passes of all orders side by side; ``mix[n_x]``:
+        ``(O·(N+1), C)``, row ``o·(N+1) + n_y`` holding ``α[o, :, f]`` of the basis function ``f = (n_x, n_y)``
+        (zero rows where ``n_x + n_y > N``).  The time channel's α column is left to ``tmap``.
+        """
+        h, w = x.shape[-2:]
+        c = x.shape[1]
+        n1 = self.order + 1
+        g = filters.gaussian_derivatives_1d(sigma, self.order, r).to(x.dtype)  # (N+1, 2r+1)
+        mx = band_matrix(g, w, p, self.stride)  # (N+1, W', W)
+        my = band_matrix(g, h, p, self.stride)  # (N+1, H', H)
+        alpha = self.alpha(t).to(x.dtype)[:, :c]  # (O, C, F); the time channel (if any) is the last input
+        mix = alpha.new_zeros(n1, self.out_channels, n1, c)
+        for f, (nx, ny) in enumerate(filters.basis_orders(self.order)):
+            mix[nx, :, ny, :] = alpha[:, :, f]
+        return {"mx": mx.transpose(1, 2).contiguous(), "my": my.transpose(0, 1).reshape(my.shape[1], -1),
+                "mix": mix.view(n1, self.out_channels * n1, c), "out": (my.shape[1], mx.shape[1])}
 
     def _spectral(self, x, prep):
         b, _, h, w = x.shape
@@ -268,30 +310,45 @@ class SRFConv2d(nn.Module):
         y = torch.fft.irfft2(torch.view_as_complex(yr), s=(nh, nw))
         return y[..., :ho:self.stride, :wo:self.stride]
 
-    def _separable(self, x, sigma, r, t):
+    def _separable(self, x, prep):
         b, c, h, w = x.shape
-        n1 = self.order + 1
-        g = filters.gaussian_derivatives_1d(sigma, self.order, r).to(x.dtype)  # (N+1, K)
-        p = self._pad(r)
-        k = g.shape[-1]
-        # x passes: channel c*n1 + nx holds the nx-th derivative along x
-        wx = g.reshape(n1, 1, 1, k).repeat(c, 1, 1, 1)
-        hx = F.conv2d(x, wx, stride=(1, self.stride), padding=(0, p), groups=c)
-        # y passes on each x-derivative: channel (c*n1 + nx)*n1 + ny
-        wy = g.reshape(n1, 1, k, 1).repeat(c * n1, 1, 1, 1)
-        hxy = F.conv2d(hx, wy, stride=(self.stride, 1), padding=(p, 0), groups=c * n1)
-        hxy = hxy.view(b, c, n1, n1, hxy.shape[-2], hxy.shape[-1])
-        idx_x = torch.tensor([nx for nx, _ in filters.basis_orders(self.order)], device=x.device)
-        idx_y = torch.tensor([ny for _, ny in filters.basis_orders(self.order)], device=x.device)
-        responses = hxy[:, :, idx_x, idx_y]  # (B, C, F, H', W')
-        alpha = self.alpha(t).to(x.dtype)  # (out, in, F)
-        mix = alpha.reshape(self.out_channels, c * self.num_basis, 1, 1)
-        return F.conv2d(responses.reshape(b, c * self.num_basis, *responses.shape[-2:]), mix)
+        n1, oy, cc = prep["mix"].shape
+        ho, wo = prep["out"]
+        x2 = x.reshape(b * c * h, w)
+        v = None  # (B, O * (N+1), H * W'): rows (o, n_y) after the x pass and the α mixing
+        for nx in range(n1):
+            u = torch.mm(x2, prep["mx"][nx]).view(b, c, h * wo)  # x pass, n_x-th derivative
+            term = torch.bmm(prep["mix"][nx].expand(b, oy, c), u)
+            v = term if v is None else v + term
+        o = oy // n1
+        y = torch.bmm(prep["my"].expand(b * o, ho, n1 * h), v.view(b * o, n1 * h, wo))  # y pass
+        return y.view(b, o, ho, wo)
 
     def extra_repr(self):
         return (f"{self.in_channels}, {self.out_channels}, order={self.order}, scale={self.scale_name!r}, "
                 f"alpha={self.alpha_name!r}, stride={self.stride}, padding={self.padding!r}, "
                 f"radius={self.fixed_radius}, sigma_range={self.sigma_range}, formulation={self.formulation!r}")
+
+
+def band_matrix(g, n, padding, stride=1):
+    """1-D cross-correlations as matrices: ``M[k, o, i] = g[k, i − o·stride + padding]`` (zero off the band).
+
+    ``M[k] @ v`` correlates a length-``n`` signal ``v`` with the filter ``g[k]`` (zero padded by ``padding`` on
+    both sides, subsampled by ``stride``), as ``conv2d`` does along one axis.  Differentiable in ``g``.
+
+    Returns
+    -------
+    Tensor ``(K, n', n)`` with ``n' = (n + 2·padding − len) // stride + 1``.
+    """
+    length = g.shape[-1]
+    n_out = (n + 2 * padding - length) // stride + 1
+    if n_out < 1:
+        raise ConfigError(f"a kernel of {length} taps with padding {padding} does not fit a map of {n} pixels")
+    o = torch.arange(n_out, device=g.device)[:, None]
+    i = torch.arange(n, device=g.device)[None, :]
+    idx = i - o * stride + padding
+    inside = (idx >= 0) & (idx < length)
+    return g[..., idx.clamp(0, length - 1)] * inside.to(g.dtype)
 
 
 def fft_length(n):
@@ -338,8 +395,7 @@ def _fft_filters(w, p, size):
 class FilterCache:
     """Reuse each SRF layer's filters across calls while the cache is open (``with cache: ...``).
 
-    Only layers whose σ and α do not depend on ``t`` cache (and not the ``reference`` or ``separable``
-    formulations).  Entries are keyed on dtype, device, map size and the time-channel mode.  An entry built
+    Only layers whose σ and α do not depend on ``t`` cache (and not the ``reference`` formulation).  Entries are keyed on dtype, device, map size and the time-channel mode.  An entry built
     with autograd enabled serves later calls in either mode; one built without autograd is rebuilt (once)
     by the first call that needs gradients.  The cache can be opened again after it was closed (an ODE
     block re-opens it around each evaluation of the adjoint's backward solve, :meth:`bind`); nested opens
