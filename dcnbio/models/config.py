@@ -42,7 +42,7 @@ class ModelConfig:
     sigma_range : (float, float), optional
         Clamp every σ into this range.
     formulation : str
-        SRF formulation (``auto``, ``dense``, ``separable``).
+        SRF formulation (``auto``, ``dense``, ``spectral``, ``separable``, ``reference``; :mod:`dcnbio.layers.srf`).
     act : ``"celu"`` or ``"relu"``
     T : float
         End time of every ODE block.
