@@ -184,7 +184,8 @@ def main(argv=None):
     p.add_argument("--batch", type=int, default=128)
     p.add_argument("--sigmas", type=float, nargs="+", default=[0.5, 1.0, 2.0, 3.0])
     p.add_argument("--rounds", type=int, default=5)
-    p.add_argument("--grid", action="store_true", help="dense vs spectral vs separable over the network's shapes instead")
+    p.add_argument("--grid", action="store_true",
+                   help="dense, spectral and separable over the network's shapes instead")
     p.add_argument("--json", default=None, help="also write the results to this JSON file")
     args = p.parse_args(argv)
     machine = describe_machine()

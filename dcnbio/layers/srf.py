@@ -176,11 +176,12 @@ class SRFConv2d(nn.Module):
         size : (int, int), optional
             Input map size ``(H, W)``; without it ``auto`` assumes a large map.
 
-        ``auto`` (stride 1; ``dense`` for other strides): with one σ per layer, ``separable`` for radius ≥ 4
-        on maps under 20 pixels and ``spectral`` on larger ones; otherwise ``spectral`` for radius ≥ 7, or
-        radius ≥ 5 on maps of 26 pixels or more or of 13 or more with at least 32 input channels; at radius 3
-        with at least 32 input channels on maps of at most 13 pixels, ``spectral`` from 10 pixels, below that
-        ``separable`` (one σ per layer) or ``spectral`` (σ_ji, from 64 input channels); ``dense`` otherwise.
+        ``auto`` (stride 1; ``dense`` for other strides): with one σ per layer and radius ≥ 4, ``separable``
+        on maps under 20 pixels or at radius ≥ 7 on maps up to 32, ``spectral`` otherwise; for σ_ji,
+        ``spectral`` for radius ≥ 7, or radius ≥ 5 on maps of 26 pixels or more or of 13 or more with at least
+        32 input channels; at radius 3 with at least 32 input channels on maps of at most 13 pixels,
+        ``spectral`` from 10 pixels, below that ``separable`` (one σ per layer) or ``spectral`` (σ_ji, from 64
+        input channels); ``dense`` otherwise.
         σ_ji layers never use ``separable``.
 
         Returns
@@ -197,13 +198,15 @@ class SRFConv2d(nn.Module):
         basis_first = not self.scale.per_pair
         # set from benchmarks/srf_layer.py --grid (forward + backward, C+1 -> C, batch 128; benchmarks/RESULTS.md).
         # AMD EPYC (AVX2): oneDNN's direct conv is 2.5-3.5x slower at 9x9 (r = 4) than at 7x7, where the banded
-        # separable passes cost 0.26-0.53 of it on 6- and 13-px maps and the transform 0.35-0.42 on 26-px maps;
+        # separable passes cost 0.26-0.53 of it on 6- and 13-px maps and the transform 0.35-0.42 on 26-px maps (at
+        # 15x15 the separable passes beat the transform there too: 0.10-0.12 against 0.13-0.16);
         # at r = 3 with >= 33 input channels the transform wins on 13-px maps (0.51-0.57; an Intel Xeon: 0.75-0.96)
         # and the separable passes on 6-px maps (0.60-0.91); at r <= 2 dense wins everywhere on both machines.
         # Intel Xeon (AVX-512, dense vs spectral only): at 11x11 on 13-px maps the transform lost with 9 and 17
         # input channels (1.75x, 1.40x) and tied from 33 on; at 15x15 the direct conv falls off a cliff.
         if radius >= 4 and basis_first:
-            return "separable" if m < 20 else "spectral"
+            # the banded passes cost O(map size) per pixel: beyond the measured maps the transform is the safe pick
+            return "separable" if m < 20 or (radius >= 7 and m <= 32) else "spectral"
         if radius >= 7 or (radius >= 5 and (m >= 26 or (m >= 13 and in_channels >= 32))):
             return "spectral"
         if radius == 3 and in_channels >= 32 and m <= 13:
@@ -395,8 +398,9 @@ def _fft_filters(w, p, size):
 class FilterCache:
     """Reuse each SRF layer's filters across calls while the cache is open (``with cache: ...``).
 
-    Only layers whose σ and α do not depend on ``t`` cache (and not the ``reference`` formulation).  Entries are keyed on dtype, device, map size and the time-channel mode.  An entry built
-    with autograd enabled serves later calls in either mode; one built without autograd is rebuilt (once)
+    Only layers whose σ and α do not depend on ``t`` cache (and not the ``reference`` formulation).  Entries
+    are keyed on dtype, device, map size and the time-channel mode.  An entry built with autograd enabled
+    serves later calls in either mode; one built without autograd is rebuilt (once)
     by the first call that needs gradients.  The cache can be opened again after it was closed (an ODE
     block re-opens it around each evaluation of the adjoint's backward solve, :meth:`bind`); nested opens
     share the outermost store.  Never change parameters while a cache built from them is still in use:
