@@ -1,4 +1,5 @@
-"""A stride-1 ``conv2d`` whose input gradient is computed as a forward convolution (faster on CPU, few channels).
+"""A stride-1 ``conv2d`` whose input gradient is computed as a forward convolution, and whose convolutions can
+run on either of PyTorch's two CPU backends.
 
 On CPU, oneDNN's backward-data kernel for convolutions with few channels runs several times slower than a
 forward convolution of the same size (measured: 8 → 8 channels, 26×26, 7×7 kernels, batch 128, one thread:
@@ -7,14 +8,47 @@ with ``y = x ⋆ W`` (cross-correlation, padding p), ``∂L/∂x = (∂L/∂y) �
 where ``flip`` reverses both spatial axes and ``ᵀ`` swaps the output and input channels.  :func:`conv2d` uses
 that identity in its backward pass and leaves the weight gradient to PyTorch; the values agree with autograd's
 to float rounding (``tests/test_layers_conv.py``).  The backward is written with differentiable operations, so
-higher-order gradients work too.  Elsewhere (CUDA, stride ≠ 1, groups ≠ 1, many channels) it is plain
-``F.conv2d``.
+higher-order gradients work too.
+
+Backends of the forward-type convolutions (the forward and the input gradient): ``"onednn"`` (PyTorch's default
+on CPU) or ``"gemm"`` (PyTorch's own im2col + matrix-product convolution, oneDNN switched off for the call).
+With :mod:`tuning <dcnbio.layers.tuning>` disabled (default) the fast backward is used up to
+:data:`MAX_CHANNELS` channels and every convolution runs on oneDNN.  With tuning enabled, every stride-1 CPU
+convolution takes the fast backward, and the backend of each forward-type convolution is measured per shape
+(on an AMD EPYC family 25 model 17 the GEMM backend ran 7×7 convolutions on 26-pixel maps in 0.55× oneDNN's
+time, at 8 and at 32 channels).  oneDNN's weight gradient is kept in every case (the GEMM backend's was 4–17×
+slower).  Elsewhere (CUDA, stride ≠ 1, groups ≠ 1) it is plain ``F.conv2d``.
 """
 import torch
 import torch.nn.functional as F
 
+from . import tuning
+
 #: Channel counts up to which the CPU path is used: measured faster at 8, equal within noise at 16 and 32.
 MAX_CHANNELS = 16
+BACKENDS = ("onednn", "gemm")
+
+
+def _run(backend, x, w, padding):
+    if backend == "onednn":
+        return F.conv2d(x, w, padding=padding)
+    previous = torch.backends.mkldnn.enabled
+    torch.backends.mkldnn.enabled = False
+    try:
+        return F.conv2d(x, w, padding=padding)
+    finally:
+        torch.backends.mkldnn.enabled = previous
+
+
+def forward_conv(x, w, padding, backend=None):
+    """``F.conv2d(x, w, padding=padding)`` (stride 1) on ``backend``; ``None``: measured (tuning on) or oneDNN."""
+    if backend is None:
+        backend = "onednn"
+        if tuning.enabled() and x.device.type == "cpu":
+            key = ("conv2d", tuple(x.shape), tuple(w.shape), tuple(padding), x.dtype, torch.is_grad_enabled())
+            xd, wd = x.detach(), w.detach()
+            backend = tuning.choose(key, {b: (lambda b=b: _run(b, xd, wd, padding)) for b in BACKENDS})
+    return _run(backend, x, w, padding)
 
 
 class _Conv2dForwardGrad(torch.autograd.Function):
@@ -22,7 +56,7 @@ class _Conv2dForwardGrad(torch.autograd.Function):
     def forward(ctx, x, w, padding):
         ctx.save_for_backward(x, w)
         ctx.padding = padding
-        return F.conv2d(x, w, padding=padding)
+        return forward_conv(x, w, padding)
 
     @staticmethod
     def backward(ctx, grad):
@@ -31,7 +65,7 @@ class _Conv2dForwardGrad(torch.autograd.Function):
         gx = gw = None
         if ctx.needs_input_grad[0]:
             kh, kw = w.shape[-2:]
-            gx = F.conv2d(grad, w.flip(-1, -2).transpose(0, 1), padding=(kh - 1 - p[0], kw - 1 - p[1]))
+            gx = forward_conv(grad, w.flip(-1, -2).transpose(0, 1), (kh - 1 - p[0], kw - 1 - p[1]))
         if ctx.needs_input_grad[1]:
             gw = torch.nn.grad.conv2d_weight(x, w.shape, grad, padding=p)
         return gx, gw, None
@@ -41,8 +75,11 @@ def conv2d(x, w, *, stride=1, padding=0):
     """``F.conv2d(x, w, stride=stride, padding=padding)`` (no bias, groups 1), with the faster CPU backward."""
     pad = (padding, padding) if isinstance(padding, int) else tuple(padding)
     kh, kw = w.shape[-2:]
-    fast = (stride == 1 and x.device.type == "cpu" and torch.is_grad_enabled() and max(w.shape[:2]) <= MAX_CHANNELS
-            and pad[0] <= kh - 1 and pad[1] <= kw - 1 and (x.requires_grad or w.requires_grad))
-    if not fast:
+    if stride != 1 or x.device.type != "cpu" or pad[0] > kh - 1 or pad[1] > kw - 1:
         return F.conv2d(x, w, stride=stride, padding=pad)
-    return _Conv2dForwardGrad.apply(x, w, pad)
+    tuned = tuning.enabled()
+    if not torch.is_grad_enabled() or not (x.requires_grad or w.requires_grad):
+        return forward_conv(x, w, pad) if tuned else F.conv2d(x, w, padding=pad)
+    if tuned or max(w.shape[:2]) <= MAX_CHANNELS:
+        return _Conv2dForwardGrad.apply(x, w, pad)
+    return F.conv2d(x, w, padding=pad)

@@ -35,8 +35,10 @@ All compute the same function (within floating-point rounding); they differ in c
     call, the time channel of an ODE block concatenated as an input channel, no cache): the
     benchmark baseline and test oracle.
 ``auto``
-    Pick ``spectral`` or ``dense`` per call from the kernel radius, channel counts and map size by the
-    rule in :meth:`SRFConv2d.choose_formulation` (set from measurements, ``benchmarks/RESULTS.md``).
+    Pick ``dense``, ``spectral`` or ``separable`` per call from the kernel radius, channel counts and map size
+    by the rule in :meth:`SRFConv2d.choose_formulation` (set from measurements, ``benchmarks/RESULTS.md``),
+    or, with :mod:`tuning <dcnbio.layers.tuning>` enabled (CPU, stride 1), the one measured fastest on the
+    call's shapes on this machine.
 
 Two optimisations apply to every formulation except ``reference``:
 
@@ -58,6 +60,7 @@ from torch import nn
 
 from .. import filters
 from ..errors import ConfigError
+from . import tuning
 from .conv import conv2d
 from .reference import reference_conv
 from .scales import create_alpha, create_scale
@@ -247,22 +250,57 @@ class SRFConv2d(nn.Module):
             sigma = self.sigma(t)
             r = self.radius(sigma)
             form = self.choose_formulation(r, cin, size)
+            if self.formulation == "auto" and tuning.enabled() and x.device.type == "cpu" and self.stride == 1:
+                form = self._measured_formulation(form, sigma, r, t, x, time_channel)
+            self.filter_builds += 1
             cached = self._prepare(form, sigma, r, t, x, time_channel)
             if key is not None:
                 self._filter_cache[key] = cached
-        if cached["form"] == "spectral":
-            out = self._spectral(x, cached)
-        elif cached["form"] == "separable":
-            out = self._separable(x, cached)
-        else:
-            out = conv2d(x, cached["w"], stride=self.stride, padding=cached["pad"])
+        out = self._convolve(x, cached)
         if time_channel:
             out = out + t * cached["tmap"]
         return out
 
+    def _convolve(self, x, prep):
+        """The convolution of ``x`` with the prepared filters (without the time channel's term)."""
+        if prep["form"] == "spectral":
+            return self._spectral(x, prep)
+        if prep["form"] == "separable":
+            return self._separable(x, prep)
+        return conv2d(x, prep["w"], stride=self.stride, padding=prep["pad"])
+
+    def _measured_formulation(self, rule, sigma, r, t, x, time_channel):
+        """``auto`` with tuning enabled: the formulation measured fastest for this call's shapes.
+
+        Each candidate (the rule's choice first, then dense, spectral and, with one σ per layer, separable) is
+        timed on ``x`` for what one function evaluation costs once the filters are built: the convolution, and
+        with gradients enabled its backward to the input and to the prepared filters (:mod:`.tuning`).
+        """
+        grad = torch.is_grad_enabled()
+        key = ("srf", self.out_channels, x.shape[1] + int(time_channel), self.order, self.scale.per_pair, r,
+               tuple(x.shape), x.dtype, time_channel, grad)
+        forms = [rule] + [f for f in ("dense", "spectral", "separable")
+                          if f != rule and not (f == "separable" and self.scale.per_pair)]
+        xd = x.detach().requires_grad_(grad and x.requires_grad)
+
+        def candidate(form):
+            with torch.no_grad():
+                prep = self._prepare(form, sigma.detach(), r, t, xd, time_channel)
+            leaves = {k: v.detach().requires_grad_(grad) for k, v in prep.items()
+                      if torch.is_tensor(v) and v.is_floating_point() and k != "tmap"}
+            prep.update(leaves)
+            inputs = list(leaves.values()) + ([xd] if xd.requires_grad else [])
+
+            def run():
+                out = self._convolve(xd, prep)
+                if grad:
+                    torch.autograd.grad(out, inputs, out)
+            return run
+
+        return tuning.choose(key, {f: candidate(f) for f in forms})
+
     def _prepare(self, form, sigma, r, t, x, time_channel):
         """The filters of one call, in the form ``form`` consumes (what the filter cache stores)."""
-        self.filter_builds += 1
         w = self._dense_weight(sigma, r, t, x.dtype)
         p = self._pad(r)
         prep = {"form": form, "pad": p, "graph": torch.is_grad_enabled()}

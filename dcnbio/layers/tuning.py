@@ -1,0 +1,126 @@
+"""Measured choices between exact formulations (the CPU counterpart of ``torch.backends.cudnn.benchmark``).
+
+Several operations of a DCN can be computed in more than one exact way, and which way is fastest depends on
+the machine, not only on the shapes: on an Intel Xeon (AVX-512) oneDNN's direct convolution and PyTorch's CELU
+kernel are the fastest; on an AMD EPYC of family 25 model 17 (AVX-512), oneDNN's 7×7 convolution on 26-pixel
+maps runs 1.8× slower than PyTorch's im2col + MKL-GEMM convolution and PyTorch's CELU 5× slower than an
+``exp`` formulation, while on a family-25 model-1 EPYC (AVX2) yet other choices won (``benchmarks/RESULTS.md``).
+Rules fixed in the code cannot follow that.
+
+With tuning **enabled**, each such choice is made by timing the candidates on the call's own shapes the first
+time the shapes occur in the process (a few milliseconds to a few hundred, once) and reusing the winner for
+every later call with the same key:
+
+* :class:`~dcnbio.layers.srf.SRFConv2d` with ``formulation="auto"``: dense, spectral or separable;
+* :func:`~dcnbio.layers.conv.conv2d` (stride 1, CPU): oneDNN or PyTorch's im2col + GEMM convolution, for the
+  forward convolution and for the input gradient computed as a forward convolution;
+* :func:`~dcnbio.layers.activations.celu` (CPU): PyTorch's kernel or the ``exp`` formulation.
+
+With tuning **disabled** (the default) every choice follows the fixed rules of those modules, so that a run is
+bit-for-bit repeatable on one machine.  All candidates compute the same function; they differ in floating-point
+rounding only (tested against each other and against the reference formulation), so tuning changes results at
+the level of float rounding, and two processes may choose differently where candidates are within a few percent
+of each other.  Turn it on with ``DCNBIO_TUNE=1`` in the environment, :func:`set_enabled`, or the
+:func:`tuning` context manager; :func:`choices` reports what was chosen and the measured times.
+"""
+import contextlib
+import os
+import time
+
+from ..errors import ConfigError
+
+#: A candidate other than the first (the fixed rule's) is taken only if it is at least this much faster.
+MARGIN = 0.9
+#: Untimed calls per candidate before timing (the first calls of a shape allocate, and fresh pages fault).
+WARMUP = 2
+#: Timed rounds per candidate, alternating; the fastest round of each decides (the least disturbed one).
+ROUNDS = 5
+
+
+def _from_env():
+    value = os.environ.get("DCNBIO_TUNE", "").strip().lower()
+    if value in ("", "0", "false", "no", "off"):
+        return False
+    if value in ("1", "true", "yes", "on"):
+        return True
+    raise ConfigError(f"DCNBIO_TUNE must be 1 or 0 (true/false, yes/no, on/off), got {os.environ['DCNBIO_TUNE']!r}")
+
+
+_enabled = _from_env()
+_choices = {}
+
+
+def enabled():
+    """Whether choices are measured (``True``) or follow the fixed rules (``False``)."""
+    return _enabled
+
+
+def set_enabled(flag):
+    """Turn measured choices on or off for this process; returns the previous setting."""
+    global _enabled
+    previous, _enabled = _enabled, bool(flag)
+    return previous
+
+
+@contextlib.contextmanager
+def tuning(flag=True):
+    """``with tuning(): ...`` measures choices inside the block (``tuning(False)`` forces the fixed rules)."""
+    previous = set_enabled(flag)
+    try:
+        yield
+    finally:
+        set_enabled(previous)
+
+
+def choose(key, candidates, *, rounds=ROUNDS, margin=MARGIN, clock=time.perf_counter):
+    """The name of the fastest candidate for ``key``, measured on first use and remembered.
+
+    Parameters
+    ----------
+    key : hashable
+        What the choice depends on (operation, shapes, dtype, device, whether gradients are taken).
+    candidates : dict of name -> callable
+        Zero-argument callables doing the work once each.  The first is the default (the fixed rule's
+        choice): another wins only if its best time is at most ``margin`` times the default's.
+    rounds : int
+        Timed calls per candidate, taken alternately after :data:`WARMUP` untimed calls of each.
+
+    Returns
+    -------
+    str
+    """
+    hit = _choices.get(key)
+    if hit is not None:
+        return hit[0]
+    if not candidates:
+        raise ConfigError(f"nothing to choose from for {key!r}")
+    names = list(candidates)
+    if len(names) == 1:
+        _choices[key] = (names[0], {})
+        return names[0]
+    for _ in range(WARMUP):
+        for fn in candidates.values():
+            fn()
+    times = {n: [] for n in names}
+    for _ in range(rounds):
+        for n in names:
+            t0 = clock()
+            candidates[n]()
+            times[n].append(clock() - t0)
+    fastest = {n: min(ts) for n, ts in times.items()}
+    best = names[0]
+    for n in names[1:]:
+        if fastest[n] <= margin * fastest[names[0]] and fastest[n] < fastest[best]:
+            best = n
+    _choices[key] = (best, fastest)
+    return best
+
+
+def choices():
+    """What was chosen so far: ``{key: (name, {candidate: fastest timed round in seconds})}`` (a copy)."""
+    return {k: (v[0], dict(v[1])) for k, v in _choices.items()}
+
+
+def clear():
+    """Forget every choice (the next call of each kind measures again)."""
+    _choices.clear()
