@@ -19,10 +19,18 @@ training images; the model function is the same, only how it is computed differs
 ``reference-direct``  the reference formulation, gradients by backpropagating through the solver;
 ``fast+direct``       ``fast`` with direct backprop (more memory, gradients of the discrete solve);
 ``fast+direct+rk``    ``fast+direct`` integrated by dcnbio's own dopri5 (:mod:`dcnbio.layers.dopri5`: the same
-                      steps and NFE as torchdiffeq's, leaner stage arithmetic, step sizes not differentiated).
+                      steps and NFE as torchdiffeq's, leaner stage arithmetic, step sizes not differentiated);
+``tuned``             ``fast+direct+rk`` with measured choices (:mod:`dcnbio.layers.tuning`): the SRF
+                      formulation, the convolution backend and the CELU formulation timed per shape on this
+                      machine (in the warm-up step) instead of the fixed rules.
 
 Each repeat times one step of every variant in turn (alternating in the same process), after a warm-up
-step on 8 images.  Printed per variant: median step time, images/s, ratio to the reference (of medians,
+step on 8 images and one on the full batch.  By default (``--warm-steps 1``) each timed step is preceded by one
+untimed full-batch step of the same variant: a training loop repeats steps of one model, whose memory the
+allocator then reuses, while the first step after another variant's (or after the peak-RSS reset, which
+returns freed memory to the OS) faults in every page anew — on a KVM guest measured at 2× the steady step
+time for ``fast+direct+rk`` (7.9 against 3.9 s, dcn-ode width 0.25), more for variants that hold more
+memory.  ``--warm-steps 0`` measures cold steps, as the first version of this script did.  Printed per variant: median step time, images/s, ratio to the reference (of medians,
 and its range over repeats), forward/backward NFE per block, dense-equivalent FLOPs per image (the convs,
 norms and matrix products of the reference formulation for the variant's NFE, counted by
 ``torch.utils.flop_counter``), effective GFLOP/s and its fraction of the measured peak (oneDNN conv), peak
@@ -45,6 +53,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from _machine import describe_machine, median, print_machine, timed  # noqa: E402
 
 from dcnbio.extract import _release_memory  # noqa: E402
+from dcnbio.layers import tuning  # noqa: E402
 from dcnbio.layers.reference import SOLVER, reference_model  # noqa: E402
 from dcnbio.models import build_model, create_model, nfe, ode_blocks, reset_nfe  # noqa: E402
 
@@ -56,6 +65,8 @@ VARIANTS = {
     "fast+direct": dict(formulation="auto", **{**SOLVER, "adjoint": False}),
     "fast+direct+rk": dict(formulation="auto", **{**SOLVER, "adjoint": False, "integrator": "dcnbio"}),
 }
+VARIANTS["tuned"] = VARIANTS["fast+direct+rk"]
+TUNED = {"tuned"}  # variants run with tuning.enabled()
 
 
 def fashion_batch(n, size):
@@ -94,11 +105,12 @@ def peak_rss_mb():
     return float("nan")
 
 
-def step(model, x, y):
-    model.zero_grad(set_to_none=True)
-    reset_nfe(model)
-    logits = model(x)
-    F.cross_entropy(logits, y).backward()
+def step(model, x, y, tune=False):
+    with tuning.tuning(tune):
+        model.zero_grad(set_to_none=True)
+        reset_nfe(model)
+        logits = model(x)
+        F.cross_entropy(logits, y).backward()
     return logits.detach()
 
 
@@ -148,6 +160,7 @@ def max_rel(a, b):
 
 def run_model(name, width, x, y, args, peak):
     torch.manual_seed(args.seed)
+    tuning.clear()  # the tuned variant measures its choices for this model in its warm-up
     base = create_model(name, in_channels=1, num_classes=10, width=width, **VARIANTS["fast"])
     models = {}
     for v in args.variants:  # one model per variant, all with the parameters of ``base``
@@ -158,14 +171,17 @@ def run_model(name, width, x, y, args, peak):
             models[v] = build_model(base.config.replace(**VARIANTS[v]))
             models[v].load_state_dict(base.state_dict())
         models[v].train()
-    for m in models.values():  # warm-up: kernels, FFT plans, allocator
-        step(m, x[:8], y[:8])
+    for v, m in models.items():  # warm-up: kernels, FFT plans, allocator; the tuned variant measures its choices
+        step(m, x[:8], y[:8], v in TUNED)
+        step(m, x, y, v in TUNED)
     rows = {v: {"times": [], "rss": []} for v in args.variants}
     ref_out = None
     for rep in range(args.repeats):
         for v, m in models.items():
             reset_peak_rss()
-            t = timed(lambda: rows[v].__setitem__("logits", step(m, x, y)))
+            for _ in range(args.warm_steps):
+                step(m, x, y, v in TUNED)
+            t = timed(lambda: rows[v].__setitem__("logits", step(m, x, y, v in TUNED)))
             rows[v]["rss"].append(peak_rss_mb())
             rows[v]["times"].append(t)
             rows[v]["nfe"] = nfe(m)
@@ -202,6 +218,8 @@ def run_model(name, width, x, y, args, peak):
                "peak_rss_mb": max(r["rss"])}
         if truth:
             row["f64_logits_diff"], row["f64_grad_diff"] = r["f64_logits"], r["f64_grads"]
+        if v in TUNED:
+            row["tuning_choices"] = {repr(k): {"chose": c, "fastest_s": ts} for k, (c, ts) in tuning.choices().items()}
         if ref_out is not None:
             row["logits_diff"] = max_rel(r["logits"], ref_out["logits"])
             scale = max(float(g.abs().max()) for g in ref_out["grads"].values())
@@ -225,6 +243,11 @@ def run_model(name, width, x, y, args, peak):
               "largest difference relative to the largest float64 value:")
         for row in results:
             print(f"  {row['variant']:>17}: logits {row['f64_logits_diff']:.1e}, gradients {row['f64_grad_diff']:.1e}")
+    if TUNED & set(args.variants):
+        print("  tuned choices (what: shape -> choice, fastest round in ms of each candidate):")
+        for k, (c, ts) in tuning.choices().items():
+            cands = ", ".join(f"{n} {t * 1e3:.2f}" for n, t in ts.items())
+            print(f"    {k[0]}: {[d for d in k[1:] if isinstance(d, tuple)]} -> {c} ({cands})")
     print("  (GFLOP/img: dense-equivalent, i.e. what the reference formulation executes for the variant's NFE; "
           "'eff GFLOP/s' = that / step time)")
     return results
@@ -239,12 +262,16 @@ def main(argv=None):
     p.add_argument("--repeats", type=int, default=2)
     p.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--warm-steps", type=int, default=1,
+                   help="untimed steps of a variant right before each of its timed steps (0: cold steps)")
     p.add_argument("--f64-check", action="store_true",
                    help="also compare every variant with a float64 reference step (slow at full width)")
     p.add_argument("--json", default=None, help="also write the results to this JSON file")
     args = p.parse_args(argv)
     if "reference" not in args.variants:
         p.error("the reference variant is the baseline; keep it in --variants")
+    if args.warm_steps < 0 or args.repeats < 1:
+        p.error("--warm-steps must be >= 0 and --repeats >= 1")
     machine = describe_machine()
     print_machine(machine)
     x, y, source = fashion_batch(args.batch, args.size)
