@@ -68,6 +68,11 @@ def build_parser():
     p.add_argument("--integrator", choices=("torchdiffeq", "dcnbio"), default=None,
                    help="who integrates dopri5 solves without the adjoint: torchdiffeq (default) or dcnbio's "
                         "own dopri5 (same steps, faster; dcnbio.layers.dopri5)")
+    p.add_argument("--formulation", choices=("auto", "dense", "spectral", "separable"), default=None,
+                   help="how SRF convolutions are computed (the same function; dcnbio.layers.srf); default dense")
+    p.add_argument("--tune", action="store_true",
+                   help="measure the fastest formulation, convolution backend and CELU per shape on this machine "
+                        "(dcnbio.layers.tuning; runs are then not bit-identical)")
     p.add_argument("--sigma-range", type=float, nargs=2, default=None, metavar=("LOW", "HIGH"),
                    help="clamp every σ into [LOW, HIGH] pixels")
     p.add_argument("--save-every", type=int, default=0, help="also checkpoint every N steps (0: each epoch)")
@@ -81,7 +86,7 @@ def config_from_args(args, seed):
     from .training.config import TrainConfig
 
     overrides = {}
-    for name in ("solver", "rtol", "atol", "adjoint", "seminorm", "integrator"):
+    for name in ("solver", "rtol", "atol", "adjoint", "seminorm", "integrator", "formulation"):
         value = getattr(args, name)
         if value is not None:
             overrides[name] = value
@@ -94,7 +99,7 @@ def config_from_args(args, seed):
         subset=args.subset, val_size=args.val_size, epochs=args.epochs, batch_size=args.batch_size,
         eval_batch_size=args.eval_batch_size, lr=args.lr, momentum=args.momentum, weight_decay=args.weight_decay,
         sigma_lr_scale=args.sigma_lr_scale, augment=args.augment, seed=seed, device=args.device,
-        save_every=args.save_every, test=args.test, model_overrides=overrides)
+        save_every=args.save_every, test=args.test, tune=args.tune, model_overrides=overrides)
 
 
 def write_index(out, rows):

@@ -30,7 +30,10 @@ class TrainConfig:
     ``sigma_lr_scale`` multiplies the learning rate of the σ parameters (log2 scales and
     their meta-parameters); 1.0 is the paper's recipe.
     ``model_overrides`` are extra :class:`~dcnbio.models.ModelConfig` fields
-    (solver, rtol, atol, adjoint, T, sigma_range, ...).
+    (solver, rtol, atol, adjoint, T, sigma_range, formulation, integrator, ...).
+    ``tune`` runs the training with measured choices (:mod:`dcnbio.layers.tuning`): faster on some
+    machines, but no longer bit-identical from run to run (the candidates differ in float rounding).  The run
+    follows ``tune`` whatever ``DCNBIO_TUNE`` says, so that its configuration records what happened.
     """
 
     model: str
@@ -55,6 +58,7 @@ class TrainConfig:
     device: str = "cpu"
     save_every: int = 0
     test: bool = True
+    tune: bool = False
     model_overrides: dict = field(default_factory=dict)
 
     def __post_init__(self):

@@ -27,6 +27,7 @@ from .. import checkpoint as ckpt_io
 from ..data import augment, batch_seed, epoch_permutation, load_dataset
 from ..errors import CheckpointError, ConfigError, DcnbioError, SolverError
 from ..layers.srf import SRFConv2d
+from ..layers import tuning
 from ..models import build_model, nfe, ode_blocks, reset_nfe, srf_layers
 from . import distributed
 from .config import TrainConfig
@@ -164,7 +165,11 @@ def train_run(config: TrainConfig, out_dir, *, resume=False, overwrite=False, lo
     config = config.resolved()
     ctx = distributed.setup(config.device)
     try:
-        return _train(config, os.fspath(out_dir), resume, overwrite, ctx, log)
+        with tuning.tuning(config.tune):
+            final = _train(config, os.fspath(out_dir), resume, overwrite, ctx, log)
+            if config.tune:
+                log(f"tuning: {len(tuning.choices())} measured choices in this process")
+            return final
     finally:
         distributed.teardown(ctx)
 
