@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from dcnbio.errors import ConfigError
 from dcnbio.layers import tuning
 from dcnbio.layers.activations import celu
-from dcnbio.layers.conv import BACKENDS, conv2d, forward_conv
+from dcnbio.layers.conv import BACKENDS, conv2d, forward_conv, nnpack_applies
 from dcnbio.layers.srf import SRFConv2d
 from dcnbio.models import create_model, srf_layers
 from test_formulations import SOLVER, assert_same_step, fixed_batch, model_pair, reference_conv
@@ -117,19 +117,26 @@ def test_switch_env_and_context():
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("k, padding", [(7, (3, 3)), (5, (2, 2)), (3, (0, 0)), (5, (1, 2))])
 def test_each_conv_backend_is_the_same_convolution(backend, k, padding):
+    """Values against F.conv2d (float64: the same sums; float32 on a batch NNPACK accepts), and the kernel that
+    ran, from the profiler: each backend is what it says, and the global switches are restored."""
     gen = torch.Generator().manual_seed(k)
     x = torch.randn(3, 4, 11, 12, dtype=torch.float64, generator=gen)
     w = torch.randn(5, 4, k, k, dtype=torch.float64, generator=gen)
     torch.testing.assert_close(forward_conv(x, w, padding, backend), F.conv2d(x, w, padding=padding),
                                rtol=1e-13, atol=1e-13)
-    x, w = x.float(), w.float()  # oneDNN serves float32 only: the kernel that ran tells the backends apart
+    x, w = torch.randn(16, 4, 11, 12, generator=gen), w.float()  # oneDNN and NNPACK serve float32 only
+    assert nnpack_applies(x, w, padding) == torch.backends.nnpack.is_available()
     with torch.profiler.profile() as prof:
         got = forward_conv(x, w, padding, backend)
-    torch.testing.assert_close(got, F.conv2d(x, w, padding=padding), rtol=1e-5, atol=1e-5)
+    want = F.conv2d(x.double(), w.double(), padding=padding)
+    torch.testing.assert_close(got.double(), want, rtol=1e-5, atol=1e-4)  # NNPACK transforms: float32 rounding
     ran = {e.name for e in prof.events()}
-    kernel = {"onednn": "aten::mkldnn_convolution", "gemm": "aten::_slow_conv2d_forward"}
-    assert kernel[backend] in ran and kernel[{"onednn": "gemm", "gemm": "onednn"}[backend]] not in ran
-    assert torch.backends.mkldnn.enabled  # switched back on after the call
+    kernel = {"onednn": "aten::mkldnn_convolution", "nnpack": "aten::_nnpack_spatial_convolution",
+              "gemm": "aten::_slow_conv2d_forward"}
+    if backend == "nnpack" and not torch.backends.nnpack.is_available():
+        pytest.skip("this torch build has no NNPACK")
+    assert kernel[backend] in ran and not ({v for b, v in kernel.items() if b != backend} & ran)
+    assert torch.backends.mkldnn.enabled and torch.backends.nnpack.set_flags(True) == (True,)
 
 
 def test_tuned_conv2d_gives_autograds_values_and_gradients_at_any_width():

@@ -10,14 +10,16 @@ that identity in its backward pass and leaves the weight gradient to PyTorch; th
 to float rounding (``tests/test_layers_conv.py``).  The backward is written with differentiable operations, so
 higher-order gradients work too.
 
-Backends of the forward-type convolutions (the forward and the input gradient): ``"onednn"`` (PyTorch's default
-on CPU) or ``"gemm"`` (PyTorch's own im2col + matrix-product convolution, oneDNN switched off for the call).
-With :mod:`tuning <dcnbio.layers.tuning>` disabled (default) the fast backward is used up to
-:data:`MAX_CHANNELS` channels and every convolution runs on oneDNN.  With tuning enabled, every stride-1 CPU
-convolution takes the fast backward, and the backend of each forward-type convolution is measured per shape
-(on an AMD EPYC family 25 model 17 the GEMM backend ran 7×7 convolutions on 26-pixel maps in 0.55× oneDNN's
-time, at 8 and at 32 channels).  oneDNN's weight gradient is kept in every case (the GEMM backend's was 4–17×
-slower).  Elsewhere (CUDA, stride ≠ 1, groups ≠ 1) it is plain ``F.conv2d``.
+Backends of the forward-type convolutions (the forward and the input gradient), all PyTorch's own:
+``"onednn"`` (PyTorch's default on CPU), ``"nnpack"`` (NNPACK's tiled transform convolution, oneDNN switched off
+for the call; float32, batches of 16 or more, kernels under 17 taps, padding under the kernel size) and ``"gemm"``
+(PyTorch's im2col + matrix-product convolution, oneDNN and NNPACK switched off).  With :mod:`tuning
+<dcnbio.layers.tuning>` disabled (default) the fast backward is used up to :data:`MAX_CHANNELS` channels and every
+convolution runs on oneDNN.  With tuning enabled, every stride-1 CPU convolution takes the fast backward, and
+the backend of each forward-type convolution is measured per shape (on an AMD EPYC family 25 model 17, NNPACK
+ran the 7×7, 8-channel convolution of block 1 on 26-pixel maps, batch 128, in 2.3–2.6 ms where oneDNN took
+4.8).  oneDNN's weight gradient is kept in every case (the im2col backend's was 4–17× slower).  Elsewhere
+(CUDA, stride ≠ 1, groups ≠ 1) it is plain ``F.conv2d``.
 """
 import torch
 import torch.nn.functional as F
@@ -26,18 +28,26 @@ from . import tuning
 
 #: Channel counts up to which the CPU path is used: measured faster at 8, equal within noise at 16 and 32.
 MAX_CHANNELS = 16
-BACKENDS = ("onednn", "gemm")
+BACKENDS = ("onednn", "nnpack", "gemm")
+
+
+def nnpack_applies(x, w, padding):
+    """Whether PyTorch would run this stride-1 convolution on NNPACK once oneDNN is off (its own conditions)."""
+    return (torch.backends.nnpack.is_available() and x.dtype == torch.float32 and x.shape[0] >= 16
+            and max(w.shape[-2:]) < 17 and padding[0] < w.shape[-2] and padding[1] < w.shape[-1])
 
 
 def _run(backend, x, w, padding):
     if backend == "onednn":
         return F.conv2d(x, w, padding=padding)
-    previous = torch.backends.mkldnn.enabled
+    mkldnn = torch.backends.mkldnn.enabled
+    (nnpack,) = torch.backends.nnpack.set_flags(backend == "nnpack")
     torch.backends.mkldnn.enabled = False
     try:
         return F.conv2d(x, w, padding=padding)
     finally:
-        torch.backends.mkldnn.enabled = previous
+        torch.backends.mkldnn.enabled = mkldnn
+        torch.backends.nnpack.set_flags(nnpack)
 
 
 def forward_conv(x, w, padding, backend=None):
@@ -47,7 +57,8 @@ def forward_conv(x, w, padding, backend=None):
         if tuning.enabled() and x.device.type == "cpu":
             key = ("conv2d", tuple(x.shape), tuple(w.shape), tuple(padding), x.dtype, torch.is_grad_enabled())
             xd, wd = x.detach(), w.detach()
-            backend = tuning.choose(key, {b: (lambda b=b: _run(b, xd, wd, padding)) for b in BACKENDS})
+            usable = [b for b in BACKENDS if b != "nnpack" or nnpack_applies(x, w, padding)]
+            backend = tuning.choose(key, {b: (lambda b=b: _run(b, xd, wd, padding)) for b in usable})
     return _run(backend, x, w, padding)
 
 
