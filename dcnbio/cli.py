@@ -9,6 +9,7 @@ import importlib
 import sys
 
 from .errors import DcnbioError
+from .layers import tuning
 
 SUBCOMMANDS = {
     "train": ("dcnbio.train", "train a model (or several seeds) and write checkpoints"),
@@ -22,6 +23,7 @@ def user_errors(main):
     @functools.wraps(main)
     def wrapper(argv=None):
         try:
+            tuning.enabled()  # a bad DCNBIO_TUNE is refused before any work
             return main(argv)
         except DcnbioError as exc:
             print(f"error: {exc}", file=sys.stderr)

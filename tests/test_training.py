@@ -370,3 +370,9 @@ def test_formulation_and_tune_options_reach_the_run(tmp_path):
     assert info["train_config"]["tune"] is False and info["model_config"]["formulation"] == "dense"
     bad = run_cli([*TINY, "--formulation", "fft", "--out", str(tmp_path / "bad")])
     assert bad.returncode == 2 and "invalid choice: 'fft'" in bad.stderr and not (tmp_path / "bad").exists()
+
+
+def test_bad_dcnbio_tune_is_one_line_before_any_work(tmp_path):
+    res = run_cli([*TINY, "--epochs", "1", "--out", str(tmp_path / "run")], env={"DCNBIO_TUNE": "maybe"})
+    assert res.returncode == 2 and res.stderr.count("\n") == 1, res.stderr
+    assert res.stderr.startswith("error: DCNBIO_TUNE must be 1 or 0") and not (tmp_path / "run").exists()

@@ -189,6 +189,12 @@ def test_tuned_auto_layer_equals_the_reference_and_measures_only_valid_formulati
     expected = {"dense", "spectral"} | ({"separable"} if scale == "shared" else set())
     assert set(times) == expected and form in expected
     assert layer.filter_builds == 1  # the candidates' filters are not counted as builds of the layer
+    calls = []
+    prepare = layer._prepare
+    layer._prepare = lambda *a: calls.append(a[0]) or prepare(*a)
+    with tuning.tuning():
+        layer(x, 0.7, time_channel=True)
+    assert calls == [form]  # decided: later calls build only the chosen formulation's filters, time nothing
 
 
 def test_tuned_model_step_equals_reference_and_untuned_runs_measure_nothing():

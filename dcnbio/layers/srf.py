@@ -284,14 +284,17 @@ class SRFConv2d(nn.Module):
         xd = x.detach().requires_grad_(grad and x.requires_grad)
 
         def candidate(form):
-            with torch.no_grad():
-                prep = self._prepare(form, sigma.detach(), r, t, xd, time_channel)
-            leaves = {k: v.detach().requires_grad_(grad) for k, v in prep.items()
-                      if torch.is_tensor(v) and v.is_floating_point() and k != "tmap"}
-            prep.update(leaves)
-            inputs = list(leaves.values()) + ([xd] if xd.requires_grad else [])
+            built = []  # filters are built on the first call: once the key is decided, candidates never run
 
             def run():
+                if not built:
+                    with torch.no_grad():
+                        prep = self._prepare(form, sigma.detach(), r, t, xd, time_channel)
+                    leaves = {k: v.detach().requires_grad_(grad) for k, v in prep.items()
+                              if torch.is_tensor(v) and v.is_floating_point() and k != "tmap"}
+                    prep.update(leaves)
+                    built.append((prep, list(leaves.values()) + ([xd] if xd.requires_grad else [])))
+                prep, inputs = built[0]
                 out = self._convolve(xd, prep)
                 if grad:
                     torch.autograd.grad(out, inputs, out)

@@ -1,19 +1,22 @@
 """Measured choices between exact formulations (the CPU counterpart of ``torch.backends.cudnn.benchmark``).
 
 Several operations of a DCN can be computed in more than one exact way, and which way is fastest depends on
-the machine, not only on the shapes: on an Intel Xeon (AVX-512) oneDNN's direct convolution and PyTorch's CELU
-kernel are the fastest; on an AMD EPYC of family 25 model 17 (AVX-512), oneDNN's 7×7 convolution on 26-pixel
-maps runs 1.8× slower than PyTorch's im2col + MKL-GEMM convolution and PyTorch's CELU 5× slower than an
-``exp`` formulation, while on a family-25 model-1 EPYC (AVX2) yet other choices won (``benchmarks/RESULTS.md``).
-Rules fixed in the code cannot follow that.
+the machine and on what runs around the operation, not only on the shapes.  On an Intel Xeon (AVX-512) PyTorch's
+CELU kernel is 2× faster than an ``exp`` formulation; on an AMD EPYC of family 25 model 17 (also AVX-512) it is
+3× slower (forward + backward).  There, NNPACK ran the 8-channel 7×7 convolution of block 1 in half oneDNN's
+time back to back, but slower than oneDNN inside a training step, where its thread pool competes with OpenMP's
+spinning workers; and the separable SRF formulation the fixed rule picks for small maps, faster on an AMD EPYC
+of family 25 model 1, cost 1.5× the dense one (``benchmarks/RESULTS.md``).  Rules fixed in the code cannot
+follow that.
 
 With tuning **enabled**, each such choice is made by timing the candidates on the call's own shapes the first
-time the shapes occur in the process (a few milliseconds to a few hundred, once) and reusing the winner for
-every later call with the same key:
+time the shapes occur in the process, where the call happens (inside a training step the measurement includes
+the interference of the operations around it; a few milliseconds to a few hundred, once), and the winner serves
+every later call with the same key (CPU only: on CUDA the fixed rules apply):
 
 * :class:`~dcnbio.layers.srf.SRFConv2d` with ``formulation="auto"``: dense, spectral or separable;
-* :func:`~dcnbio.layers.conv.conv2d` (stride 1, CPU): oneDNN or PyTorch's im2col + GEMM convolution, for the
-  forward convolution and for the input gradient computed as a forward convolution;
+* :func:`~dcnbio.layers.conv.conv2d` (stride 1, CPU): oneDNN, NNPACK or PyTorch's im2col + GEMM convolution,
+  for the forward convolution and for the input gradient computed as a forward convolution;
 * :func:`~dcnbio.layers.activations.celu` (CPU): PyTorch's kernel or the ``exp`` formulation.
 
 With tuning **disabled** (the default) every choice follows the fixed rules of those modules, so that a run is
@@ -46,19 +49,27 @@ def _from_env():
     raise ConfigError(f"DCNBIO_TUNE must be 1 or 0 (true/false, yes/no, on/off), got {os.environ['DCNBIO_TUNE']!r}")
 
 
-_enabled = _from_env()
+_enabled = None  # None: not yet read from DCNBIO_TUNE (read at first use, so a bad value is a user error)
 _choices = {}
 
 
 def enabled():
-    """Whether choices are measured (``True``) or follow the fixed rules (``False``)."""
+    """Whether choices are measured (``True``) or follow the fixed rules (``False``).
+
+    Raises :class:`~dcnbio.errors.ConfigError` if ``DCNBIO_TUNE`` holds anything but a yes or a no (the command
+    line tools check it before they start any work).
+    """
+    global _enabled
+    if _enabled is None:
+        _enabled = _from_env()
     return _enabled
 
 
 def set_enabled(flag):
-    """Turn measured choices on or off for this process; returns the previous setting."""
+    """Turn measured choices on or off for this process (``None``: as ``DCNBIO_TUNE`` says); returns the previous
+    setting, to be given back to :func:`set_enabled` to restore it."""
     global _enabled
-    previous, _enabled = _enabled, bool(flag)
+    previous, _enabled = _enabled, (None if flag is None else bool(flag))
     return previous
 
 
