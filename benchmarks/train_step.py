@@ -30,7 +30,9 @@ untimed full-batch step of the same variant: a training loop repeats steps of on
 allocator then reuses, while the first step after another variant's (or after the peak-RSS reset, which
 returns freed memory to the OS) faults in every page anew — on a KVM guest measured at 2× the steady step
 time for ``fast+direct+rk`` (7.9 against 3.9 s, dcn-ode width 0.25), more for variants that hold more
-memory.  ``--warm-steps 0`` measures cold steps, as the first version of this script did.  Printed per variant: median step time, images/s, ratio to the reference (of medians,
+memory.  ``--warm-steps 0`` measures cold steps, as the first version of this script did.
+
+Printed per variant: median step time, images/s, ratio to the reference (of medians,
 and its range over repeats), forward/backward NFE per block, dense-equivalent FLOPs per image (the convs,
 norms and matrix products of the reference formulation for the variant's NFE, counted by
 ``torch.utils.flop_counter``), effective GFLOP/s and its fraction of the measured peak (oneDNN conv), peak

@@ -27,6 +27,7 @@ from .cli import user_errors
 from .data import DATASETS
 from .errors import ConfigError
 from .layers.ode import SOLVERS
+from .layers.srf import FORMULATIONS
 from .models import list_models
 
 
@@ -68,7 +69,7 @@ def build_parser():
     p.add_argument("--integrator", choices=("torchdiffeq", "dcnbio"), default=None,
                    help="who integrates dopri5 solves without the adjoint: torchdiffeq (default) or dcnbio's "
                         "own dopri5 (same steps, faster; dcnbio.layers.dopri5)")
-    p.add_argument("--formulation", choices=("auto", "dense", "spectral", "separable"), default=None,
+    p.add_argument("--formulation", choices=[f for f in FORMULATIONS if f != "reference"], default=None,
                    help="how SRF convolutions are computed (the same function; dcnbio.layers.srf); default dense")
     p.add_argument("--tune", action="store_true",
                    help="measure the fastest formulation, convolution backend and CELU per shape on this machine "

@@ -55,8 +55,13 @@ def test_the_fastest_candidate_wins_and_is_remembered():
     assert tuning.choose("k", clock.candidates(), clock=clock) == "b"  # remembered: nothing runs again
     assert clock.calls == {n: warm + rounds for n in clock.cost}
     assert tuning.choices() == {"k": ("b", {"rule": 2.0, "a": 1.5, "b": 1.0})}
+    built = []
+    assert tuning.choose("k", lambda: built.append(1) or clock.candidates(), clock=clock) == "b"
+    assert built == []  # a candidate factory is not even called for a decided key
     tuning.clear()
     assert tuning.choices() == {}
+    fresh = PlantedClock({"rule": 1.0, "x": 0.5})
+    assert tuning.choose("f", lambda: built.append(1) or fresh.candidates(), clock=fresh) == "x" and built == [1]
 
 
 def test_the_rule_keeps_its_choice_unless_another_is_clearly_faster():

@@ -79,18 +79,20 @@ def celu(x, alpha=1.0, implementation=None):
 
 def _measured(x, alpha):
     grad = torch.is_grad_enabled() and x.requires_grad
-    key = ("celu", tuple(x.shape), x.dtype, grad)
-    xd = x.detach()
-    if grad:
+
+    def candidates():  # built only when the key is measured
+        xd = x.detach()
+
         def run(how):
-            xg = xd.detach().requires_grad_()
-            y = celu(xg, alpha, how)
-            torch.autograd.grad(y, xg, y)
-    else:
-        def run(how):
-            celu(xd, alpha, how)
-    order = [IMPLEMENTATION] + [h for h in IMPLEMENTATIONS if h != IMPLEMENTATION]  # the fixed rule's first
-    return tuning.choose(key, {h: (lambda h=h: run(h)) for h in order})
+            if grad:
+                xg = xd.detach().requires_grad_()
+                y = celu(xg, alpha, how)
+                torch.autograd.grad(y, xg, y)
+            else:
+                celu(xd, alpha, how)
+        order = [IMPLEMENTATION] + [h for h in IMPLEMENTATIONS if h != IMPLEMENTATION]  # the fixed rule's first
+        return {h: (lambda h=h: run(h)) for h in order}
+    return tuning.choose(("celu", tuple(x.shape), x.dtype, grad), candidates)
 
 
 class CELU(nn.Module):

@@ -18,8 +18,9 @@ for the call; float32, batches of 16 or more, kernels under 17 taps, padding und
 convolution runs on oneDNN.  With tuning enabled, every stride-1 CPU convolution takes the fast backward, and
 the backend of each forward-type convolution is measured per shape, where it runs (on an AMD EPYC family 25
 model 17, NNPACK ran the 7×7, 8-channel convolution of block 1 on 26-pixel maps, batch 128, in 2.3–2.6 ms back
-to back where oneDNN took 4.8, but 8.0 against 5.6 ms inside a training step, next to OpenMP's workers).  oneDNN's weight gradient is kept in every case (the im2col backend's was 4–17× slower).  Elsewhere
-(CUDA, stride ≠ 1, groups ≠ 1) it is plain ``F.conv2d``.
+to back where oneDNN took 4.8, but 8.0 against 5.6 ms inside a training step, next to OpenMP's workers).
+oneDNN's weight gradient is kept in every case (the im2col backend's was 4–17× slower).  Elsewhere (CUDA,
+stride ≠ 1, groups ≠ 1) it is plain ``F.conv2d``.
 """
 import torch
 import torch.nn.functional as F
@@ -56,9 +57,12 @@ def forward_conv(x, w, padding, backend=None):
         backend = "onednn"
         if tuning.enabled() and x.device.type == "cpu":
             key = ("conv2d", tuple(x.shape), tuple(w.shape), tuple(padding), x.dtype, torch.is_grad_enabled())
-            xd, wd = x.detach(), w.detach()
-            usable = [b for b in BACKENDS if b != "nnpack" or nnpack_applies(x, w, padding)]
-            backend = tuning.choose(key, {b: (lambda b=b: _run(b, xd, wd, padding)) for b in usable})
+
+            def candidates():
+                xd, wd = x.detach(), w.detach()
+                usable = [b for b in BACKENDS if b != "nnpack" or nnpack_applies(x, w, padding)]
+                return {b: (lambda b=b: _run(b, xd, wd, padding)) for b in usable}
+            backend = tuning.choose(key, candidates)
     return _run(backend, x, w, padding)
 
 

@@ -281,26 +281,24 @@ class SRFConv2d(nn.Module):
                tuple(x.shape), x.dtype, time_channel, grad)
         forms = [rule] + [f for f in ("dense", "spectral", "separable")
                           if f != rule and not (f == "separable" and self.scale.per_pair)]
-        xd = x.detach().requires_grad_(grad and x.requires_grad)
+        xd = x.detach().requires_grad_(grad and x.requires_grad)  # a view: no copy of x
 
         def candidate(form):
-            built = []  # filters are built on the first call: once the key is decided, candidates never run
+            with torch.no_grad():
+                prep = self._prepare(form, sigma.detach(), r, t, xd, time_channel)
+            leaves = {k: v.detach().requires_grad_(grad) for k, v in prep.items()
+                      if torch.is_tensor(v) and v.is_floating_point() and k != "tmap"}
+            prep.update(leaves)
+            inputs = list(leaves.values()) + ([xd] if xd.requires_grad else [])
 
             def run():
-                if not built:
-                    with torch.no_grad():
-                        prep = self._prepare(form, sigma.detach(), r, t, xd, time_channel)
-                    leaves = {k: v.detach().requires_grad_(grad) for k, v in prep.items()
-                              if torch.is_tensor(v) and v.is_floating_point() and k != "tmap"}
-                    prep.update(leaves)
-                    built.append((prep, list(leaves.values()) + ([xd] if xd.requires_grad else [])))
-                prep, inputs = built[0]
                 out = self._convolve(xd, prep)
                 if grad:
                     torch.autograd.grad(out, inputs, out)
             return run
 
-        return tuning.choose(key, {f: candidate(f) for f in forms})
+        # the candidates' filters are built only when the key is measured, not on calls that find it decided
+        return tuning.choose(key, lambda: {f: candidate(f) for f in forms})
 
     def _prepare(self, form, sigma, r, t, x, time_channel):
         """The filters of one call, in the form ``form`` consumes (what the filter cache stores)."""

@@ -90,9 +90,11 @@ def choose(key, candidates, *, rounds=ROUNDS, margin=MARGIN, clock=time.perf_cou
     ----------
     key : hashable
         What the choice depends on (operation, shapes, dtype, device, whether gradients are taken).
-    candidates : dict of name -> callable
+    candidates : dict of name -> callable, or a zero-argument callable returning that dict
         Zero-argument callables doing the work once each.  The first is the default (the fixed rule's
-        choice): another wins only if its best time is at most ``margin`` times the default's.
+        choice): another wins only if its best time is at most ``margin`` times the default's.  Given as a
+        callable, the dict (and whatever its candidates need) is built only when ``key`` is measured, not on
+        the calls that find it decided.
     rounds : int
         Timed calls per candidate, taken alternately after :data:`WARMUP` untimed calls of each.
 
@@ -103,6 +105,8 @@ def choose(key, candidates, *, rounds=ROUNDS, margin=MARGIN, clock=time.perf_cou
     hit = _choices.get(key)
     if hit is not None:
         return hit[0]
+    if callable(candidates):
+        candidates = candidates()
     if not candidates:
         raise ConfigError(f"nothing to choose from for {key!r}")
     names = list(candidates)
