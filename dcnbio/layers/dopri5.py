@@ -81,7 +81,11 @@ def check_options(options):
 
 
 def _combine(y0, ks, weights, dt):
-    """``y0 + dt Σ_j w_j k_j`` (zero weights skipped; ``y0`` may be None for the bare sum)."""
+    """``y0 + dt Σ_j w_j k_j`` (zero weights skipped; ``y0`` may be None for the bare sum).
+
+    One new tensor, the rest accumulated into it in place: a fresh tensor per term cost a cold write of the
+    whole state each (autograd allows it: an addition saves none of its operands).
+    """
     out = None
     for w, k in zip(weights, ks):
         if w == 0.0:
@@ -89,7 +93,7 @@ def _combine(y0, ks, weights, dt):
         if out is None:
             out = torch.mul(k, w * dt) if y0 is None else torch.add(y0, k, alpha=w * dt)
         else:
-            out = out.add(k, alpha=w * dt)
+            out.add_(k, alpha=w * dt)
     return out
 
 
