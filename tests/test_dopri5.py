@@ -96,6 +96,8 @@ def test_linear_ode_matches_closed_form(tol):
     exact = y0 * torch.exp(lam * times[:, None])
     err = float(((ys - exact).abs() / (tol + tol * exact.abs())).max())
     assert err < 50  # global error within a small multiple of the local tolerance
+    listed = odeint_dopri5(lambda t, y: lam * y, y0, times, rtol=tol, atol=tol, stack=False)
+    assert isinstance(listed, list) and torch.equal(torch.stack(listed), ys)  # the same states, unstacked
 
 
 def test_time_dependent_ode_and_gradient_match_closed_form():

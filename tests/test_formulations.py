@@ -126,6 +126,36 @@ def test_auto_rule_respects_what_each_formulation_can_do():
                     assert form != "dense"
 
 
+@pytest.mark.parametrize("size, channels, k, padding, stride", [
+    ((13, 11), (2, 3), 7, 3, 1),   # transform lengths 16 x 15: an odd width (no Nyquist column)
+    ((12, 12), (3, 2), 5, 2, 2),   # stride 2: gradients on a subsampled output
+    ((9, 10), (2, 3), 3, 1, 1),
+    ((8, 8), (2, 2), 3, 0, 1)])    # no padding
+def test_spectral_backward_is_the_adjoint_of_the_correlation(size, channels, k, padding, stride):
+    """The spectral correlation's hand-written backward (input and transformed filters) against conv2d's
+    autograd in float64 (gradients of the filter bank through its transform), and gradcheck/gradgradcheck of
+    the function itself: a wrong half-spectrum weight (the 2 of the conjugate columns, the Nyquist column of
+    an even length) or a missing conjugate is an O(1) error."""
+    from dcnbio.layers.srf import _SpectralCorrelation, _fft_filters
+
+    gen = torch.Generator().manual_seed(3)
+    (cin, cout), (h, w) = channels, size
+    x = torch.randn(2, cin, h, w, dtype=torch.float64, generator=gen).requires_grad_(True)
+    wt = torch.randn(cout, cin, k, k, dtype=torch.float64, generator=gen).requires_grad_(True)
+    prep = _fft_filters(wt, padding, (h, w))
+    out = _SpectralCorrelation.apply(x, prep["wf"], prep["n"], prep["out"], stride)
+    ref = F.conv2d(x, wt, padding=padding, stride=stride)
+    torch.testing.assert_close(out, ref, rtol=0, atol=1e-12)
+    cot = torch.randn(ref.shape, dtype=torch.float64, generator=gen)
+    for g, g_ref in zip(torch.autograd.grad(out, [x, wt], cot), torch.autograd.grad(ref, [x, wt], cot)):
+        torch.testing.assert_close(g, g_ref, rtol=0, atol=1e-11)
+    wf = prep["wf"].detach().requires_grad_(True)
+    fn = lambda a, b: _SpectralCorrelation.apply(a, b, prep["n"], prep["out"], stride)  # noqa: E731
+    x1 = x[:1].detach().requires_grad_(True)  # (fast mode: random projections of the Jacobians)
+    assert torch.autograd.gradcheck(fn, (x1, wf), fast_mode=True)
+    assert torch.autograd.gradgradcheck(fn, (x1, wf), fast_mode=True)
+
+
 def test_band_matrix_is_a_1d_correlation():
     """Against numpy's correlate of the zero-padded signal, subsampled: every stride, padding and a filter
     longer than the signal; a kernel that does not fit is a one-line error."""
@@ -360,6 +390,20 @@ def test_celu_equals_torch_celu(alpha, implementation):
     assert torch.autograd.gradcheck(layer, (torch.randn(30, dtype=torch.float64, requires_grad=True),))
     x32 = x.detach().float()
     torch.testing.assert_close(layer(x32).double(), y_ref.detach(), rtol=0, atol=2.4e-7 * max(1.0, alpha))
+
+
+def test_exp_celu_gradient_is_the_closed_form_at_any_alpha():
+    """d celu / dx = exp(x / α) for x ≤ 0 and 1 above, from the result alone: to float64 rounding at an α that
+    is no power of two (torch's own CELU backward is 2e-8 off there, so this compares with the closed form)."""
+    from dcnbio.layers.activations import celu
+
+    alpha = 0.7
+    x = torch.cat([torch.linspace(-30, 8, 4001, dtype=torch.float64), torch.zeros(1, dtype=torch.float64)])
+    x.requires_grad_(True)
+    cot = torch.randn(x.shape, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
+    (g,) = torch.autograd.grad(celu(x, alpha, "exp"), x, cot)
+    xd = x.detach()
+    torch.testing.assert_close(g, torch.where(xd > 0, cot, cot * torch.exp(xd / alpha)), rtol=0, atol=1e-15)
 
 
 def test_celu_implementation_follows_the_cpu_capability_and_the_override():

@@ -200,10 +200,10 @@ class _Solve:
             t0, h, ys, ks = last
             x = (target - t0) / h
             out.append(_combine(ys, ks, _dense_weights(x), h))
-        return torch.stack(out)
+        return out
 
 
-def odeint_dopri5(func, y0, t, *, rtol=1e-3, atol=1e-3, options=None):
+def odeint_dopri5(func, y0, t, *, rtol=1e-3, atol=1e-3, options=None, stack=True):
     """Solve ``dy/dt = func(t, y)`` from ``t[0]`` with dcnbio's dopri5 (module docstring).
 
     Parameters
@@ -215,14 +215,18 @@ def odeint_dopri5(func, y0, t, *, rtol=1e-3, atol=1e-3, options=None):
     rtol, atol : float
     options : dict, optional
         Any of :data:`OPTIONS`.
+    stack : bool
+        Return one stacked tensor (default), or the list of states (no copy into a stack, and no zero-filled
+        stack gradient when only some states are used).
 
     Returns
     -------
     Tensor ``(len(t), *y0.shape)``: the states at ``t`` (``y0`` first), differentiable by backpropagation
-    through the solver's operations.
+    through the solver's operations; a list of ``len(t)`` tensors with ``stack=False``.
     """
     opts = check_options(dict(options or {}))
     times = [float(v) for v in (t.tolist() if torch.is_tensor(t) else t)]
     if len(times) < 2 or any(b <= a for a, b in zip(times, times[1:])):
         raise ConfigError(f"output times must be at least two, strictly increasing; got {times}")
-    return _Solve(func, y0, rtol, atol, opts).run(y0, times)
+    states = _Solve(func, y0, rtol, atol, opts).run(y0, times)
+    return torch.stack(states) if stack else states

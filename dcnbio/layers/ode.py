@@ -178,7 +178,7 @@ class ODEBlock(nn.Module):
                 "integrator": self.integrator}
 
     def forward(self, h0):
-        return self.solve(h0, None)[-1]
+        return self._solve(h0, None, final_only=True)
 
     def solve(self, h0, times=None):
         """States at ``times`` from one solve (dense output of the solver, no recording in f).
@@ -193,6 +193,10 @@ class ODEBlock(nn.Module):
         -------
         Tensor ``(len(times), B, C, H, W)``.
         """
+        return self._solve(h0, times)
+
+    def _solve(self, h0, times, final_only=False):
+        """:meth:`solve`, or with ``final_only`` the state at ``T`` alone (not sliced from a stack of states)."""
         grid, keep = self._grid(times, h0)
         kwargs = dict(rtol=self.rtol, atol=self.atol, method=self.solver, options=self.options)
         self._phase = "forward"
@@ -207,7 +211,7 @@ class ODEBlock(nn.Module):
                     states = torchdiffeq.odeint_adjoint(cache.bind(self.func), h0, grid, **kwargs)
                 elif self.integrator == "dcnbio" and self.solver == "dopri5":
                     states = dopri5.odeint_dopri5(self.func, h0, grid, rtol=self.rtol, atol=self.atol,
-                                                  options=self.options)
+                                                  options=self.options, stack=not final_only)
                 else:
                     states = torchdiffeq.odeint(self.func, h0, grid, **kwargs)
         except (AssertionError, RuntimeError) as exc:
@@ -217,7 +221,7 @@ class ODEBlock(nn.Module):
             self._phase = "backward"
         if not bool(torch.isfinite(states[-1]).all()):
             raise SolverError(self.name, float(self._last_t), "non-finite state")
-        return states[keep]
+        return states[-1] if final_only else states[keep]
 
     def _grid(self, times, h0):
         if times is None:
