@@ -221,7 +221,7 @@ def run_model(name, width, x, y, args, peak):
         if truth:
             row["f64_logits_diff"], row["f64_grad_diff"] = r["f64_logits"], r["f64_grads"]
         if v in TUNED:
-            row["tuning_choices"] = {repr(k): {"chose": c, "fastest_s": ts} for k, (c, ts) in tuning.choices().items()}
+            row["tuning_choices"] = {repr(k): {"chose": c, "median_s": ts} for k, (c, ts) in tuning.choices().items()}
         if ref_out is not None:
             row["logits_diff"] = max_rel(r["logits"], ref_out["logits"])
             scale = max(float(g.abs().max()) for g in ref_out["grads"].values())
@@ -246,7 +246,7 @@ def run_model(name, width, x, y, args, peak):
         for row in results:
             print(f"  {row['variant']:>17}: logits {row['f64_logits_diff']:.1e}, gradients {row['f64_grad_diff']:.1e}")
     if TUNED & set(args.variants):
-        print("  tuned choices (what: shape -> choice, fastest round in ms of each candidate):")
+        print("  tuned choices (what: shape -> choice, median round in ms of each candidate):")
         for k, (c, ts) in tuning.choices().items():
             cands = ", ".join(f"{n} {t * 1e3:.2f}" for n, t in ts.items())
             print(f"    {k[0]}: {[d for d in k[1:] if isinstance(d, tuple)]} -> {c} ({cands})")

@@ -51,6 +51,22 @@ def _run(backend, x, w, padding):
         torch.backends.nnpack.set_flags(nnpack)
 
 
+_CONTEXT = None
+
+
+def _openmp_context():
+    """Run one small OpenMP-parallel operation, as precedes every convolution of a step (a norm, an activation).
+
+    Each candidate backend is timed right after one, so that NNPACK, whose own thread pool then competes with
+    OpenMP's still-spinning workers, is measured as it runs in a step: without it NNPACK's block-1 convolution
+    looked 25 % faster than oneDNN's and made the step slower (``benchmarks/RESULTS.md``).
+    """
+    global _CONTEXT
+    if _CONTEXT is None:
+        _CONTEXT = torch.zeros(1 << 17)  # above ATen's grain size: split over the threads
+    _CONTEXT.mul_(1.0)
+
+
 def forward_conv(x, w, padding, backend=None):
     """``F.conv2d(x, w, padding=padding)`` (stride 1) on ``backend``; ``None``: measured (tuning on) or oneDNN."""
     if backend is None:
@@ -61,7 +77,7 @@ def forward_conv(x, w, padding, backend=None):
             def candidates():
                 xd, wd = x.detach(), w.detach()
                 usable = [b for b in BACKENDS if b != "nnpack" or nnpack_applies(x, w, padding)]
-                return {b: (lambda b=b: _run(b, xd, wd, padding)) for b in usable}
+                return {b: (lambda b=b: (_openmp_context(), _run(b, xd, wd, padding))) for b in usable}
             backend = tuning.choose(key, candidates)
     return _run(backend, x, w, padding)
 
