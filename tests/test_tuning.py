@@ -148,10 +148,36 @@ def test_each_conv_backend_is_the_same_convolution(backend, k, padding):
     ran = {e.name for e in prof.events()}
     kernel = {"onednn": "aten::mkldnn_convolution", "nnpack": "aten::_nnpack_spatial_convolution",
               "gemm": "aten::_slow_conv2d_forward"}
+    kernel["grouped"] = kernel["onednn"]  # oneDNN on images folded into channels (next test)
     if backend == "nnpack" and not torch.backends.nnpack.is_available():
         pytest.skip("this torch build has no NNPACK")
-    assert kernel[backend] in ran and not ({v for b, v in kernel.items() if b != backend} & ran)
+    assert kernel[backend] in ran and not ({v for v in kernel.values() if v != kernel[backend]} & ran)
     assert torch.backends.mkldnn.enabled and torch.backends.nnpack.set_flags(True) == (True,)
+
+
+@pytest.mark.parametrize("lanes, channels, batch, factor", [
+    (16, (8, 8), 128, 2), (16, (4, 5), 12, 3), (16, (8, 8), 127, 1),  # 127 images: no whole groups
+    (8, (8, 8), 128, 1), (8, (4, 4), 6, 2), (16, (16, 16), 8, 1)])
+def test_grouped_backend_folds_images_into_one_vector_of_channels(monkeypatch, lanes, channels, batch, factor):
+    """k = vector floats // max(C_in, C_out) images side by side as the channels of one, groups = k: the kernel
+    sees (B/k, k·C) inputs and (k·O, C) weights, and the values are F.conv2d's (float32: the same sums; float64
+    to rounding).  Where k < 2 or the batch does not divide, the plain oneDNN call runs."""
+    from dcnbio.layers import conv as conv_module
+
+    monkeypatch.setattr(conv_module, "VECTOR_FLOATS", {torch.backends.cpu.get_cpu_capability(): lanes})
+    gen = torch.Generator().manual_seed(batch)
+    cout, cin = channels
+    x = torch.randn(batch, cin, 9, 10, generator=gen)
+    w = torch.randn(cout, cin, 5, 5, generator=gen)
+    assert conv_module.group_factor(x, w) == factor
+    assert conv_module.default_backend(x, w) == ("grouped" if factor > 1 else "onednn")
+    with torch.profiler.profile(record_shapes=True) as prof:
+        got = forward_conv(x, w, (2, 2), "grouped")
+    shapes = [e.input_shapes[:2] for e in prof.events() if e.name == "aten::mkldnn_convolution"]
+    assert shapes == [[[batch // factor, factor * cin, 9, 10], [factor * cout, cin, 5, 5]]]
+    torch.testing.assert_close(got, F.conv2d(x, w, padding=2), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(forward_conv(x.double(), w.double(), (2, 2), "grouped"),
+                               F.conv2d(x.double(), w.double(), padding=2), rtol=1e-13, atol=1e-13)
 
 
 def test_tuned_conv2d_gives_autograds_values_and_gradients_at_any_width():

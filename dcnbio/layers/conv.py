@@ -1,5 +1,5 @@
 """A stride-1 ``conv2d`` whose input gradient is computed as a forward convolution, and whose convolutions can
-run on any of PyTorch's three CPU convolution backends.
+run on any of PyTorch's three CPU convolution backends (one of them two ways).
 
 On CPU, oneDNN's backward-data kernel for convolutions with few channels runs several times slower than a
 forward convolution of the same size (measured: 8 → 8 channels, 26×26, 7×7 kernels, batch 128, one thread:
@@ -11,12 +11,16 @@ to float rounding (``tests/test_layers_conv.py``).  The backward is written with
 higher-order gradients work too.
 
 Backends of the forward-type convolutions (the forward and the input gradient), all PyTorch's own:
-``"onednn"`` (PyTorch's default on CPU), ``"nnpack"`` (NNPACK's tiled transform convolution, oneDNN switched off
+``"onednn"`` (PyTorch's default on CPU), ``"grouped"`` (oneDNN on ``k`` images folded into the channels of one,
+``groups = k``, so that a few-channel convolution fills oneDNN's channel blocks instead of padding them: see
+:func:`group_factor`; 2.9–3.2 against 5.1–5.3 ms back to back for block 1's 8-channel 7×7 convolution at batch
+128 on an AMD EPYC family 25 model 17 with AVX-512, about 5 % of a width-0.25 dcn-ode step inside it; no gain
+with AVX2, whose blocks are 8 channels), ``"nnpack"`` (NNPACK's tiled transform convolution, oneDNN switched off
 for the call; float32, batches of 16 or more, kernels under 17 taps, padding under the kernel size) and ``"gemm"``
 (PyTorch's im2col + matrix-product convolution, oneDNN and NNPACK switched off).  With :mod:`tuning
 <dcnbio.layers.tuning>` disabled (default) the fast backward is used up to :data:`MAX_CHANNELS` channels and every
-convolution runs on oneDNN.  With tuning enabled, every stride-1 CPU convolution takes the fast backward, and
-the backend of each forward-type convolution is measured per shape, where it runs (on an AMD EPYC family 25
+convolution runs on oneDNN, grouped where :func:`group_factor` applies (:func:`default_backend`).  With tuning
+enabled, every stride-1 CPU convolution takes the fast backward, and the backend of each forward-type convolution is measured per shape, where it runs (on an AMD EPYC family 25
 model 17, NNPACK ran the 7×7, 8-channel convolution of block 1 on 26-pixel maps, batch 128, in 2.3–2.6 ms back
 to back where oneDNN took 4.8, but 8.0 against 5.6 ms inside a training step, next to OpenMP's workers).
 oneDNN's weight gradient is kept in every case (the im2col backend's was 4–17× slower).  Elsewhere (CUDA,
@@ -29,7 +33,22 @@ from . import tuning
 
 #: Channel counts up to which the CPU path is used: measured faster at 8, equal within noise at 16 and 32.
 MAX_CHANNELS = 16
-BACKENDS = ("onednn", "nnpack", "gemm")
+BACKENDS = ("onednn", "grouped", "nnpack", "gemm")
+#: Floats per vector register of oneDNN's blocked layouts, by ATen's CPU capability (the proxy for oneDNN's ISA).
+VECTOR_FLOATS = {"AVX512": 16, "AVX2": 8}
+
+
+def group_factor(x, w):
+    """How many images :func:`_run` ``"grouped"`` folds into the channels of one (1 where it does not apply).
+
+    oneDNN lays channels out in blocks of one vector register (16 floats with AVX-512) and pads a smaller
+    channel count up to a block: an 8 → 8 convolution computes 16 output channels and keeps 8.  ``k`` images
+    side by side as ``k · C`` channels of one image, convolved with ``groups = k``, fill the block with real
+    work: the same sums, for ``k = vector floats // max(C_in, C_out) ≥ 2`` when the batch divides by ``k``.
+    """
+    lanes = VECTOR_FLOATS.get(torch.backends.cpu.get_cpu_capability(), 0)
+    k = lanes // max(w.shape[0], w.shape[1], 1)
+    return k if k >= 2 and x.shape[0] % k == 0 and x.device.type == "cpu" else 1
 
 
 def nnpack_applies(x, w, padding):
@@ -41,6 +60,13 @@ def nnpack_applies(x, w, padding):
 def _run(backend, x, w, padding):
     if backend == "onednn":
         return F.conv2d(x, w, padding=padding)
+    if backend == "grouped":
+        k = group_factor(x, w)
+        if k == 1:
+            return F.conv2d(x, w, padding=padding)
+        b, c, h, wd = x.shape
+        y = F.conv2d(x.reshape(b // k, k * c, h, wd), w.repeat(k, 1, 1, 1), padding=padding, groups=k)
+        return y.view(b, w.shape[0], *y.shape[-2:])
     mkldnn = torch.backends.mkldnn.enabled
     (nnpack,) = torch.backends.nnpack.set_flags(backend == "nnpack")
     torch.backends.mkldnn.enabled = False
@@ -67,16 +93,25 @@ def _openmp_context():
     _CONTEXT.mul_(1.0)
 
 
+def default_backend(x, w):
+    """The fixed rule: ``"grouped"`` where :func:`group_factor` applies, ``"onednn"`` otherwise."""
+    return "grouped" if group_factor(x, w) > 1 else "onednn"
+
+
 def forward_conv(x, w, padding, backend=None):
-    """``F.conv2d(x, w, padding=padding)`` (stride 1) on ``backend``; ``None``: measured (tuning on) or oneDNN."""
+    """``F.conv2d(x, w, padding=padding)`` (stride 1) on ``backend``; ``None``: measured (tuning on) or
+    :func:`default_backend`."""
     if backend is None:
-        backend = "onednn"
+        backend = default_backend(x, w)
         if tuning.enabled() and x.device.type == "cpu":
             key = ("conv2d", tuple(x.shape), tuple(w.shape), tuple(padding), x.dtype, torch.is_grad_enabled())
+            rule = backend
 
             def candidates():
                 xd, wd = x.detach(), w.detach()
-                usable = [b for b in BACKENDS if b != "nnpack" or nnpack_applies(x, w, padding)]
+                usable = [b for b in BACKENDS if (b != "nnpack" or nnpack_applies(x, w, padding))
+                          and (b != "grouped" or group_factor(x, w) > 1)]
+                usable.sort(key=lambda b: b != rule)  # the rule's backend first: the default of the choice
                 return {b: (lambda b=b: (_openmp_context(), _run(b, xd, wd, padding))) for b in usable}
             backend = tuning.choose(key, candidates)
     return _run(backend, x, w, padding)
@@ -110,7 +145,7 @@ def conv2d(x, w, *, stride=1, padding=0):
         return F.conv2d(x, w, stride=stride, padding=pad)
     tuned = tuning.enabled()
     if not torch.is_grad_enabled() or not (x.requires_grad or w.requires_grad):
-        return forward_conv(x, w, pad) if tuned else F.conv2d(x, w, padding=pad)
+        return forward_conv(x, w, pad)
     if tuned or max(w.shape[:2]) <= MAX_CHANNELS:
         return _Conv2dForwardGrad.apply(x, w, pad)
     return F.conv2d(x, w, padding=pad)
