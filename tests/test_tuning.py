@@ -176,6 +176,9 @@ def test_grouped_backend_folds_images_into_one_vector_of_channels(monkeypatch, l
     shapes = [e.input_shapes[:2] for e in prof.events() if e.name == "aten::mkldnn_convolution"]
     assert shapes == [[[batch // factor, factor * cin, 9, 10], [factor * cout, cin, 5, 5]]]
     torch.testing.assert_close(got, F.conv2d(x, w, padding=2), rtol=1e-5, atol=1e-5)
+    assert got._base is None and got.is_contiguous()  # a tensor of its own: callers may add to it in place
+    nhwc = forward_conv(x.contiguous(memory_format=torch.channels_last), w, (2, 2), "grouped")
+    torch.testing.assert_close(nhwc, F.conv2d(x, w, padding=2), rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(forward_conv(x.double(), w.double(), (2, 2), "grouped"),
                                F.conv2d(x.double(), w.double(), padding=2), rtol=1e-13, atol=1e-13)
 

@@ -66,7 +66,12 @@ def _run(backend, x, w, padding):
             return F.conv2d(x, w, padding=padding)
         b, c, h, wd = x.shape
         y = F.conv2d(x.reshape(b // k, k * c, h, wd), w.repeat(k, 1, 1, 1), padding=padding, groups=k)
-        return y.view(b, w.shape[0], *y.shape[-2:])
+        # the same memory as (B, O, H', W'), as a tensor of its own rather than a view (so that a caller may
+        # add to it in place, as the SRF layer does with its time-channel term)
+        shape = (b, w.shape[0]) + tuple(y.shape[-2:])
+        if not y.is_contiguous():  # e.g. channels-last: not one view of the other
+            return y.reshape(shape)
+        return y.new_empty(0).set_(y.untyped_storage(), y.storage_offset(), shape)
     mkldnn = torch.backends.mkldnn.enabled
     (nnpack,) = torch.backends.nnpack.set_flags(backend == "nnpack")
     torch.backends.mkldnn.enabled = False
