@@ -406,16 +406,16 @@ def test_exp_celu_gradient_is_the_closed_form_at_any_alpha():
     torch.testing.assert_close(g, torch.where(xd > 0, cot, cot * torch.exp(xd / alpha)), rtol=0, atol=1e-15)
 
 
-def test_celu_implementation_follows_the_cpu_capability_and_the_override():
-    """'exp' exactly where ATen has no vectorised kernels; DCNBIO_CELU overrides; bad names are refused."""
+def test_celu_implementation_is_exp_on_cpus_unless_overridden():
+    """'exp' whatever ATen's CPU capability; DCNBIO_CELU overrides; bad names are refused."""
     from dcnbio.layers import activations
 
-    expected = "exp" if torch.backends.cpu.get_cpu_capability() == "DEFAULT" else "torch"
     code = "import dcnbio.layers.activations as a; print(a.IMPLEMENTATION)"
     env = {k: v for k, v in os.environ.items() if k != "DCNBIO_CELU"}
     run = lambda **e: subprocess.run([sys.executable, "-c", code], env={**env, **e}, capture_output=True, text=True)
-    assert run().stdout.strip() == expected
+    assert run().stdout.strip() == "exp"
     assert run(ATEN_CPU_CAPABILITY="default").stdout.strip() == "exp"
+    assert run(ATEN_CPU_CAPABILITY="avx2").stdout.strip() == "exp"
     assert run(DCNBIO_CELU="exp").stdout.strip() == "exp" and run(DCNBIO_CELU="torch").stdout.strip() == "torch"
     bad = run(DCNBIO_CELU="fast")
     assert bad.returncode != 0 and "DCNBIO_CELU must be one of torch, exp" in bad.stderr

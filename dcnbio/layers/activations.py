@@ -1,28 +1,31 @@
-"""CELU, computed by whichever of two exact formulations is vectorised on the machine.
+"""CELU, computed by either of two exact formulations (on CPUs by default the one without ``expm1``).
 
 ``celu(x) = max(0, x) + min(0, α (exp(x / α) - 1))``, torch's ``nn.CELU``, in one of two ways:
 
-* ``"torch"``: PyTorch's own kernel (``F.celu``, through ``expm1``).  Where ATen runs vectorised CPU kernels
-  (``torch.backends.cpu.get_cpu_capability()`` is ``AVX2``, ``AVX512`` …) and on every GPU this is the fastest:
-  one pass forward, one backward (2026-12-02, Xeon family 6 model 167, 2 threads, a (128, 8, 26, 26) float32
-  tensor: 0.43 ms forward, 0.82 ms forward + backward; 0.61 / 1.05 ms with ATen forced to AVX2).
-* ``"exp"``: ``exp(min(x, 0) / α) - 1`` scaled, plus ``max(x, 0)``, in a custom autograd function whose
-  backward uses the output only (``d celu / dx = 1`` for ``x > 0``, ``y / α + 1`` otherwise).  Where ATen has
-  no vectorised kernels (capability ``DEFAULT``) PyTorch's ``expm1`` runs one scalar call per element and this
-  formulation wins: 1.5 / 3.2 ms against 5.2 / 8.8 ms on the same tensor and machine with ATen forced to
-  ``DEFAULT``, and 11x faster forward on a 2-core AMD EPYC of an earlier session, where it was a quarter of a
-  width-0.25 DCN training step.  On vectorised machines it is about 2x *slower* than ``"torch"`` (seven
-  elementwise passes instead of one): an 8 % longer width-0.25 dcn-ode training step (``benchmarks/RESULTS.md``).
+* ``"torch"``: PyTorch's own kernel (``F.celu``, through ``expm1``): one pass forward, one backward.  Used on
+  every GPU.  How fast it is on a CPU depends on the machine: on an Intel Xeon family 6 model 167 (2026-12-02,
+  2 threads, a (128, 8, 26, 26) float32 tensor) 0.43 ms forward, 0.82 ms forward + backward; on an AMD EPYC
+  family 25 model 17 (2026-12-03, same tensor) 3.1–3.4 ms forward and 3.4–3.9 ms forward + backward with ATen's
+  AVX-512 kernels, 1.1–2.0 ms with its AVX2 ones; with ATen's non-vectorised kernels (capability ``DEFAULT``)
+  5.2 / 8.8 ms on the Xeon.
+* ``"exp"``: ``max(x, α (exp(min(x, 0) / α) − 1))`` (the clamped exponential is 0 for ``x > 0`` and at least
+  ``x`` otherwise) in a custom autograd function: forward one new tensor and four elementwise passes at α = 1,
+  backward ATen's ELU backward from the result in one pass (``d celu / dx = 1`` for ``y > 0``,
+  ``y / α + 1 = exp(x / α)`` otherwise).  On the EPYC: 0.38–0.45 ms forward, 0.54–0.86 ms forward + backward
+  (0.57–1.0 ms with ATen's AVX2 kernels).  Its first version (seven passes and four new tensors forward, four
+  passes backward) took 0.97–2.0 ms there, and 1.9 ms on the Xeon, where it was 2× slower than ``"torch"``;
+  the present one was not measured on the Xeon, where by the same ratio it would be about as fast as
+  ``"torch"``.
 
-:data:`IMPLEMENTATION` is chosen once, at import, from the CPU capability (``DCNBIO_CELU=torch|exp`` overrides
-it); CUDA tensors always take ``"torch"``.  The capability is not the whole story: on an AMD EPYC family 25 model
-17 (capability ``AVX512``) PyTorch's ``expm1`` took 3.1 ms on a (128, 8, 26, 26) tensor where ``exp`` took
-0.39 ms, so ``"torch"`` was 5× slower forward and 3× slower forward + backward there.  With
-:mod:`tuning <dcnbio.layers.tuning>` enabled (and no ``DCNBIO_CELU``) each CPU shape takes the formulation
-measured fastest on the machine instead.  The two agree to float rounding: ``exp(z) - 1`` for ``z <= 0`` has
-an absolute error of at most one rounding of 1.0 (6e-8 in float32, 1.1e-16 in float64) where ``expm1`` has a
-relative one; for activations of order one (the input comes from a GroupNorm) that is rounding, not a change of
-function (``tests/test_formulations.py`` checks both against ``torch.nn.CELU``).
+:data:`IMPLEMENTATION` is ``"exp"`` on CPUs (``DCNBIO_CELU=torch|exp`` overrides it): it is within about a
+factor 1.1 of the fastest everywhere it was measured or estimated, where ``"torch"`` can be 4–6× slower; CUDA
+tensors always take ``"torch"``.  With :mod:`tuning <dcnbio.layers.tuning>` enabled (and no ``DCNBIO_CELU``) each
+CPU shape takes the formulation measured fastest on the machine instead.  The two agree to float rounding:
+``exp(z) - 1`` for ``z <= 0`` has an absolute error of at most one rounding of 1.0 (6e-8 in float32, 1.1e-16 in
+float64) where ``expm1`` has a relative one; for activations of order one (the input comes from a GroupNorm)
+that is rounding, not a change of function (``tests/test_formulations.py`` checks both against
+``torch.nn.CELU``, and the gradient against its closed form: torch's own CELU gradient is 2e-8 off in float64
+at α = 0.7).
 """
 import os
 
@@ -42,10 +45,10 @@ def _default_implementation():
         if choice not in IMPLEMENTATIONS:
             raise ConfigError(f"DCNBIO_CELU must be one of {', '.join(IMPLEMENTATIONS)}, got {choice!r}")
         return choice
-    return "exp" if torch.backends.cpu.get_cpu_capability() == "DEFAULT" else "torch"
+    return "exp"
 
 
-#: The CPU formulation in use: ``"torch"`` (vectorised ATen) or ``"exp"`` (scalar-``expm1`` machines).
+#: The CPU formulation in use: ``"exp"`` unless ``DCNBIO_CELU`` says ``"torch"``.
 IMPLEMENTATION = _default_implementation()
 #: ``DCNBIO_CELU`` was given: measured choices (tuning) do not override it.
 PINNED = bool(os.environ.get("DCNBIO_CELU"))
