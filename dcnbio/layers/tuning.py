@@ -2,8 +2,8 @@
 
 Several operations of a DCN can be computed in more than one exact way, and which way is fastest depends on
 the machine and on what runs around the operation, not only on the shapes.  On an Intel Xeon (AVX-512) PyTorch's
-CELU kernel is 2× faster than an ``exp`` formulation; on an AMD EPYC of family 25 model 17 (also AVX-512) it is
-3× slower (forward + backward).  There, NNPACK ran the 8-channel 7×7 convolution of block 1 in half oneDNN's
+CELU kernel was 2× faster than the first ``exp`` formulation; on an AMD EPYC of family 25 model 17 (also AVX-512)
+it was 3× slower (forward + backward).  There, NNPACK ran the 8-channel 7×7 convolution of block 1 in half oneDNN's
 time back to back, but slower than oneDNN inside a training step, where its thread pool competes with OpenMP's
 spinning workers; and the separable SRF formulation the fixed rule picks for small maps, faster on an AMD EPYC
 of family 25 model 1, cost 1.5× the dense one (``benchmarks/RESULTS.md``).  Rules fixed in the code cannot
