@@ -20,9 +20,11 @@ for the call; float32, batches of 16 or more, kernels under 17 taps, padding und
 (PyTorch's im2col + matrix-product convolution, oneDNN and NNPACK switched off).  With :mod:`tuning
 <dcnbio.layers.tuning>` disabled (default) the fast backward is used up to :data:`MAX_CHANNELS` channels and every
 convolution runs on oneDNN, grouped where :func:`group_factor` applies (:func:`default_backend`).  With tuning
-enabled, every stride-1 CPU convolution takes the fast backward, and the backend of each forward-type convolution is measured per shape, where it runs (on an AMD EPYC family 25
-model 17, NNPACK ran the 7×7, 8-channel convolution of block 1 on 26-pixel maps, batch 128, in 2.3–2.6 ms back
-to back where oneDNN took 4.8, but 8.0 against 5.6 ms inside a training step, next to OpenMP's workers).
+enabled, every stride-1 CPU convolution takes the fast backward, and the backend of each forward-type
+convolution is measured per shape, where it runs (on an AMD EPYC family 25 model 17, NNPACK ran the 7×7,
+8-channel convolution of block 1 on 26-pixel maps, batch 128, in 2.3–2.6 ms back to back where oneDNN took 4.8,
+but 8.0 against 5.6 ms inside a training step, next to OpenMP's workers: candidates are timed right after a
+small OpenMP-parallel operation, see :func:`_openmp_context`).
 oneDNN's weight gradient is kept in every case (the im2col backend's was 4–17× slower).  Elsewhere (CUDA,
 stride ≠ 1, groups ≠ 1) it is plain ``F.conv2d``.
 """
