@@ -431,6 +431,12 @@ def _to_pairs(z):
     return torch.view_as_real(z).permute(2, 3, 0, 1, 4).reshape(nh * nf, b, 2 * c)
 
 
+def _padded_transform(x, nh, nw):
+    """:func:`_to_pairs` of ``rfft2`` of ``x`` zero-padded to ``(nh, nw)`` (explicitly: a contiguous padded input
+    transforms faster than ``rfft2(x, s=...)``)."""
+    return _to_pairs(torch.fft.rfft2(F.pad(x, (0, nw - x.shape[-1], 0, nh - x.shape[-2]))))
+
+
 def _from_pairs(zr, b, nh, nf):
     """The inverse of :func:`_to_pairs`: ``(nh·nf, B, 2C)`` real → ``(B, C, nh, nf)`` complex (a copy)."""
     return torch.view_as_complex(zr.view(nh, nf, b, -1, 2).permute(2, 3, 0, 1, 4).contiguous())
@@ -456,8 +462,7 @@ class _SpectralCorrelation(torch.autograd.Function):
         b, _, h, w = x.shape
         nh, nw = n
         nf = nw // 2 + 1
-        # zero-pad explicitly: a contiguous padded input transforms faster than rfft2(x, s=...)
-        xr = _to_pairs(torch.fft.rfft2(F.pad(x, (0, nw - w, 0, nh - h))))  # (F, B, 2C)
+        xr = _padded_transform(x, nh, nw)  # (F, B, 2C)
         y = torch.fft.irfft2(_from_pairs(torch.bmm(xr, wf), b, nh, nf), s=(nh, nw))
         ctx.save_for_backward(x, xr, wf)
         ctx.geometry = (b, h, w, nh, nw, out, stride)
@@ -468,14 +473,13 @@ class _SpectralCorrelation(torch.autograd.Function):
         x, xr, wf = ctx.saved_tensors
         b, h, w, nh, nw, (ho, wo), stride = ctx.geometry
         nf = nw // 2 + 1
-        if torch.is_grad_enabled():  # a differentiable backward (create_graph): the transform of x as a function of x
-            xr = _to_pairs(torch.fft.rfft2(F.pad(x, (0, nw - w, 0, nh - h))))
-        if stride == 1:
-            gpad = F.pad(gy, (0, nw - gy.shape[-1], 0, nh - gy.shape[-2]))
-        else:
-            gpad = gy.new_zeros(gy.shape[:2] + (nh, nw))
-            gpad[..., :ho:stride, :wo:stride] = gy
-        gr = _to_pairs(torch.fft.rfft2(gpad))  # (F, B, 2O)
+        if torch.is_grad_enabled():  # a differentiable backward (create_graph): x's transform as a function of x
+            xr = _padded_transform(x, nh, nw)
+        if stride != 1:  # the gradient of the subsampled output, on the stride-1 grid
+            g1 = gy.new_zeros(gy.shape[:2] + (ho, wo))
+            g1[..., ::stride, ::stride] = gy
+            gy = g1
+        gr = _padded_transform(gy, nh, nw)  # (F, B, 2O)
         gx = gw = None
         if ctx.needs_input_grad[0]:
             gx = torch.fft.irfft2(_from_pairs(torch.bmm(gr, wf.transpose(1, 2)), b, nh, nf), s=(nh, nw))[..., :h, :w]
