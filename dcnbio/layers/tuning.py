@@ -15,8 +15,9 @@ the interference of the operations around it; a few milliseconds to a few hundre
 every later call with the same key (CPU only: on CUDA the fixed rules apply):
 
 * :class:`~dcnbio.layers.srf.SRFConv2d` with ``formulation="auto"``: dense, spectral or separable;
-* :func:`~dcnbio.layers.conv.conv2d` (stride 1, CPU): oneDNN, NNPACK or PyTorch's im2col + GEMM convolution,
-  for the forward convolution and for the input gradient computed as a forward convolution;
+* :func:`~dcnbio.layers.conv.conv2d` (stride 1, CPU): oneDNN, oneDNN on images folded into channels, NNPACK or
+  PyTorch's im2col + GEMM convolution, for the forward convolution and for the input gradient computed as a
+  forward convolution (each timed right after a small OpenMP-parallel operation, as in a step);
 * :func:`~dcnbio.layers.activations.celu` (CPU): PyTorch's kernel or the ``exp`` formulation.
 
 With tuning **disabled** (the default) every choice follows the fixed rules of those modules, so that a run is
