@@ -105,10 +105,11 @@ def test_spectral_rejects_a_map_smaller_than_a_valid_kernel():
         layer(torch.randn(1, 5, 6, 6, dtype=torch.float64))
 
 
-def test_auto_rule_respects_what_each_formulation_can_do():
+@pytest.mark.parametrize("isa", ["AVX2", "AVX512"])
+def test_auto_rule_respects_what_each_formulation_can_do(isa):
     """σ_ji layers never get the separable passes (they need one σ), strided calls stay dense, the smallest
-    kernels (radius ≤ 2, where the direct conv won on every measured shape) stay dense, and from radius 4 on
-    a one-σ layer never uses the direct conv, whose cost grows with the kernel area."""
+    kernels (radius ≤ 2, where the direct conv won on every measured shape) stay dense, and the direct conv is
+    never used where its cost jumps: from 15×15 (radius 7) on AVX-512, from 9×9 (radius 4) on AVX2."""
     shapes = [(26, 26), (13, 13), (6, 6), None]
     for cin in (5, 9, 17, 33, 65, 129):
         shared = SRFConv2d(cin, cin - 1, formulation="auto")
@@ -116,14 +117,55 @@ def test_auto_rule_respects_what_each_formulation_can_do():
         strided = SRFConv2d(cin, cin - 1, stride=2, formulation="auto")
         for size in shapes:
             for r in range(1, 9):
-                assert pair.choose_formulation(r, cin, size) in ("dense", "spectral")
-                assert strided.choose_formulation(r, cin, size) == "dense"
-                form = shared.choose_formulation(r, cin, size)
+                assert pair.choose_formulation(r, cin, size, isa) in ("dense", "spectral")
+                assert strided.choose_formulation(r, cin, size, isa) == "dense"
+                form = shared.choose_formulation(r, cin, size, isa)
                 assert form in ("dense", "spectral", "separable")
                 if r <= 2:
                     assert form == "dense"
-                if r >= 4:
-                    assert form != "dense"
+                if r >= (4 if isa == "AVX2" else 7):
+                    assert form != "dense" and pair.choose_formulation(r, cin, size, isa) != "dense"
+
+
+def test_auto_rule_follows_the_cpu_capability(monkeypatch):
+    layer = SRFConv2d(17, 16, formulation="auto")
+    for capability, isa in [("AVX512", "AVX512"), ("AVX2", "AVX2"), ("DEFAULT", "AVX2")]:
+        monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda c=capability: c)
+        picks = [layer.choose_formulation(r, 17, (s, s)) for r in (3, 4, 5) for s in (6, 13, 26)]
+        assert picks == [layer.choose_formulation(r, 17, (s, s), isa) for r in (3, 4, 5) for s in (6, 13, 26)]
+    # the two rules differ where oneDNN's 9x9 conv does (block 3 of a width-0.25 DCN: 32 channels on 6 px)
+    assert layer.choose_formulation(4, 33, (6, 6), "AVX2") == "separable"
+    assert layer.choose_formulation(4, 33, (6, 6), "AVX512") == "dense"
+    with pytest.raises(ConfigError, match="AVX512 or AVX2"):
+        layer.choose_formulation(4, 17, (6, 6), "NEON")
+
+
+GRIDS = [("AVX512", "srf_grid_zen4_2026-12-03.json"), ("AVX512", "srf_grid_intel_2026-12-02.json"),
+         ("AVX2", "srf_grid_amd_2026-12-02.json")]
+
+
+@pytest.mark.parametrize("isa, grid", GRIDS)
+@pytest.mark.parametrize("scale", ["shared", "per-channel"])
+def test_auto_rule_against_the_recorded_grids(isa, grid, scale):
+    """The rule of each vector width, replayed on the forward + backward times recorded by
+    ``benchmarks/srf_layer.py --grid`` on a machine of that width: over all shapes and radii its picks cost
+    at most 5 % more than the per-row best formulation, and no row more than twice the best."""
+    import json
+    path = os.path.join(os.path.dirname(__file__), os.pardir, "benchmarks", "results", grid)
+    with open(path) as f:
+        rows = json.load(f)["results"]
+    picked = best = 0.0
+    for row in rows:
+        layer = SRFConv2d(row["C"] + 1, row["C"], scale=scale, formulation="auto")
+        forms = ["dense", "spectral"] + (["separable"] if scale == "shared" and "separable_fb_ms" in row else [])
+        pick = layer.choose_formulation(row["r"], row["C"] + 1, (row["H"], row["H"]), isa)
+        if pick not in forms:  # a separable pick on a grid recorded without it
+            continue
+        fastest = min(row[f"{f}_fb_ms"] for f in forms)
+        assert row[f"{pick}_fb_ms"] <= 2 * fastest, (row, pick)
+        picked += row[f"{pick}_fb_ms"]
+        best += fastest
+    assert best > 0 and picked <= 1.05 * best
 
 
 @pytest.mark.parametrize("size, channels, k, padding, stride", [

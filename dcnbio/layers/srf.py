@@ -167,7 +167,7 @@ class SRFConv2d(nn.Module):
             return 0
         return int(self.padding)
 
-    def choose_formulation(self, radius, in_channels, size=None):
+    def choose_formulation(self, radius, in_channels, size=None, isa=None):
         """The formulation a call uses: the fixed one, or for ``auto`` the faster one by measurement.
 
         Parameters
@@ -178,13 +178,29 @@ class SRFConv2d(nn.Module):
             Input channels of the convolution (time channel included).
         size : (int, int), optional
             Input map size ``(H, W)``; without it ``auto`` assumes a large map.
+        isa : {"AVX512", "AVX2"}, optional
+            Which measured rule ``auto`` follows; default: ATen's CPU capability
+            (``torch.backends.cpu.get_cpu_capability()``), ``"AVX512"`` there and the ``"AVX2"`` rule
+            everywhere else.
 
-        ``auto`` (stride 1; ``dense`` for other strides): with one σ per layer and radius ≥ 4, ``separable``
-        on maps under 20 pixels or at radius ≥ 7 on maps up to 32, ``spectral`` otherwise; for σ_ji,
-        ``spectral`` for radius ≥ 7, or radius ≥ 5 on maps of 26 pixels or more or of 13 or more with at least
-        32 input channels; at radius 3 with at least 32 input channels on maps of at most 13 pixels,
-        ``spectral`` from 10 pixels, below that ``separable`` (one σ per layer) or ``spectral`` (σ_ji, from 64
-        input channels); ``dense`` otherwise.
+        ``auto`` is ``dense`` for strides other than 1 and for radius ≤ 2, and at stride 1 follows one of two
+        rules set from ``benchmarks/srf_layer.py --grid`` (forward + backward, ``C+1 → C``, batch 128;
+        ``benchmarks/RESULTS.md``), because oneDNN's direct convolution scales differently with the kernel
+        size on the two vector widths:
+
+        * ``"AVX2"`` (an AMD EPYC with AVX2; also used where ATen reports another capability): the direct
+          conv costs 2.5–3.5× more at 9×9 (radius 4) than at 7×7.  From radius 4, with one σ per layer
+          ``separable`` on maps under 20 pixels or at radius ≥ 7 on maps up to 32, ``spectral`` otherwise, and
+          for σ_ji ``spectral``; at radius 3 with at least 32 input channels on maps of at most 13 pixels,
+          ``spectral`` from 10 pixels, below that ``separable`` (one σ per layer) or ``spectral`` (σ_ji, from
+          64 input channels); ``dense`` otherwise.
+        * ``"AVX512"`` (an AMD EPYC family 25 with AVX-512; an Intel Xeon agreed on the spectral side): the
+          direct conv grows smoothly up to 13×13 (radius 6) and falls off a cliff at 15×15.  Radius ≥ 7 as
+          above; on maps of 26 pixels or more, ``spectral`` from 33 input channels at radius 3 and from 17 at
+          radius 4–6; on maps of 13–25 pixels, from 33 input channels (17 at radius 6), ``separable`` (one σ
+          per layer, radius ≥ 5) or ``spectral``; on smaller maps only ``separable``, from 129 input channels at
+          radius 3–6 or 65 at radius 5–6; ``dense`` otherwise.
+
         σ_ji layers never use ``separable``.
 
         Returns
@@ -199,18 +215,34 @@ class SRFConv2d(nn.Module):
         h, w = (64, 64) if size is None else size
         m = min(h, w)
         basis_first = not self.scale.per_pair
-        # set from benchmarks/srf_layer.py --grid (forward + backward, C+1 -> C, batch 128; benchmarks/RESULTS.md).
-        # AMD EPYC (AVX2): oneDNN's direct conv is 2.5-3.5x slower at 9x9 (r = 4) than at 7x7, where the banded
-        # separable passes cost 0.26-0.53 of it on 6- and 13-px maps and the transform 0.35-0.42 on 26-px maps (at
-        # 15x15 the separable passes beat the transform there too: 0.10-0.12 against 0.13-0.16);
-        # at r = 3 with >= 33 input channels the transform wins on 13-px maps (0.51-0.57; an Intel Xeon: 0.75-0.96)
-        # and the separable passes on 6-px maps (0.60-0.91); at r <= 2 dense wins everywhere on both machines.
-        # Intel Xeon (AVX-512, dense vs spectral only): at 11x11 on 13-px maps the transform lost with 9 and 17
-        # input channels (1.75x, 1.40x) and tied from 33 on; at 15x15 the direct conv falls off a cliff.
-        if radius >= 4 and basis_first:
+        if isa is None:
+            isa = "AVX512" if torch.backends.cpu.get_cpu_capability() == "AVX512" else "AVX2"
+        if isa not in ("AVX512", "AVX2"):
+            raise ConfigError(f"unknown rule {isa!r} for the auto formulation; choose AVX512 or AVX2")
+        if radius >= 7 or (isa == "AVX2" and radius >= 4 and basis_first):
             # the banded passes cost O(map size) per pixel: beyond the measured maps the transform is the safe pick
-            return "separable" if m < 20 or (radius >= 7 and m <= 32) else "spectral"
-        if radius >= 7 or (radius >= 5 and (m >= 26 or (m >= 13 and in_channels >= 32))):
+            if basis_first and (m < 20 or (radius >= 7 and m <= 32)):
+                return "separable"
+            return "spectral"
+        if radius <= 2:
+            return "dense"
+        if isa == "AVX512":
+            # Zen 4 grid (fwd+bwd / dense): 26 px: r3 C32 0.78, r4 C16 0.90, r5-6 C16 0.60-0.71, C8 0.97-1.38;
+            # 13 px: C32 0.69-0.89, C64 0.43-0.65, r6 C16 0.72 (separable); 6 px: separable C128 0.58-0.92,
+            # r5-6 C64 0.84-0.88, C32 1.21-1.43 and spectral 0.85-2.6 (σ_ji keeps dense there).
+            if m >= 26:
+                return "spectral" if in_channels >= (33 if radius == 3 else 17) else "dense"
+            if m >= 13:
+                if in_channels >= 33 or (radius == 6 and in_channels >= 17):
+                    return "separable" if basis_first and radius >= 5 else "spectral"
+                return "dense"
+            if basis_first and (in_channels >= 129 or (radius >= 5 and in_channels >= 65)):
+                return "separable"
+            return "dense"
+        # AVX2 (AMD EPYC): at r = 3 with >= 33 input channels the transform wins on 13-px maps (0.51-0.57; an Intel
+        # Xeon: 0.75-0.96) and the separable passes on 6-px maps (0.60-0.91).  At 9x9 the separable passes cost
+        # 0.26-0.53 of the direct conv on 6- and 13-px maps and the transform 0.35-0.42 on 26-px maps.
+        if radius >= 4:  # σ_ji (one σ per layer took the branch above): the transform, 0.35-0.58 of dense
             return "spectral"
         if radius == 3 and in_channels >= 32 and m <= 13:
             if m >= 10:
