@@ -196,10 +196,10 @@ class SRFConv2d(nn.Module):
           64 input channels); ``dense`` otherwise.
         * ``"AVX512"`` (an AMD EPYC family 25 with AVX-512; an Intel Xeon agreed on the spectral side): the
           direct conv grows smoothly up to 13×13 (radius 6) and falls off a cliff at 15×15.  Radius ≥ 7 as
-          above; on maps of 26 pixels or more, ``spectral`` from 33 input channels at radius 3 and from 17 at
-          radius 4–6; on maps of 13–25 pixels, from 33 input channels (17 at radius 6), ``separable`` (one σ
-          per layer, radius ≥ 5) or ``spectral``; on smaller maps only ``separable``, from 129 input channels at
-          radius 3–6 or 65 at radius 5–6; ``dense`` otherwise.
+          above; on maps of 26 pixels or more, ``spectral`` from 32 input channels at radius 3 and from 16 at
+          radius 4–6; on maps of 13–25 pixels, from 32 input channels (16 at radius 6), ``separable`` (one σ
+          per layer, radius ≥ 5) or ``spectral``; on smaller maps only ``separable``, from 128 input channels at
+          radius 3–6 or 64 at radius 5–6; ``dense`` otherwise.
 
         σ_ji layers never use ``separable``.
 
@@ -231,12 +231,12 @@ class SRFConv2d(nn.Module):
             # 13 px: C32 0.69-0.89, C64 0.43-0.65, r6 C16 0.72 (separable); 6 px: separable C128 0.58-0.92,
             # r5-6 C64 0.84-0.88, C32 1.21-1.43 and spectral 0.85-2.6 (σ_ji keeps dense there).
             if m >= 26:
-                return "spectral" if in_channels >= (33 if radius == 3 else 17) else "dense"
+                return "spectral" if in_channels >= (32 if radius == 3 else 16) else "dense"
             if m >= 13:
-                if in_channels >= 33 or (radius == 6 and in_channels >= 17):
+                if in_channels >= 32 or (radius == 6 and in_channels >= 16):
                     return "separable" if basis_first and radius >= 5 else "spectral"
                 return "dense"
-            if basis_first and (in_channels >= 129 or (radius >= 5 and in_channels >= 65)):
+            if basis_first and (in_channels >= 128 or (radius >= 5 and in_channels >= 64)):
                 return "separable"
             return "dense"
         # AVX2 (AMD EPYC): at r = 3 with >= 33 input channels the transform wins on 13-px maps (0.51-0.57; an Intel
