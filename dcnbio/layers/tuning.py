@@ -5,9 +5,9 @@ the machine and on what runs around the operation, not only on the shapes.  On a
 CELU kernel was 2× faster than the first ``exp`` formulation; on an AMD EPYC of family 25 model 17 (also AVX-512)
 it was 3× slower (forward + backward).  There, NNPACK ran the 8-channel 7×7 convolution of block 1 in half oneDNN's
 time back to back, but slower than oneDNN inside a training step, where its thread pool competes with OpenMP's
-spinning workers; and the separable SRF formulation the fixed rule picks for small maps, faster on an AMD EPYC
-of family 25 model 1, cost 1.5× the dense one (``benchmarks/RESULTS.md``).  Rules fixed in the code cannot
-follow that.
+spinning workers; and the separable SRF formulation, faster than the dense one on 6-px maps on an AMD EPYC of
+family 25 model 1 (AVX2), cost 1.5× the dense one on the model 17 (AVX-512), which is why the SRF rule now has
+one variant per vector width (``benchmarks/RESULTS.md``).  Rules fixed in the code cannot follow all of that.
 
 With tuning **enabled**, each such choice is made by timing the candidates on the call's own shapes the first
 time the shapes occur in the process, where the call happens (inside a training step the measurement includes
