@@ -108,18 +108,44 @@ def measured_conv_peak_gflops(repeats=5):
     return 2 * 16 * 256 * 256 * 9 * 32 * 32 / best * 1e-9
 
 
-def timed(fn):
+def synchronize(device=None):
+    """Wait for the queued work of a CUDA ``device`` (nothing to wait for on a CPU)."""
+    if device is not None and torch.device(device).type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def timed(fn, device=None):
+    """Wall time of ``fn()``; on a CUDA ``device`` the queued kernels are waited for before and after."""
+    synchronize(device)
     t0 = time.perf_counter()
     fn()
+    synchronize(device)
     return time.perf_counter() - t0
+
+
+def describe_gpu(device, repeats=5, n=8192):
+    """Name, memory and measured fp32 sgemm rate (TF32 off, as the benchmarks run) of a CUDA ``device``."""
+    props = torch.cuda.get_device_properties(device)
+    tf32 = torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = False
+    try:
+        a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
+        torch.mm(a, b)
+        best = min(timed(lambda: torch.mm(a, b), device) for _ in range(repeats))
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = tf32
+    return {"gpu": props.name, "gpu_memory_gib": round(props.total_memory / 2 ** 30, 1),
+            "cuda": torch.version.cuda, "cudnn": torch.backends.cudnn.version(),
+            "gpu_sgemm_gflops": round(2 * n ** 3 / best * 1e-9, 1)}
 
 
 def median(values):
     return statistics.median(values)
 
 
-def describe_machine(measure_peak=True):
-    """A dict describing the machine and the load on it, printed at the top of every benchmark."""
+def describe_machine(measure_peak=True, device="cpu"):
+    """A dict describing the machine and the load on it, printed at the top of every benchmark (with a CUDA
+    ``device``: its GPU too, whose measured sgemm rate is then the peak that fractions refer to)."""
     info = cpu_model()
     cores = len(os.sched_getaffinity(0))
     desc = {"cpu": info.get("Model name", "?"), "cpu_family": info.get("CPU family", "?"),
@@ -134,6 +160,9 @@ def describe_machine(measure_peak=True):
         desc["sgemm_gflops"] = round(measured_peak_gflops(), 1)
         desc["conv_gflops"] = round(measured_conv_peak_gflops(), 1)
         desc["peak_gflops"] = max(desc["sgemm_gflops"], desc["conv_gflops"])
+    if torch.device(device).type == "cuda":
+        desc.update(describe_gpu(device))
+        desc["peak_gflops"] = desc["gpu_sgemm_gflops"]
     return desc
 
 
@@ -146,6 +175,9 @@ def print_machine(desc):
           f"{desc.get('sgemm_gflops', 'n/a')}, oneDNN 3x3 conv {desc.get('conv_gflops', 'n/a')} GFLOP/s "
           f"(peak used below: {desc.get('peak_gflops', 'n/a')}); load average {desc['loadavg']}; "
           f"cores busy before the run: {100 * desc['busy_fraction_before']:.0f} %")
+    if "gpu" in desc:
+        print(f"GPU: {desc['gpu']}, {desc['gpu_memory_gib']} GiB, CUDA {desc['cuda']}, cuDNN {desc['cudnn']}; "
+              f"measured fp32 sgemm (TF32 off) {desc['gpu_sgemm_gflops']} GFLOP/s (the peak used below)")
     if desc["other_busy_processes"]:
         print("WARNING: other busy processes (ps %CPU is a lifetime average), timings may be contended:")
         for line in desc["other_busy_processes"]:

@@ -4,6 +4,7 @@ Run on an otherwise idle machine, with the default thread count::
 
     .venv/bin/python benchmarks/srf_layer.py                 # C = 32, 26x26, batch 128, σ = 0.5 1 2 3
     .venv/bin/python benchmarks/srf_layer.py --grid          # dense, spectral, separable over the network's shapes
+    .venv/bin/python benchmarks/srf_layer.py --device cuda   # on a GPU (cuDNN for the direct convolutions)
 
 The first mode times forward + backward (gradients of the input and of every parameter, one fixed
 cotangent) and forward alone (``no_grad``: the adjoint's forward solve, trajectory extraction) of one
@@ -70,7 +71,8 @@ def spectral_flops(b, cin, cout, h, w, r):
 
 def sigma_sweep(args, peak):
     b, c, h = args.batch, args.channels, args.size
-    x = torch.randn(b, c, h, h)
+    dev = args.device
+    x = torch.randn(b, c, h, h, device=dev)
     variants = {}
     for sigma in args.sigmas:
         r = kernel_radius(sigma)
@@ -78,7 +80,9 @@ def sigma_sweep(args, peak):
         for form in FORMS:
             variants[(sigma, form)] = srf_layer(c, c, sigma, form)
         variants[(sigma, "plain conv")] = nn.Conv2d(c, c, k, padding=r, bias=False)
-    cot = {s: torch.randn(b, c, h, h) for s in args.sigmas}
+    for m in variants.values():
+        m.to(dev)
+    cot = {s: torch.randn(b, c, h, h, device=dev) for s in args.sigmas}
     runs = {key: (fwd_bwd(m, x, cot[key[0]]), fwd(m, x)) for key, m in variants.items()}
     for run, run_fwd in runs.values():  # warm-up: allocator, MKL/oneDNN kernels, FFT plans
         run()
@@ -86,8 +90,8 @@ def sigma_sweep(args, peak):
     times = {key: ([], []) for key in runs}
     for _ in range(args.rounds):
         for key, (run, run_fwd) in runs.items():
-            times[key][0].append(timed(run))
-            times[key][1].append(timed(run_fwd))
+            times[key][0].append(timed(run, dev))
+            times[key][1].append(timed(run_fwd, dev))
     results = []
     for sigma in args.sigmas:
         r = kernel_radius(sigma)
@@ -142,10 +146,10 @@ def grid(args):
     print(f"{'C':>4} {'H':>3} {'r':>2} {'dense f+b':>10} {'spec/d':>7} {'sep/d':>6} {'dense f':>8} {'spec/d':>7} "
           f"{'sep/d':>6}")
     for c, h in sorted(set(shapes)):
-        x = torch.randn(args.batch, c, h, h)
-        cot = torch.randn(args.batch, c, h, h)
+        x = torch.randn(args.batch, c, h, h, device=args.device)
+        cot = torch.randn(args.batch, c, h, h, device=args.device)
         for r in (1, 2, 3, 4, 5, 7):
-            layers = {form: SRFConv2d(c + 1, c, formulation=form, radius=r) for form in GRID_FORMS}
+            layers = {form: SRFConv2d(c + 1, c, formulation=form, radius=r).to(args.device) for form in GRID_FORMS}
             t = 0.5
 
             def make(layer, grad):
@@ -165,7 +169,7 @@ def grid(args):
             times = {key: [] for key in runs}
             for _ in range(args.rounds):
                 for key, run in runs.items():
-                    times[key].append(timed(run))
+                    times[key].append(timed(run, args.device))
             m = {key: 1e3 * median(v) for key, v in times.items()}
             row = {"C": c, "H": h, "r": r}
             for f in GRID_FORMS:
@@ -187,8 +191,11 @@ def main(argv=None):
     p.add_argument("--grid", action="store_true",
                    help="dense, spectral and separable over the network's shapes instead")
     p.add_argument("--json", default=None, help="also write the results to this JSON file")
+    p.add_argument("--device", default="cpu", help="cpu, or cuda / cuda:N")
     args = p.parse_args(argv)
-    machine = describe_machine()
+    if torch.device(args.device).type == "cuda" and not torch.cuda.is_available():
+        p.error(f"--device {args.device}: CUDA is not available to this torch")
+    machine = describe_machine(device=args.device)
     print_machine(machine)
     peak = machine["peak_gflops"]
     results = grid(args) if args.grid else sigma_sweep(args, peak)

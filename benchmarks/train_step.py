@@ -71,8 +71,9 @@ VARIANTS["tuned"] = VARIANTS["fast+direct+rk"]
 TUNED = {"tuned"}  # variants run with tuning.enabled()
 
 
-def fashion_batch(n, size):
-    """The first ``n`` Fashion-MNIST training images (normalised), or a seeded random batch without the data."""
+def fashion_batch(n, size, channels=1):
+    """The first ``n`` Fashion-MNIST training images (normalised), or a seeded random batch without the data;
+    resized to ``size`` and repeated over ``channels`` (3 and 32: CIFAR-10's shape, with real images)."""
     try:
         from dcnbio.data import load_dataset
         ds = load_dataset("fashion-mnist", "train", download=False)
@@ -84,7 +85,25 @@ def fashion_batch(n, size):
         source = f"random normal (no dataset: {type(exc).__name__})"
     if size != 28:
         x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False)
+    if channels != 1:
+        x = x.repeat(1, channels, 1, 1)
+        source += f", repeated over {channels} channels"
     return x.contiguous(), y, source
+
+
+def reset_peak_memory(device):
+    """Start a new peak-memory window: of the CUDA allocator on a GPU, of the process's RSS on a CPU."""
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+        return True
+    return reset_peak_rss()
+
+
+def peak_memory_mb(device):
+    """Peak GPU memory allocated by tensors (CUDA) or peak resident memory of the process (CPU) since the reset."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2 ** 20
+    return peak_rss_mb()
 
 
 def reset_peak_rss():
@@ -163,7 +182,8 @@ def max_rel(a, b):
 def run_model(name, width, x, y, args, peak):
     torch.manual_seed(args.seed)
     tuning.clear()  # the tuned variant measures its choices for this model in its warm-up
-    base = create_model(name, in_channels=1, num_classes=10, width=width, **VARIANTS["fast"])
+    device = torch.device(args.device)
+    base = create_model(name, in_channels=x.shape[1], num_classes=10, width=width, **VARIANTS["fast"])
     models = {}
     for v in args.variants:  # one model per variant, all with the parameters of ``base``
         settings = dict(VARIANTS[v])
@@ -172,7 +192,9 @@ def run_model(name, width, x, y, args, peak):
         else:
             models[v] = build_model(base.config.replace(**VARIANTS[v]))
             models[v].load_state_dict(base.state_dict())
-        models[v].train()
+        models[v].to(device).train()
+    x_cpu, y_cpu = x, y
+    x, y = x.to(device), y.to(device)
     for v, m in models.items():  # warm-up: kernels, FFT plans, allocator; the tuned variant measures its choices
         step(m, x[:8], y[:8], v in TUNED)
         step(m, x, y, v in TUNED)
@@ -180,11 +202,11 @@ def run_model(name, width, x, y, args, peak):
     ref_out = None
     for rep in range(args.repeats):
         for v, m in models.items():
-            reset_peak_rss()
+            reset_peak_memory(device)
             for _ in range(args.warm_steps):
                 step(m, x, y, v in TUNED)
-            t = timed(lambda: rows[v].__setitem__("logits", step(m, x, y, v in TUNED)))
-            rows[v]["rss"].append(peak_rss_mb())
+            t = timed(lambda: rows[v].__setitem__("logits", step(m, x, y, v in TUNED)), device)
+            rows[v]["rss"].append(peak_memory_mb(device))
             rows[v]["times"].append(t)
             rows[v]["nfe"] = nfe(m)
             if rep == 0:
@@ -196,7 +218,7 @@ def run_model(name, width, x, y, args, peak):
         for v in args.variants:
             key = (VARIANTS[v]["adjoint"], VARIANTS[v]["seminorm"])
             if key not in truth:
-                ref64 = reference_model(base, adjoint=key[0], seminorm=key[1]).double()
+                ref64 = reference_model(base, adjoint=key[0], seminorm=key[1]).double().to(device)
                 logits64 = step(ref64, x.double(), y)
                 truth[key] = (logits64, {n: p.grad.clone() for n, p in ref64.named_parameters()})
             t_logits, t_grads = truth[(VARIANTS[v]["adjoint"], VARIANTS[v]["seminorm"])]
@@ -204,7 +226,7 @@ def run_model(name, width, x, y, args, peak):
             rows[v]["f64_logits"] = max_rel(rows[v]["logits"].double(), t_logits)
             rows[v]["f64_grads"] = max(float((rows[v]["grads"][n].double() - t_grads[n]).abs().max())
                                        for n in t_grads) / scale
-    per_block, rest = eval_flops(reference_model(base), x, y)
+    per_block, rest = eval_flops(reference_model(base), x_cpu, y_cpu)  # counted on the CPU: device-independent
     results = []
     ref_t = median(rows["reference"]["times"]) if "reference" in rows else float("nan")
     for v in args.variants:
@@ -217,7 +239,7 @@ def run_model(name, width, x, y, args, peak):
                if "reference" in rows else None,
                "nfe": r["nfe"], "dense_equiv_gflop_per_image": flops / x.shape[0] * 1e-9,
                "effective_gflops": flops / t * 1e-9, "fraction_of_peak": flops / t * 1e-9 / peak,
-               "peak_rss_mb": max(r["rss"])}
+               "peak_rss_mb" if device.type == "cpu" else "peak_gpu_mb": max(r["rss"])}
         if truth:
             row["f64_logits_diff"], row["f64_grad_diff"] = r["f64_logits"], r["f64_grads"]
         if v in TUNED:
@@ -228,17 +250,19 @@ def run_model(name, width, x, y, args, peak):
             row["grad_diff"] = max(float((r["grads"][n] - ref_out["grads"][n]).abs().max())
                                    for n in r["grads"]) / scale
         results.append(row)
+    mem = "peak_rss_mb" if device.type == "cpu" else "peak_gpu_mb"
     print(f"\n{name}, width {width} (channels {base.config.channels}), batch {x.shape[0]}, "
-          f"{x.shape[-1]}x{x.shape[-1]}; medians of {args.repeats} alternating repeats")
+          f"{x.shape[1]}x{x.shape[-1]}x{x.shape[-1]}, {device}; medians of {args.repeats} alternating repeats")
     print(f"{'variant':>17} {'step s':>7} {'img/s':>6} {'speedup':>13} {'NFE fwd/bwd per block':>27} "
-          f"{'GFLOP/img':>9} {'eff GFLOP/s':>11} {'/peak':>5} {'RSS MB':>7} {'dlogit':>8} {'dgrad':>8}")
+          f"{'GFLOP/img':>9} {'eff GFLOP/s':>11} {'/peak':>5} {'RSS MB' if mem == 'peak_rss_mb' else 'GPU MB':>7} "
+          f"{'dlogit':>8} {'dgrad':>8}")
     for row in results:
         counts = " ".join(f"{c['forward']}/{c['backward']}" for c in row["nfe"].values())
         rng = row["speedup_range"] or []
         sp = f"{row['speedup_vs_reference']:.2f}x" + (f" ({min(rng):.2f}-{max(rng):.2f})" if rng else "")
         print(f"{row['variant']:>17} {row['step_s']:>7.2f} {row['images_per_s']:>6.1f} {sp:>13} {counts:>27} "
               f"{row['dense_equiv_gflop_per_image']:>9.2f} {row['effective_gflops']:>11.1f} "
-              f"{row['fraction_of_peak']:>5.2f} {row['peak_rss_mb']:>7.0f} {row.get('logits_diff', 0):>8.1e} "
+              f"{row['fraction_of_peak']:>5.2f} {row[mem]:>7.0f} {row.get('logits_diff', 0):>8.1e} "
               f"{row.get('grad_diff', 0):>8.1e}")
     if truth:
         print("  float32 vs the float64 reference with the same solver settings (adjoint / seminorm / direct), "
@@ -261,6 +285,9 @@ def main(argv=None):
     p.add_argument("--widths", type=float, nargs="+", default=[1.0, 0.25])
     p.add_argument("--batch", type=int, default=128)
     p.add_argument("--size", type=int, default=28)
+    p.add_argument("--in-channels", type=int, default=1,
+                   help="input channels (the Fashion-MNIST images repeated): 3 with --size 32 is CIFAR-10's shape")
+    p.add_argument("--device", default="cpu", help="cpu, or cuda / cuda:N (tuning and the CPU backends stay off there)")
     p.add_argument("--repeats", type=int, default=2)
     p.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
     p.add_argument("--seed", type=int, default=0)
@@ -274,9 +301,18 @@ def main(argv=None):
         p.error("the reference variant is the baseline; keep it in --variants")
     if args.warm_steps < 0 or args.repeats < 1:
         p.error("--warm-steps must be >= 0 and --repeats >= 1")
-    machine = describe_machine()
+    if args.in_channels < 1:
+        p.error("--in-channels must be >= 1")
+    try:
+        device = torch.device(args.device)
+        if device.type == "cuda" and not torch.cuda.is_available():
+            raise RuntimeError("CUDA is not available to this torch")
+        torch.empty(0, device=device)
+    except RuntimeError as exc:
+        p.error(f"--device {args.device}: {exc}")
+    machine = describe_machine(device=device)
     print_machine(machine)
-    x, y, source = fashion_batch(args.batch, args.size)
+    x, y, source = fashion_batch(args.batch, args.size, args.in_channels)
     print(f"batch: {source}")
     results = []
     for width in args.widths:

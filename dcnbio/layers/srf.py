@@ -198,8 +198,8 @@ class SRFConv2d(nn.Module):
           direct conv grows smoothly up to 13×13 (radius 6) and falls off a cliff at 15×15.  Radius ≥ 7 as
           above; on maps of 26 pixels or more, ``spectral`` from 32 input channels at radius 3 and from 16 at
           radius 4–6; on maps of 13–25 pixels, from 32 input channels (16 at radius 6), ``separable`` (one σ
-          per layer, radius ≥ 5) or ``spectral``; on smaller maps only ``separable``, from 128 input channels at
-          radius 3–6 or 64 at radius 5–6; ``dense`` otherwise.
+          per layer, radius ≥ 5) or ``spectral``; on smaller maps ``spectral`` from 128 input channels at radius
+          3–4 and ``separable`` (one σ per layer) from 64 at radius 5–6; ``dense`` otherwise.
 
         σ_ji layers never use ``separable``.
 
@@ -229,14 +229,18 @@ class SRFConv2d(nn.Module):
         if isa == "AVX512":
             # Zen 4 grid (fwd+bwd / dense): 26 px: r3 C32 0.78, r4 C16 0.90, r5-6 C16 0.60-0.71, C8 0.97-1.38;
             # 13 px: C32 0.69-0.89, C64 0.43-0.65, r6 C16 0.72 (separable); 6 px: separable C128 0.58-0.92,
-            # r5-6 C64 0.84-0.88, C32 1.21-1.43 and spectral 0.85-2.6 (σ_ji keeps dense there).
+            # r5-6 C64 0.84-0.88, C32 1.21-1.43 and spectral 0.85-2.6 (σ_ji keeps dense there, except as below).
             if m >= 26:
                 return "spectral" if in_channels >= (32 if radius == 3 else 16) else "dense"
             if m >= 13:
                 if in_channels >= 32 or (radius == 6 and in_channels >= 16):
                     return "separable" if basis_first and radius >= 5 else "spectral"
                 return "dense"
-            if basis_first and (in_channels >= 128 or (radius >= 5 and in_channels >= 64)):
+            if in_channels >= 128 and radius <= 4:
+                # inside a training step (filters built once per solve; 128 @ 6 px, r = 3-4, width-1 block 3) the
+                # transform measured 0.58-0.66 of dense and the separable passes 0.70-0.94; per call 0.94-0.95
+                return "spectral"
+            if basis_first and radius >= 5 and in_channels >= 64:
                 return "separable"
             return "dense"
         # AVX2 (AMD EPYC): at r = 3 with >= 33 input channels the transform wins on 13-px maps (0.51-0.57; an Intel
