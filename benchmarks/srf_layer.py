@@ -148,7 +148,7 @@ def grid(args):
     for c, h in sorted(set(shapes)):
         x = torch.randn(args.batch, c, h, h, device=args.device)
         cot = torch.randn(args.batch, c, h, h, device=args.device)
-        for r in (1, 2, 3, 4, 5, 7):
+        for r in (1, 2, 3, 4, 5, 6, 7):
             layers = {form: SRFConv2d(c + 1, c, formulation=form, radius=r).to(args.device) for form in GRID_FORMS}
             t = 0.5
 
