@@ -181,7 +181,8 @@ class SRFConv2d(nn.Module):
         isa : {"AVX512", "AVX2"}, optional
             Which measured rule ``auto`` follows; default: ATen's CPU capability
             (``torch.backends.cpu.get_cpu_capability()``), ``"AVX512"`` there and the ``"AVX2"`` rule
-            everywhere else.
+            everywhere else.  Both are CPU measurements: on a GPU ``auto`` follows the host's rule, no GPU
+            having been measured yet.
 
         ``auto`` is ``dense`` for strides other than 1 and for radius ≤ 2, and at stride 1 follows one of two
         rules set from ``benchmarks/srf_layer.py --grid`` (forward + backward, ``C+1 → C``, batch 128;
