@@ -129,15 +129,16 @@ def _load_dataset_images(name, split, root, n):
     n = len(ds) if n is None else n
     if n > len(ds):
         raise DataError(f"--images {n} but {name} {split} has only {len(ds)} images")
-    images, labels = ds.batch(torch.arange(n))
     sub = ds.subset(torch.arange(n))
     source = {"kind": "dataset", "dataset": name, "split": split, "n_images": int(n),
               "indices_sha256": sub.fingerprint()}
-    return images, labels, sub.indices.clone(), source
+    # the images are normalised shard by shard (``sub.batch``): the float copy of all N would grow the peak with N
+    return sub, sub.labels.clone(), sub.indices.clone(), source
 
 
 def _mask_images(args, images):
-    """Centre-mask the images for ``--mask-size``; returns the masked images and the mask's description."""
+    """Centre-mask the images for ``--mask-size``; returns the masked images and the mask's description (the
+    images may be any of the same size: the mask depends on the size only)."""
     from .analysis.completion import apply_center_mask, check_mask_sizes, mask_fill
     from .data import dataset_info
 
@@ -254,15 +255,26 @@ def main(argv=None):
 
     if args.images_file is not None:
         images, labels, indices, source = _load_images_file(args.images_file, args.images)
-    else:
-        images, labels, indices, source = _load_dataset_images(args.dataset or "fashion-mnist", args.split,
-                                                                args.data_root, args.images)
-    images = check_images(images, model.config.in_channels)
-    mask = _mask_images(args, images) if args.mask_size is not None else None
-    if mask is not None:
-        images, mask = mask
+        images = check_images(images, model.config.in_channels)
 
-    n = images.shape[0]
+        def shard_images(start, stop):
+            return images[start:stop]
+    else:
+        dataset, labels, indices, source = _load_dataset_images(args.dataset or "fashion-mnist", args.split,
+                                                                 args.data_root, args.images)
+        check_images(dataset.batch([0])[0], model.config.in_channels)  # a wrong model fails before any work
+
+        def shard_images(start, stop):
+            return check_images(dataset.batch(torch.arange(start, stop))[0], model.config.in_channels)
+    mask = None
+    if args.mask_size is not None:
+        _, mask = _mask_images(args, shard_images(0, 1))  # checks the size; each shard is masked below
+        unmasked = shard_images
+
+        def shard_images(start, stop):
+            return _mask_images(args, unmasked(start, stop))[0]
+
+    n = len(labels)
     n_shards = math.ceil(n / shard_size)
     command = json.loads(json.dumps({
         "checkpoint_sha256": info["sha256"], "model_name": model.config.name, "source": source,
@@ -293,7 +305,7 @@ def main(argv=None):
         missing = [b for b in blocks if not os.path.isfile(shard_path(out, b, s))]
         start, stop = s * shard_size, min((s + 1) * shard_size, n)
         parts, batch = {b: [] for b in missing}, None
-        for batch in iter_trajectories(model, images[start:stop], times, blocks=missing,
+        for batch in iter_trajectories(model, shard_images(start, stop), times, blocks=missing,
                                        labels=labels[start:stop], indices=indices[start:stop],
                                        batch_size=batch_size, batch_offset=start // batch_size):
             for b, ds in batch.items():
