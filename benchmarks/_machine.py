@@ -123,6 +123,19 @@ def timed(fn, device=None):
     return time.perf_counter() - t0
 
 
+def parse_device(parser, name):
+    """``torch.device(name)``, or the parser's one-line error (exit 2) for a name torch does not know or a device
+    this torch cannot use (CUDA unavailable, no such GPU)."""
+    try:
+        device = torch.device(name)
+        if device.type == "cuda" and not torch.cuda.is_available():
+            raise RuntimeError("CUDA is not available to this torch")
+        torch.empty(0, device=device)
+    except RuntimeError as exc:
+        parser.error(f"--device {name}: {exc}")
+    return device
+
+
 def describe_gpu(device, repeats=5, n=8192):
     """Name, memory and measured fp32 sgemm rate (TF32 off, as the benchmarks run) of a CUDA ``device``."""
     props = torch.cuda.get_device_properties(device)

@@ -31,7 +31,7 @@ import torch
 from torch import nn
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _machine import describe_machine, median, print_machine, timed  # noqa: E402
+from _machine import describe_machine, median, parse_device, print_machine, timed  # noqa: E402
 
 from dcnbio.filters import kernel_radius  # noqa: E402
 from dcnbio.layers.srf import SRFConv2d, fft_length  # noqa: E402
@@ -193,8 +193,7 @@ def main(argv=None):
     p.add_argument("--json", default=None, help="also write the results to this JSON file")
     p.add_argument("--device", default="cpu", help="cpu, or cuda / cuda:N")
     args = p.parse_args(argv)
-    if torch.device(args.device).type == "cuda" and not torch.cuda.is_available():
-        p.error(f"--device {args.device}: CUDA is not available to this torch")
+    parse_device(p, args.device)  # validated; kept as given (a string, for the JSON record)
     machine = describe_machine(device=args.device)
     print_machine(machine)
     peak = machine["peak_gflops"]

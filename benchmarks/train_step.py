@@ -52,7 +52,7 @@ import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _machine import describe_machine, median, print_machine, timed  # noqa: E402
+from _machine import describe_machine, median, parse_device, print_machine, timed  # noqa: E402
 
 from dcnbio.extract import _release_memory  # noqa: E402
 from dcnbio.layers import tuning  # noqa: E402
@@ -198,7 +198,7 @@ def run_model(name, width, x, y, args, peak):
     for v, m in models.items():  # warm-up: kernels, FFT plans, allocator; the tuned variant measures its choices
         step(m, x[:8], y[:8], v in TUNED)
         step(m, x, y, v in TUNED)
-    rows = {v: {"times": [], "rss": []} for v in args.variants}
+    rows = {v: {"times": [], "memory": []} for v in args.variants}
     ref_out = None
     for rep in range(args.repeats):
         for v, m in models.items():
@@ -206,7 +206,7 @@ def run_model(name, width, x, y, args, peak):
             for _ in range(args.warm_steps):
                 step(m, x, y, v in TUNED)
             t = timed(lambda: rows[v].__setitem__("logits", step(m, x, y, v in TUNED)), device)
-            rows[v]["rss"].append(peak_memory_mb(device))
+            rows[v]["memory"].append(peak_memory_mb(device))
             rows[v]["times"].append(t)
             rows[v]["nfe"] = nfe(m)
             if rep == 0:
@@ -228,6 +228,7 @@ def run_model(name, width, x, y, args, peak):
                                        for n in t_grads) / scale
     per_block, rest = eval_flops(reference_model(base), x_cpu, y_cpu)  # counted on the CPU: device-independent
     results = []
+    mem = "peak_rss_mb" if device.type == "cpu" else "peak_gpu_mb"
     ref_t = median(rows["reference"]["times"]) if "reference" in rows else float("nan")
     for v in args.variants:
         r = rows[v]
@@ -239,7 +240,7 @@ def run_model(name, width, x, y, args, peak):
                if "reference" in rows else None,
                "nfe": r["nfe"], "dense_equiv_gflop_per_image": flops / x.shape[0] * 1e-9,
                "effective_gflops": flops / t * 1e-9, "fraction_of_peak": flops / t * 1e-9 / peak,
-               "peak_rss_mb" if device.type == "cpu" else "peak_gpu_mb": max(r["rss"])}
+               mem: max(r["memory"])}
         if truth:
             row["f64_logits_diff"], row["f64_grad_diff"] = r["f64_logits"], r["f64_grads"]
         if v in TUNED:
@@ -250,7 +251,6 @@ def run_model(name, width, x, y, args, peak):
             row["grad_diff"] = max(float((r["grads"][n] - ref_out["grads"][n]).abs().max())
                                    for n in r["grads"]) / scale
         results.append(row)
-    mem = "peak_rss_mb" if device.type == "cpu" else "peak_gpu_mb"
     print(f"\n{name}, width {width} (channels {base.config.channels}), batch {x.shape[0]}, "
           f"{x.shape[1]}x{x.shape[-1]}x{x.shape[-1]}, {device}; medians of {args.repeats} alternating repeats")
     print(f"{'variant':>17} {'step s':>7} {'img/s':>6} {'speedup':>13} {'NFE fwd/bwd per block':>27} "
@@ -303,13 +303,7 @@ def main(argv=None):
         p.error("--warm-steps must be >= 0 and --repeats >= 1")
     if args.in_channels < 1:
         p.error("--in-channels must be >= 1")
-    try:
-        device = torch.device(args.device)
-        if device.type == "cuda" and not torch.cuda.is_available():
-            raise RuntimeError("CUDA is not available to this torch")
-        torch.empty(0, device=device)
-    except RuntimeError as exc:
-        p.error(f"--device {args.device}: {exc}")
+    device = parse_device(p, args.device)
     machine = describe_machine(device=device)
     print_machine(machine)
     x, y, source = fashion_batch(args.batch, args.size, args.in_channels)

@@ -24,7 +24,7 @@ import sys
 import torch
 import torch.nn.functional as F
 
-from _machine import describe_machine, print_machine, timed
+from _machine import describe_machine, parse_device, print_machine, timed
 from dcnbio.data import augment, batch_seed, load_dataset
 from dcnbio.models import model_config, build_model, nfe, reset_nfe
 from dcnbio.training.loop import param_groups
@@ -47,9 +47,7 @@ def main(argv=None):
         torch.set_num_threads(args.threads)
     if args.steps < 1 or args.batch_size < 1:
         p.error("--steps and --batch-size must be >= 1")
-    device = torch.device(args.device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        p.error(f"--device {args.device}: CUDA is not available to this torch")
+    device = parse_device(p, args.device)
     print_machine(describe_machine(measure_peak=False, device=device))
     if args.dataset == "cifar10":
         train = load_dataset("cifar10", "train", args.data_root, val_size=5000, seed=1)
