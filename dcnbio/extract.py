@@ -256,24 +256,20 @@ def main(argv=None):
     if args.images_file is not None:
         images, labels, indices, source = _load_images_file(args.images_file, args.images)
         images = check_images(images, model.config.in_channels)
-
-        def shard_images(start, stop):
-            return images[start:stop]
-    else:
+    else:  # the dataset's images are normalised shard by shard, below
         dataset, labels, indices, source = _load_dataset_images(args.dataset or "fashion-mnist", args.split,
                                                                  args.data_root, args.images)
-        check_images(dataset.batch([0])[0], model.config.in_channels)  # a wrong model fails before any work
 
-        def shard_images(start, stop):
-            return check_images(dataset.batch(torch.arange(start, stop))[0], model.config.in_channels)
-    mask = None
-    if args.mask_size is not None:
-        _, mask = _mask_images(args, shard_images(0, 1))  # checks the size; each shard is masked below
-        unmasked = shard_images
+    def shard_images(start, stop):
+        """Images ``[start, stop)``, checked against the model and centre-masked if asked; with the mask's
+        description."""
+        if args.images_file is not None:
+            x = images[start:stop]
+        else:
+            x = check_images(dataset.batch(torch.arange(start, stop))[0], model.config.in_channels)
+        return (x, None) if args.mask_size is None else _mask_images(args, x)
 
-        def shard_images(start, stop):
-            return _mask_images(args, unmasked(start, stop))[0]
-
+    _, mask = shard_images(0, 1)  # a wrong model or mask size fails here, before any work
     n = len(labels)
     n_shards = math.ceil(n / shard_size)
     command = json.loads(json.dumps({
@@ -305,7 +301,7 @@ def main(argv=None):
         missing = [b for b in blocks if not os.path.isfile(shard_path(out, b, s))]
         start, stop = s * shard_size, min((s + 1) * shard_size, n)
         parts, batch = {b: [] for b in missing}, None
-        for batch in iter_trajectories(model, shard_images(start, stop), times, blocks=missing,
+        for batch in iter_trajectories(model, shard_images(start, stop)[0], times, blocks=missing,
                                        labels=labels[start:stop], indices=indices[start:stop],
                                        batch_size=batch_size, batch_offset=start // batch_size):
             for b, ds in batch.items():
