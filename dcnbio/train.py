@@ -43,6 +43,12 @@ def build_parser():
     p.add_argument("--val-size", type=int, default=5000, help="training images held out for validation")
     p.add_argument("--epochs", type=int, default=None,
                    help="default: 100, ×10/×5/×2 for ≤520/1030/5120 training images (App. A.2)")
+    p.add_argument("--plateau-patience", type=int, default=0, metavar="K",
+                   help="choose the schedule's length by measurement: drop the learning rate once validation "
+                        "accuracy has not beaten its earlier best by --plateau-delta for K epochs (epoch P), then "
+                        "the paper's proportions (second drop at 1.75 P, end at 2.5 P); --epochs is the cap; "
+                        "0: the fixed schedule of --epochs")
+    p.add_argument("--plateau-delta", type=float, default=0.005, help="accuracy gain that counts as progress")
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--eval-batch-size", type=int, default=256)
     p.add_argument("--lr", type=float, default=0.1)
@@ -100,7 +106,8 @@ def config_from_args(args, seed):
         subset=args.subset, val_size=args.val_size, epochs=args.epochs, batch_size=args.batch_size,
         eval_batch_size=args.eval_batch_size, lr=args.lr, momentum=args.momentum, weight_decay=args.weight_decay,
         sigma_lr_scale=args.sigma_lr_scale, augment=args.augment, seed=seed, device=args.device,
-        save_every=args.save_every, test=args.test, tune=args.tune, model_overrides=overrides)
+        save_every=args.save_every, test=args.test, tune=args.tune, plateau_patience=args.plateau_patience,
+        plateau_delta=args.plateau_delta, model_overrides=overrides)
 
 
 def write_index(out, rows):
@@ -145,7 +152,7 @@ def main(argv=None):
         log(f"training {config.model} (width {config.width}) on {config.dataset}, seed {config.seed} -> {run_dir}")
         final = train_run(config, run_dir, resume=args.resume, overwrite=args.overwrite, log=log)
         log(f"seed {config.seed}: " + ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}"
-                                                for k, v in final.items()))
+                                                for k, v in final.items() if k != "segments"))
     if is_main:
         write_index(args.out, collect_runs(args.out))
     return 0

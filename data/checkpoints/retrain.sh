@@ -1,37 +1,49 @@
 #!/usr/bin/env bash
-# Retrain the bundled checkpoints from scratch with `dcnbio train` (Fashion-MNIST, CPU scale), then rewrite the
-# sha256 manifest.  Run from the repository root:  bash data/checkpoints/retrain.sh
-# Every run is single-threaded and the runs go in two lanes, one per core of a 2-core machine; see
-# data/checkpoints/README.md for the measured wall time of each run (uncontended, about 4.5 h for lane 1 and
-# 3.2 h for lane 2).
-# The runs replace the bundled ones (--overwrite).
+# Train the full-data bundle (data/checkpoints/full/) with the CPU recipe of data/checkpoints/README.md, in one
+# single-threaded lane per core.  Safe to stop at any moment and to re-run on a fresh clone: a run with final.json
+# is skipped, a run with last.pt is resumed (--resume), any other is (re)started.  Run from anywhere:
+#   bash data/checkpoints/retrain.sh            # both lanes, then the manifest
+#   bash data/checkpoints/retrain.sh lane1      # one lane (lane1 | lane2)
+#   bash data/checkpoints/retrain.sh manifest   # rewrite MANIFEST.sha256 (before committing)
+# Stop the lanes with SIGTERM (kill -TERM -- -<pgid>): each run writes last.pt and exits; commit what is there.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 export OMP_NUM_THREADS=1
-train() { .venv/bin/python -m dcnbio.train --dataset fashion-mnist --width 0.25 --no-adjoint --overwrite "$@"; }
+PY=${PYTHON:-.venv/bin/python}
+ROOT=data/checkpoints/full
+# The recipe (README: "The full-data recipe"): paper optimizer, first drop at the measured plateau.
+RECIPE=(--dataset fashion-mnist --width 0.25 --val-size 1000 --epochs 30 --plateau-patience 2
+        --plateau-delta 0.005 --no-adjoint --integrator dcnbio --formulation auto)
 
-(   # lane 1: the main job's model (sigma_ji DCN, seeds 1-3, 500 images per class, 12 epochs = 468 steps of 128
-    # images), then the meta-parametrized DCNs (100 images per class, 500 held out, 10 epochs = 70 steps; no
-    # test-set report)
-    train --model dcn-sigma-ji --subset 500 --val-size 1000 --epochs 12 --save-every 10 --seeds 1 2 3 \
-        --out data/checkpoints/dcn-sigma-ji
-    for m in dcn-sigma-t dcn-sigma-t2 dcn-sigma-alpha-t; do
-        train --model "$m" --subset 100 --val-size 500 --epochs 10 --no-test --seeds 1 --out "data/checkpoints/$m"
-    done
-) &
-(   # lane 2: smoke-scale baselines (seeds 1-3) for the trajectory analyses (100 images per class, 15 epochs =
-    # 105 steps), then the small-data grid of analyses/small_data.py (recipe: data/checkpoints/small-data/README.md)
-    for m in dcn-ode odenet resnet-blocks; do
-        train --model "$m" --subset 100 --val-size 1000 --epochs 15 --seeds 1 2 3 --out "data/checkpoints/$m"
-    done
-    for m in resnet-blocks odenet dcn-ode; do
-        for n in 10 20 50; do
-            .venv/bin/python -m dcnbio.train --model "$m" --dataset fashion-mnist --width 0.25 --subset "$n" \
-                --val-size 0 --epochs $((300 / n)) --batch-size 32 --no-adjoint --no-test --seeds 1 2 3 --overwrite \
-                --out "data/checkpoints/small-data/$m/n$n"
-            rm -f data/checkpoints/small-data/"$m"/n"$n"/seed*/{init,best}.pt   # not bundled: see small-data/README.md
-        done
-    done
-) &
-wait
-(cd data/checkpoints && find . -name '*.pt' -o -name '*.json' -o -name '*.csv' | sort | xargs sha256sum > MANIFEST.sha256)
+run() {  # run MODEL SEED [extra dcnbio-train arguments]
+    local model=$1 seed=$2; shift 2
+    local dir="$ROOT/$model/seed$seed" mode=()
+    if [ -f "$dir/final.json" ]; then echo "done: $dir"; return 0; fi
+    if [ -f "$dir/last.pt" ]; then mode=(--resume); else mode=(--overwrite); fi
+    local save=20; [ "$model" = resnet-blocks ] && save=200
+    echo "$(date -u +%FT%TZ) start ${mode[*]} $dir"
+    "$PY" -m dcnbio.train --model "$model" --seeds "$seed" --out "$ROOT/$model" "${RECIPE[@]}" \
+        --save-every "$save" "${mode[@]}" "$@"
+}
+
+lane1() {
+    run dcn-sigma-ji 1; run dcn-ode 2; run dcn-sigma-ji 3; run odenet 2
+    run dcn-sigma-t 1; run dcn-sigma-t 3; run dcn-sigma-alpha-t 1
+}
+lane2() {
+    run resnet-blocks 1; run resnet-blocks 2; run resnet-blocks 3
+    run dcn-ode 1; run odenet 1; run dcn-sigma-ji 2; run dcn-ode 3; run odenet 3
+    run dcn-sigma-t2 1; run dcn-sigma-t 2
+}
+manifest() {
+    (cd data/checkpoints && find . -name '*.pt' -o -name '*.json' -o -name '*.csv' | sort | xargs sha256sum \
+        > MANIFEST.sha256)
+}
+
+case "${1:-all}" in
+    lane1) lane1 ;;
+    lane2) lane2 ;;
+    manifest) manifest ;;
+    all) lane1 & lane2 & wait; manifest ;;
+    *) echo "usage: retrain.sh [lane1|lane2|manifest|all]" >&2; exit 2 ;;
+esac

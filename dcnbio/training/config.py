@@ -31,6 +31,12 @@ class TrainConfig:
     their meta-parameters); 1.0 is the paper's recipe.
     ``model_overrides`` are extra :class:`~dcnbio.models.ModelConfig` fields
     (solver, rtol, atol, adjoint, T, sigma_range, formulation, integrator, ...).
+    ``plateau_patience`` > 0 chooses the length of the schedule by measurement: the run stays at the first
+    learning rate until validation accuracy has plateaued (:func:`plateau_reached`: ``plateau_patience`` epochs
+    without beating the earlier best by ``plateau_delta``), drops it there, at epoch P, and keeps the paper's
+    proportions 40 : 70 : 100 from it: the second drop at round(1.75 P), the end at round(2.5 P)
+    (:func:`plateau_schedule`).  ``epochs`` is then the cap: without a plateau by its first milestone the run is
+    the fixed schedule of ``epochs``.
     ``tune`` runs the training with measured choices (:mod:`dcnbio.layers.tuning`): faster on some
     machines, but no longer bit-identical from run to run (the candidates differ in float rounding).  The run
     follows ``tune`` whatever ``DCNBIO_TUNE`` says, so that its configuration records what happened.
@@ -59,6 +65,8 @@ class TrainConfig:
     save_every: int = 0
     test: bool = True
     tune: bool = False
+    plateau_patience: int = 0
+    plateau_delta: float = 0.005
     model_overrides: dict = field(default_factory=dict)
 
     def __post_init__(self):
@@ -79,6 +87,12 @@ class TrainConfig:
             raise ConfigError(f"milestones are fractions of the epochs in (0, 1), got {self.milestones}")
         if self.sigma_lr_scale < 0 or self.momentum < 0 or self.weight_decay < 0:
             raise ConfigError("sigma_lr_scale, momentum and weight_decay must be >= 0")
+        if int(self.plateau_patience) != self.plateau_patience or self.plateau_patience < 0:
+            raise ConfigError(f"plateau_patience must be a whole number of epochs >= 0, got {self.plateau_patience!r}")
+        if not 0 <= self.plateau_delta < 1:
+            raise ConfigError(f"plateau_delta is an accuracy difference in [0, 1), got {self.plateau_delta!r}")
+        if self.plateau_patience and not self.val_size:
+            raise ConfigError("plateau_patience needs a validation hold-out (--val-size > 0) to measure the plateau")
         if self.save_every < 0:
             raise ConfigError(f"save_every must be >= 0 steps, got {self.save_every}")
         if not (self.device == "cpu" or self.device.startswith("cuda")):
@@ -106,6 +120,10 @@ class TrainConfig:
         epochs = self.resolved().epochs
         return sorted({max(1, int(round(m * epochs))) for m in self.milestones})
 
+    def first_level_cap(self):
+        """The last epoch a plateau-scheduled run may spend at the first learning rate."""
+        return self.milestone_epochs()[0]
+
     def to_dict(self):
         d = dataclasses.asdict(self)
         d["milestones"] = list(self.milestones)
@@ -128,3 +146,34 @@ class TrainConfig:
         """Fields whose values differ from ``other`` (ignoring ``ignore``)."""
         a, b = self.to_dict(), other.to_dict()
         return sorted(k for k in a if k not in ignore and a[k] != b.get(k))
+
+
+def plateau_reached(val_acc, patience, delta):
+    """Whether validation accuracy has plateaued: its last ``patience`` epochs did not beat the best before them
+    by more than ``delta``.
+
+    >>> plateau_reached([0.70, 0.80, 0.84, 0.845, 0.843], patience=2, delta=0.005)
+    True
+    >>> plateau_reached([0.70, 0.80, 0.84, 0.85, 0.843], patience=2, delta=0.005)
+    False
+    """
+    if patience < 1 or len(val_acc) <= patience:
+        return False
+    before, recent = max(val_acc[:-patience]), max(val_acc[-patience:])
+    return not recent > before + delta
+
+
+def plateau_schedule(plateau_epoch):
+    """Milestones and length of the schedule whose first drop is at ``plateau_epoch`` (P), in the paper's
+    proportions 40 : 70 : 100 (App. A.2: epochs 40 and 70 of 100).
+
+    >>> plateau_schedule(4)
+    ([4, 7], 10)
+    >>> plateau_schedule(6)
+    ([6, 10], 15)
+    """
+    p = int(plateau_epoch)
+    if p < 1:
+        raise ConfigError(f"the plateau epoch must be >= 1, got {plateau_epoch!r}")
+    second = max(p + 1, int(round(1.75 * p)))
+    return [p, second], max(second + 1, int(round(2.5 * p)))

@@ -7,12 +7,17 @@ A run directory holds::
     last.pt         the latest state (every epoch, and every ``save_every`` steps)
     best.pt         the state with the best *validation* accuracy
     metrics.csv     one row per epoch
-    final.json      validation and test accuracy of last and best (test is reported, never used to select)
+    final.json      validation and test accuracy of last and best (test is reported, never used to select),
+                    the schedule's length and the machine of every segment
 
 Every file is written atomically.  All randomness after model initialisation is
 derived from ``(seed, epoch, batch)`` (see :mod:`dcnbio.data`), so a run killed at
-any moment and resumed from ``last.pt`` ends with bit-identical weights.
+any moment and resumed from ``last.pt`` on the same machine ends with bit-identical weights.
+Each process that trains a run is a *segment*; the checkpoints and ``final.json`` list the
+segments with their machines (:func:`~dcnbio.training.machine.describe_machine`) and step
+ranges, because a resume on another kind of CPU may differ at float rounding.
 """
+import collections
 import csv
 import io
 import json
@@ -30,7 +35,8 @@ from ..layers.srf import SRFConv2d
 from ..layers import tuning
 from ..models import build_model, nfe, ode_blocks, reset_nfe, srf_layers
 from . import distributed
-from .config import TrainConfig
+from .config import TrainConfig, plateau_reached, plateau_schedule
+from .machine import describe_machine
 
 RUN_FILES = ("config.json", "init.pt", "last.pt", "best.pt", "metrics.csv", "final.json")
 
@@ -145,6 +151,29 @@ def _metrics_csv(rows):
     return buf.getvalue()
 
 
+def _decide_plateau(config, state, scheduler, ctx, log):
+    """At the first learning rate of a plateau-scheduled run: once validation accuracy has plateaued, drop the
+    rate after this epoch and shorten the schedule to the paper's proportions from here (config docstring).
+    Every process takes the same decision from rank 0's validation accuracies."""
+    done = state["epoch"]
+    cap = config.first_level_cap()
+    accs = [row["val_acc"] for row in state["metrics"]]
+    reached = plateau_reached(accs, config.plateau_patience, config.plateau_delta) if ctx.is_main else False
+    reached = distributed.broadcast_flag(reached, ctx)
+    if reached and done < cap:
+        milestones, epochs = plateau_schedule(done)
+        scheduler.milestones = collections.Counter(milestones)
+        # The scheduler has stepped past this epoch at the old rate; the drop applies from the next epoch.
+        for group in scheduler.optimizer.param_groups:
+            group["lr"] *= config.gamma
+        state.update(plateau_epoch=done, epochs=epochs)
+        log(f"validation accuracy plateaued after epoch {done}: learning rate ×{config.gamma} from epoch "
+            f"{done + 1}, second drop after epoch {milestones[1]}, {epochs} epochs in all")
+    elif done >= cap:
+        state["plateau_epoch"] = cap  # the fixed schedule of config.epochs, whose first drop is here
+        log(f"no plateau by epoch {cap} (the cap of --epochs {config.epochs}): the fixed schedule continues")
+
+
 def train_run(config: TrainConfig, out_dir, *, resume=False, overwrite=False, log=print):
     """Train one model (one seed) into ``out_dir`` and return its final metrics.
 
@@ -194,7 +223,7 @@ def _train(config, out_dir, resume, overwrite, ctx, log):
                                 momentum=config.momentum, weight_decay=config.weight_decay)
     scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, config.milestone_epochs(), config.gamma)
     state = {"epoch": 0, "step": 0, "batch": 0, "metrics": [], "best_val_acc": -1.0, "elapsed": 0.0,
-             "partial": {}}
+             "partial": {}, "epochs": config.epochs, "plateau_epoch": None, "segments": []}
 
     if resume:
         stored = ckpt_io.read_checkpoint(paths["last.pt"])
@@ -213,7 +242,8 @@ def _train(config, out_dir, resume, overwrite, ctx, log):
         extra = stored["optimizer_state"]["loop"]
         state.update(epoch=stored["epoch"], step=stored["step"], metrics=list(stored["metrics"]),
                      batch=extra["batch"], best_val_acc=extra["best_val_acc"], elapsed=extra["elapsed"],
-                     partial=extra["partial"])
+                     partial=extra["partial"], epochs=extra.get("epochs", config.epochs),
+                     plateau_epoch=extra.get("plateau_epoch"), segments=list(extra.get("segments", [])))
         log(f"resuming {out_dir} at epoch {state['epoch']}, batch {state['batch']} (step {state['step']})")
     elif ctx.is_main:
         _write_text(paths["config.json"], json.dumps(
@@ -222,7 +252,9 @@ def _train(config, out_dir, resume, overwrite, ctx, log):
     def save(kind, path):
         if not ctx.is_main:
             return
-        loop_state = {k: state[k] for k in ("batch", "best_val_acc", "elapsed", "partial")}
+        state["segments"][-1].update(end_epoch=state["epoch"], end_step=state["step"])
+        loop_state = {k: state[k] for k in ("batch", "best_val_acc", "elapsed", "partial", "epochs",
+                                            "plateau_epoch", "segments")}
         ckpt = ckpt_io.make_checkpoint(
             net, kind=kind, train_config=config.to_dict(), epoch=state["epoch"], step=state["step"],
             optimizer_state={"optimizer": optimizer.state_dict(), "loop": loop_state},
@@ -230,6 +262,8 @@ def _train(config, out_dir, resume, overwrite, ctx, log):
             data_hash=train.fingerprint())
         ckpt_io.save_checkpoint(ckpt, path)
 
+    state["segments"].append({"machine": describe_machine(), "start_epoch": state["epoch"],
+                              "start_step": state["step"], "end_epoch": state["epoch"], "end_step": state["step"]})
     if not resume:
         save("init", paths["init.pt"])
     model = distributed.wrap(net, ctx)
@@ -237,14 +271,14 @@ def _train(config, out_dir, resume, overwrite, ctx, log):
     n_batches = len(train) // config.batch_size  # the last incomplete batch is dropped (App. A.2)
     t_start = time.perf_counter() - state["elapsed"]
 
-    while state["epoch"] < config.epochs:
+    while state["epoch"] < state["epochs"]:
         epoch = state["epoch"]
         perm = epoch_permutation(len(train), config.seed, epoch)
         p = state["partial"] or {"loss": 0.0, "correct": 0, "count": 0, "seconds": 0.0,
                                  "nfe_forward": {b: 0 for b in blocks}, "nfe_backward": {b: 0 for b in blocks}}
         t_epoch = time.perf_counter() - p["seconds"]
         bar = tqdm(range(state["batch"], n_batches), disable=None if ctx.is_main else True,
-                   desc=f"epoch {epoch + 1}/{config.epochs}", leave=False)
+                   desc=f"epoch {epoch + 1}/{state['epochs']}", leave=False)
         model.train()
         lr_epoch = optimizer.param_groups[0]["lr"]
         for b in bar:
@@ -305,19 +339,25 @@ def _train(config, out_dir, resume, overwrite, ctx, log):
         improved = ctx.is_main and val is not None and row["val_acc"] > state["best_val_acc"]
         if improved:
             state["best_val_acc"] = row["val_acc"]
+        if ctx.is_main:
+            log(f"epoch {epoch + 1}/{state['epochs']}  loss {row['train_loss']:.4f}  train {row['train_acc']:.4f}  "
+                f"val {row['val_acc']:.4f}  nfe/batch {sum(row[f'nfe_forward_{b}'] for b in blocks):.0f}  "
+                f"{epoch_seconds:.1f}s")
+        if config.plateau_patience and state["plateau_epoch"] is None:
+            _decide_plateau(config, state, scheduler, ctx, log)
         save("last", paths["last.pt"])
         if improved or (val is None and ctx.is_main):
             save("best", paths["best.pt"])
         if ctx.is_main:
             _write_text(paths["metrics.csv"], _metrics_csv(state["metrics"]))
-            log(f"epoch {epoch + 1}/{config.epochs}  loss {row['train_loss']:.4f}  train {row['train_acc']:.4f}  "
-                f"val {row['val_acc']:.4f}  nfe/batch {sum(row[f'nfe_forward_{b}'] for b in blocks):.0f}  "
-                f"{epoch_seconds:.1f}s")
         ctx.barrier()
 
     final = {"epochs": state["epoch"], "steps": state["step"], "wall_seconds": state["elapsed"],
              "best_val_acc": state["best_val_acc"],
-             "val_acc_last": state["metrics"][-1]["val_acc"] if state["metrics"] else math.nan}
+             "val_acc_last": state["metrics"][-1]["val_acc"] if state["metrics"] else math.nan,
+             "segments": state["segments"]}
+    if config.plateau_patience:
+        final["plateau_epoch"] = state["plateau_epoch"]
     if ctx.is_main:
         if config.test:
             test = load_dataset(config.dataset, "test", root=config.data_root, download=config.download)
