@@ -40,6 +40,7 @@ from dcnbio.analysis.report import Report
 from dcnbio.analysis.runs import against_reference, pool_runs
 from dcnbio.cli import user_errors
 from dcnbio.errors import ConfigError
+from dcnbio.io import save_figure
 from dcnbio.io import prepare_output_dir, save_results
 
 REPO = Path(__file__).resolve().parents[1]
@@ -192,7 +193,7 @@ def main(argv=None):
         log(f"{label}: {images.shape[0]} images, {len(contrasts)} contrasts x {len(args.conditions)} conditions "
             f"in {time.time() - t0:.1f} s")
     save_results(results, out / "contrast.nc", overwrite=args.overwrite)
-    plot_contrast(results).savefig(out / "contrast.png", dpi=120)
+    save_figure(plot_contrast(results), out / "contrast.png", dpi=120)
 
     report = Report("Contrast robustness and NFE of ODE blocks")
     report.section("Inputs")

@@ -38,6 +38,7 @@ from dcnbio.analysis.report import Report
 from dcnbio.checkpoint import load_checkpoint
 from dcnbio.cli import user_errors
 from dcnbio.errors import CheckpointError, ConfigError
+from dcnbio.io import save_figure
 from dcnbio.io import prepare_output_dir, save_results
 
 REPO = Path(__file__).resolve().parents[1]
@@ -151,7 +152,7 @@ def main(argv=None):
         if init is not None:
             groups[f"{label}-init"] = init
     save_results(groups, out / "meta.nc", overwrite=args.overwrite)
-    plot_meta_curves(curves).savefig(out / "meta_curves.png", dpi=120)
+    save_figure(plot_meta_curves(curves), out / "meta_curves.png", dpi=120)
 
     report = Report("Meta-parametrized SRF filters: σ(t) and α(t)")
     report.section("Inputs")

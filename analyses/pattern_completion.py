@@ -49,6 +49,7 @@ from dcnbio.analysis.report import Report
 from dcnbio.analysis.runs import against_reference, compare_models, pool_runs
 from dcnbio.cli import user_errors
 from dcnbio.errors import ConfigError
+from dcnbio.io import save_figure
 from dcnbio.io import prepare_output_dir, save_results
 
 REPO = Path(__file__).resolve().parents[1]
@@ -186,11 +187,11 @@ def main(argv=None):
         log(f"{label}: {images.shape[0]} images, {len(args.masks)} masks in {time.time() - t0:.1f} s")
     save_results(results, out / "completion.nc", overwrite=args.overwrite)
 
-    plot_differences(results, args.example_mask).savefig(out / "completion_D.png", dpi=120)
-    plot_masked_accuracy(results).savefig(out / "masked_accuracy.png", dpi=120)
+    save_figure(plot_differences(results, args.example_mask), out / "completion_D.png", dpi=120)
+    save_figure(plot_masked_accuracy(results), out / "masked_accuracy.png", dpi=120)
     for label, ds in results.items():
         if args.n_examples:
-            plot_examples(ds).savefig(out / f"examples_{label}.png", dpi=110)
+            save_figure(plot_examples(ds), out / f"examples_{label}.png", dpi=110)
 
     report = Report("Pattern completion in block feature maps")
     report.section("Inputs")

@@ -44,6 +44,7 @@ from dcnbio.analysis.report import Report
 from dcnbio.analysis.runs import compare_models as compare_runs, pool_runs
 from dcnbio.cli import user_errors
 from dcnbio.errors import CheckpointError, ConfigError, DataError
+from dcnbio.io import save_figure
 from dcnbio.io import prepare_output_dir, save_results
 
 REPO = Path(__file__).resolve().parents[1]
@@ -173,7 +174,7 @@ def main(argv=None):
     figure_note = None
     if args.n_examples:
         try:
-            plot_reconstructions(results).savefig(out / "reconstructions.png", dpi=130)
+            save_figure(plot_reconstructions(results), out / "reconstructions.png", dpi=130)
         except DataError as exc:
             figure_note = f"No figure: {exc}."
     comparisons = compare_models(results)

@@ -56,7 +56,8 @@ from dcnbio.analysis.common import ScriptParser, is_finished_run
 from dcnbio.analysis.report import Report
 from dcnbio.analysis.sigmas import extract_sigmas, select
 from dcnbio.analysis.v1 import compare_with_v1
-from dcnbio.checkpoint import atomic_write, load_checkpoint
+from dcnbio.checkpoint import load_checkpoint
+from dcnbio.io.atomic import atomic_write
 from dcnbio.cli import user_errors
 from dcnbio.errors import ConfigError, DataError
 from dcnbio.io import open_results, prepare_output_dir

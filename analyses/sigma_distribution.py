@@ -43,6 +43,7 @@ from dcnbio.analysis.sigmas import extract_sigmas, select, sigma_values, stack_s
 from dcnbio.checkpoint import load_checkpoint
 from dcnbio.cli import user_errors
 from dcnbio.errors import CheckpointError, ConfigError, DataError
+from dcnbio.io import save_figure
 from dcnbio.io import prepare_output_dir, save_dataset
 
 REPO = Path(__file__).resolve().parents[1]
@@ -272,7 +273,7 @@ def main(argv=None):
 
     report.section("σ per layer").table(layer_table(ds, has_init), "Median σ per SRF layer (px of the layer's input)")
     fig = plots.plot_sigma_vs_depth(ds)
-    fig.savefig(out / "sigma_vs_depth.png", dpi=120)
+    save_figure(fig, out / "sigma_vs_depth.png", dpi=120)
     report.figure("sigma_vs_depth.png", "σ of every SRF layer against depth (grey: init)")
 
     report.section("Depth trend")
@@ -312,7 +313,7 @@ def main(argv=None):
             if len(init_fam):
                 report.table(init_fam, "Akaike weights at init (control)")
         fig = plots.plot_sigma_histograms(ds)
-        fig.savefig(out / "sigma_histograms.png", dpi=120)
+        save_figure(fig, out / "sigma_histograms.png", dpi=120)
         report.figure("sigma_histograms.png", "σ per block, density per log10 unit, with fitted log-normal "
                                               "(outline, dashed: init)")
 

@@ -41,6 +41,7 @@ from dcnbio.analysis.small_data import (DCN, DEFAULT_EPOCHS_BUDGET, MODEL_ORDER,
                                         recipe_differences, summarize_accuracy, tabulate_runs, train_missing)
 from dcnbio.cli import user_errors
 from dcnbio.errors import CheckpointError, ConfigError, DataError
+from dcnbio.io import save_figure
 from dcnbio.io import prepare_output_dir, save_dataset
 
 REPO = Path(__file__).resolve().parents[1]
@@ -220,7 +221,7 @@ def main(argv=None):
         results.attrs.update({"verdict": verdict["verdict"], "verdict_size": verdict["size"],
                               "ols_verdict": verdict["ols_verdict"], "verdict_text": verdict["text"]})
     save_dataset(results, out / "small_data.nc", overwrite=args.overwrite)
-    plot_small_data(ds, fit).savefig(out / "small_data.png", dpi=120)
+    save_figure(plot_small_data(ds, fit), out / "small_data.png", dpi=120)
 
     report = Report("Small data (paper Table 2a): accuracy against training images per class")
     report.section("Claim")

@@ -32,6 +32,7 @@ from dcnbio.analysis.solver_audit import (DEFAULT_FIXED_STEPS, DEFAULT_TOLERANCE
                                           compute_solver_audit, plot_solver_audit, solver_grid)
 from dcnbio.cli import user_errors
 from dcnbio.errors import ConfigError
+from dcnbio.io import save_figure
 from dcnbio.io import prepare_output_dir, save_results
 
 REPO = Path(__file__).resolve().parents[1]
@@ -101,7 +102,7 @@ def main(argv=None):
         results[label] = ds
         log(f"{label}: {len(grid) + 1} settings on {images.shape[0]} images in {time.time() - t0:.1f} s")
     save_results(results, out / "solver_audit.nc", overwrite=args.overwrite)
-    plot_solver_audit(results).savefig(out / "solver_audit.png", dpi=120)
+    save_figure(plot_solver_audit(results), out / "solver_audit.png", dpi=120)
 
     report = Report("Solver audit: accuracy under other solvers and tolerances")
     report.section("Inputs")

@@ -23,89 +23,26 @@ A checkpoint is a ``dict`` with
     sha256 of the training subset's indices.
 
 Files are loaded with ``torch.load(weights_only=True)``: a file that would need
-to unpickle arbitrary objects is refused before anything in it runs.
+to unpickle arbitrary objects is refused before anything in it runs.  A file whose
+weights hold NaN or infinity is refused too, naming the tensor: a damaged model
+would otherwise surface far from its cause (a solver "failing" on an infinite α).
+Files are written with :func:`dcnbio.io.atomic.atomic_write`.
 """
 import hashlib
+import io
 import os
 import pickle
-import signal
-import tempfile
 import zipfile
 
 import torch
 
 from . import __version__
 from .errors import CheckpointError, ConfigError
+from .io.atomic import write_bytes
 from .models import ModelConfig, build_model
 
 FORMAT = "dcnbio-checkpoint"
 FORMAT_VERSION = 1
-#: Tests set this to ``kill-before-rename:<file name>`` to SIGKILL the process mid-write.
-FAULT_ENV = "DCNBIO_FAULT_INJECTION"
-
-
-def atomic_write_path(path, write):
-    """Write a file atomically: ``write(tmp_path)`` fills a temporary file beside ``path``; fsync, rename.
-
-    A crash at any moment leaves either the old file or the new one under ``path``, never a partial one
-    (only a ``.tmp-*`` file, which re-runs remove).  The file gets the permissions the umask allows.
-    """
-    path = os.fspath(path)
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-" + os.path.basename(path) + "-", dir=directory)
-    try:
-        os.fchmod(fd, 0o666 & ~_UMASK)  # mkstemp creates 0600; results are meant to be shared
-        os.close(fd)
-        write(tmp)
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        _maybe_inject_fault(path)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    dir_fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
-
-
-def atomic_write(path, write):
-    """:func:`atomic_write_path` for writers of file objects: ``write(fileobj)``."""
-
-    def to_path(tmp):
-        with open(tmp, "wb") as f:
-            write(f)
-
-    atomic_write_path(path, to_path)
-
-
-_WRITES = {}
-_UMASK = os.umask(0)
-os.umask(_UMASK)
-
-
-def _maybe_inject_fault(path):
-    """Crash-safety tests: ``DCNBIO_FAULT_INJECTION=kill-before-rename:<name>[:<n>]`` SIGKILLs this process
-    after the n-th (default first) complete temporary write of ``<name>``, before it is renamed into place."""
-    spec = os.environ.get(FAULT_ENV, "")
-    if not spec.startswith("kill-before-rename:"):
-        return
-    name, _, nth = spec[len("kill-before-rename:"):].partition(":")
-    if os.path.basename(path) != name:
-        return
-    _WRITES[name] = _WRITES.get(name, 0) + 1
-    if _WRITES[name] == int(nth or 1):
-        os.kill(os.getpid(), signal.SIGKILL)
-
-
-def remove_stale_temporaries(directory):
-    """Delete ``.tmp-*`` files left in ``directory`` by a process killed mid-write."""
-    for name in os.listdir(directory):
-        if name.startswith(".tmp-"):
-            os.unlink(os.path.join(directory, name))
 
 
 def sha256_file(path, chunk=1 << 20):
@@ -139,8 +76,13 @@ def make_checkpoint(model, *, kind, train_config=None, epoch=0, step=0, optimize
 
 
 def save_checkpoint(checkpoint, path):
-    """Write a checkpoint dict atomically (temporary file, fsync, rename)."""
-    atomic_write(path, lambda f: torch.save(checkpoint, f))
+    """Write a checkpoint dict atomically: serialised in memory, then temporary file, fsync, rename.
+
+    Serialising first keeps torch's writer off the disk, so that a full disk is a plain write error
+    (:class:`~dcnbio.io.atomic.WriteError`, naming ``path`` and the cause)."""
+    buf = io.BytesIO()
+    torch.save(checkpoint, buf)
+    write_bytes(path, buf.getvalue())
 
 
 def read_checkpoint(path, map_location="cpu"):
@@ -172,7 +114,23 @@ def read_checkpoint(path, map_location="cpu"):
     if ckpt.get("format_version") != FORMAT_VERSION:
         raise CheckpointError(f"{path} has checkpoint format version {ckpt.get('format_version')!r}; this dcnbio "
                               f"{__version__} reads version {FORMAT_VERSION} only")
+    _check_finite(path, ckpt.get("model_state"))
     return ckpt
+
+
+def _check_finite(path, state):
+    """Refuse weights that hold NaN or infinity, naming the first such tensor."""
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{path} has no model_state dict; re-copy or retrain it")
+    for name, value in state.items():
+        if isinstance(value, torch.Tensor) and value.is_floating_point():
+            finite = torch.isfinite(value)
+            if not bool(finite.all()):
+                bad = value[~finite]
+                kinds = "NaN" if bool(torch.isnan(bad).all()) else ("infinity" if not bool(torch.isnan(bad).any())
+                                                                    else "NaN and infinity")
+                raise CheckpointError(f"{path}: parameter {name} holds {kinds} ({int((~finite).sum())} of "
+                                      f"{value.numel()} values); the file is damaged: restore or retrain it")
 
 
 def load_checkpoint(path, map_location="cpu"):

@@ -1,15 +1,22 @@
 """The ``dcnbio`` command: ``dcnbio train …``, ``dcnbio extract …``.
 
 Every subcommand module exposes ``main(argv=None) -> int``.  User errors
-(:class:`~dcnbio.errors.DcnbioError`) are printed as one line on stderr and
-exit with status 2; no traceback is shown for them.
+(:class:`~dcnbio.errors.DcnbioError`) and failed writes (a full disk, a read-only
+or over-quota filesystem) are printed as one line on stderr and exit with status 2;
+no traceback is shown for them.  Work stopped by SIGTERM/SIGINT at a safe point
+(:class:`~dcnbio.signals.Preempted`) prints one line and exits with 143/130.
 """
+import errno
 import functools
 import importlib
 import sys
 
 from .errors import DcnbioError
+from .signals import Preempted
 from .layers import tuning
+
+#: OSError numbers that mean "this output cannot be written" rather than a bug.
+WRITE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EFBIG, errno.EACCES, errno.EPERM}
 
 SUBCOMMANDS = {
     "train": ("dcnbio.train", "train a model (or several seeds) and write checkpoints"),
@@ -25,8 +32,18 @@ def user_errors(main):
         try:
             tuning.enabled()  # a bad DCNBIO_TUNE is refused before any work
             return main(argv)
+        except Preempted as exc:
+            print(f"{exc}", file=sys.stderr)
+            return exc.exit_status
         except DcnbioError as exc:
             print(f"error: {exc}", file=sys.stderr)
+            return 2
+        except OSError as exc:
+            if exc.errno not in WRITE_ERRNOS:
+                raise
+            where = f" {exc.filename}" if exc.filename else ""
+            print(f"error: cannot write{where}: {exc.strerror}; fix the output location, then re-run",
+                  file=sys.stderr)
             return 2
         except KeyboardInterrupt:
             print("error: interrupted", file=sys.stderr)

@@ -40,9 +40,10 @@ from .analysis.trajectories import check_images, check_times, concat_batches, it
 from .checkpoint import load_checkpoint, sha256_file
 from .cli import user_errors
 from .errors import ConfigError, DataError, DcnbioError
-from .io import TMP_PREFIX, prepare_output_dir, provenance_attrs, save_dataset, write_json
+from .io import LOCK_NAME, TMP_PREFIX, lock_directory, prepare_output_dir, provenance_attrs, save_dataset, write_json
 from .layers.ode import ODEBlock
 from .models.network import Network
+from .signals import stop_requests
 
 MANIFEST = "manifest.json"
 FORMAT = "dcnbio-trajectories"
@@ -211,6 +212,10 @@ def _differences(a, b):
     return [k for k in keys if a.get(k) != b.get(k)]
 
 
+def _entries(out):
+    return [f for f in os.listdir(out) if f != LOCK_NAME] if os.path.isdir(out) else []
+
+
 def _prepare(out, command, overwrite):
     """Decide between a fresh run and a resume; returns True when resuming."""
     manifest = _read_manifest(out)
@@ -224,12 +229,17 @@ def _prepare(out, command, overwrite):
             raise DcnbioError(f"{out} holds an extraction made by a different command (differs in: {diff}); "
                               f"use another --out or pass --overwrite")
         _clean(out, everything=True)
-    elif os.path.isdir(out) and os.listdir(out) and all(f.startswith(TMP_PREFIX) for f in os.listdir(out)):
+    elif _entries(out) and all(f.startswith(TMP_PREFIX) for f in _entries(out)):
         _clean(out, everything=False)  # a run killed before its first manifest was written
     elif overwrite and os.path.isdir(out):
         _clean(out, everything=True)
     prepare_output_dir(out, overwrite=overwrite)
     return False
+
+
+def _stopped(out, completed, n_shards):
+    return (f"{len(completed)} of {n_shards} shard(s) complete in {out}; run the same command again to "
+            f"continue")
 
 
 @user_errors
@@ -271,57 +281,64 @@ def main(argv=None):
 
     _, mask = shard_images(0, 1)  # a wrong model or mask size fails here, before any work
     n = len(labels)
-    n_shards = math.ceil(n / shard_size)
     command = json.loads(json.dumps({
         "checkpoint_sha256": info["sha256"], "model_name": model.config.name, "source": source,
         "times": [float(t) for t in times], "blocks": blocks, "batch_size": batch_size, "shard_size": shard_size,
         **({"mask": mask} if mask is not None else {}),
     }))
     out = os.fspath(args.out)
-    resuming = _prepare(out, command, args.overwrite)
-    for b in blocks:
-        os.makedirs(os.path.join(out, b), exist_ok=True)
+    if os.path.exists(out) and not os.path.isdir(out):
+        raise DcnbioError(f"output path {out} exists and is not a directory")
+    os.makedirs(out, exist_ok=True)
+    lock_directory(out)  # one writer: before anything in it is cleaned or written
+    with stop_requests() as preempt:
+        n_shards = math.ceil(n / shard_size)
+        resuming = _prepare(out, command, args.overwrite)
+        for b in blocks:
+            os.makedirs(os.path.join(out, b), exist_ok=True)
 
-    def done(s):
-        return all(os.path.isfile(shard_path(out, b, s)) for b in blocks)
+        def done(s):
+            return all(os.path.isfile(shard_path(out, b, s)) for b in blocks)
 
-    completed = [s for s in range(n_shards) if done(s)]
-    manifest = {"format": FORMAT, "format_version": FORMAT_VERSION, "command": command,
-                "checkpoint_path": os.fspath(args.checkpoint), "images_file": args.images_file,
-                "data_root": args.data_root, "n_shards": n_shards, "completed_shards": completed,
-                "complete": len(completed) == n_shards}
-    write_json(manifest, os.path.join(out, MANIFEST))
-
-    attrs = provenance_attrs(model, info)
-    attrs.update({"source": json.dumps(source, sort_keys=True)})
-    todo = [s for s in range(n_shards) if s not in completed]
-    from tqdm.auto import tqdm
-
-    for s in tqdm(todo, desc="shards", unit="shard", disable=True if args.quiet else None):
-        missing = [b for b in blocks if not os.path.isfile(shard_path(out, b, s))]
-        start, stop = s * shard_size, min((s + 1) * shard_size, n)
-        parts, batch = {b: [] for b in missing}, None
-        for batch in iter_trajectories(model, shard_images(start, stop)[0], times, blocks=missing,
-                                       labels=labels[start:stop], indices=indices[start:stop],
-                                       batch_size=batch_size, batch_offset=start // batch_size):
-            for b, ds in batch.items():
-                parts[b].append(ds)
-        for b in missing:
-            ds = concat_batches(parts.pop(b))
-            ds.attrs.update(attrs)
-            save_dataset(ds, shard_path(out, b, s))
-            del ds
-        del batch, parts
-        _release_memory()
-        completed.append(s)
-        manifest.update(completed_shards=sorted(completed), complete=len(completed) == n_shards)
+        completed = [s for s in range(n_shards) if done(s)]
+        manifest = {"format": FORMAT, "format_version": FORMAT_VERSION, "command": command,
+                    "checkpoint_path": os.fspath(args.checkpoint), "images_file": args.images_file,
+                    "data_root": args.data_root, "n_shards": n_shards, "completed_shards": completed,
+                    "complete": len(completed) == n_shards}
         write_json(manifest, os.path.join(out, MANIFEST))
 
-    if not args.quiet:
-        reused = n_shards - len(todo)
-        note = f" ({reused} shard(s) already done, resumed)" if resuming and reused else ""
-        print(f"wrote {len(todo)} shard(s) x {len(blocks)} block(s) of {n} image(s) to {out}{note}")
-    return 0
+        attrs = provenance_attrs(model, info)
+        attrs.update({"source": json.dumps(source, sort_keys=True)})
+        todo = [s for s in range(n_shards) if s not in completed]
+        from tqdm.auto import tqdm
+
+        for s in tqdm(todo, desc="shards", unit="shard", disable=True if args.quiet else None):
+            missing = [b for b in blocks if not os.path.isfile(shard_path(out, b, s))]
+            start, stop = s * shard_size, min((s + 1) * shard_size, n)
+            parts, batch = {b: [] for b in missing}, None
+            for batch in iter_trajectories(model, shard_images(start, stop)[0], times, blocks=missing,
+                                           labels=labels[start:stop], indices=indices[start:stop],
+                                           batch_size=batch_size, batch_offset=start // batch_size):
+                for b, ds in batch.items():
+                    parts[b].append(ds)
+                preempt.check(_stopped(out, completed, n_shards))  # the shard in progress is abandoned, not written
+            for b in missing:
+                ds = concat_batches(parts.pop(b))
+                ds.attrs.update(attrs)
+                save_dataset(ds, shard_path(out, b, s))
+                del ds
+            del batch, parts
+            _release_memory()
+            completed.append(s)
+            manifest.update(completed_shards=sorted(completed), complete=len(completed) == n_shards)
+            write_json(manifest, os.path.join(out, MANIFEST))
+            preempt.check(_stopped(out, completed, n_shards))
+
+        if not args.quiet:
+            reused = n_shards - len(todo)
+            note = f" ({reused} shard(s) already done, resumed)" if resuming and reused else ""
+            print(f"wrote {len(todo)} shard(s) x {len(blocks)} block(s) of {n} image(s) to {out}{note}")
+        return 0
 
 
 if __name__ == "__main__":

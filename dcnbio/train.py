@@ -112,7 +112,7 @@ def config_from_args(args, seed):
 
 def write_index(out, rows):
     """``OUT/runs.csv`` and ``OUT/runs.json``: every seed directory of OUT with its final metrics."""
-    from .checkpoint import atomic_write
+    from .io.atomic import atomic_write
 
     fields = ["seed", "dir", "epochs", "steps", "wall_seconds", "best_val_acc", "val_acc_last", "test_acc_best",
               "test_acc_last"]
@@ -154,7 +154,10 @@ def main(argv=None):
         log(f"seed {config.seed}: " + ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}"
                                                 for k, v in final.items() if k != "segments"))
     if is_main:
-        write_index(args.out, collect_runs(args.out))
+        from .io.lock import DirectoryLock
+
+        with DirectoryLock(args.out, wait=60):  # runs of other seeds may finish into the same OUT
+            write_index(args.out, collect_runs(args.out))
     return 0
 
 

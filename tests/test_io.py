@@ -8,7 +8,7 @@ import xarray as xr
 
 from dcnbio import create_model
 from dcnbio.errors import DcnbioError
-from dcnbio.io import (TIMESTAMP_ATTR, assert_same_results, netcdf_attrs, open_results, prepare_output_dir,
+from dcnbio.io import (LOCK_NAME, TIMESTAMP_ATTR, assert_same_results, netcdf_attrs, open_results, prepare_output_dir,
                        provenance_attrs, same_results, save_dataset, save_results)
 
 
@@ -142,7 +142,7 @@ def test_missing_paths(tmp_path):
 def test_prepare_output_dir(tmp_path):
     out = tmp_path / "out" / "nested"
     assert prepare_output_dir(out) == str(out)
-    assert os.listdir(out) == []  # the write probe is removed
+    assert os.listdir(out) == [LOCK_NAME]  # the write probe is removed; this process holds the lock
     (out / "x").write_text("x")
     with pytest.raises(DcnbioError, match="not empty") as err:
         prepare_output_dir(out)

@@ -15,7 +15,8 @@ import torch
 
 import dcnbio
 from dcnbio import data
-from dcnbio.checkpoint import FAULT_ENV, read_checkpoint
+from dcnbio.checkpoint import read_checkpoint
+from dcnbio.io.atomic import FAULT_ENV
 from dcnbio.errors import ConfigError, DataError
 from dcnbio.training.config import TrainConfig, small_data_epoch_factor
 

@@ -18,7 +18,7 @@ import re
 import numpy as np
 import pandas as pd
 
-from ..checkpoint import atomic_write
+from ..io.atomic import atomic_write
 
 _LATEX_SPECIAL = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
                   "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}"}

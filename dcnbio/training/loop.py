@@ -23,17 +23,21 @@ import io
 import json
 import math
 import os
+import signal
 import time
 
 import torch
 import torch.nn.functional as F
 
 from .. import checkpoint as ckpt_io
+from ..io.atomic import remove_stale_temporaries, write_text
+from ..io.lock import lock_directory, unlock_directory
 from ..data import augment, batch_seed, epoch_permutation, load_dataset
 from ..errors import CheckpointError, ConfigError, DcnbioError, SolverError
 from ..layers.srf import SRFConv2d
 from ..layers import tuning
 from ..models import build_model, nfe, ode_blocks, reset_nfe, srf_layers
+from ..signals import stop_requests
 from . import distributed
 from .config import TrainConfig, plateau_reached, plateau_schedule
 from .machine import describe_machine
@@ -46,14 +50,15 @@ class TrainingError(DcnbioError):
 
 
 def prepare_run_dir(out_dir, *, resume, overwrite):
-    """Create ``out_dir``; refuse a non-empty one unless resuming or overwriting."""
+    """Create ``out_dir`` and take its writer's lock; refuse a non-empty one unless resuming or overwriting."""
     try:
         os.makedirs(out_dir, exist_ok=True)
     except OSError as exc:
         raise ConfigError(f"cannot create output directory {out_dir}: {exc.strerror}") from None
     if not os.access(out_dir, os.W_OK | os.X_OK):
         raise ConfigError(f"output directory {out_dir} is not writable; choose another --out")
-    ckpt_io.remove_stale_temporaries(out_dir)
+    lock_directory(out_dir)  # before anything in it is removed or written: a second writer is refused here
+    remove_stale_temporaries(out_dir)
     existing = [f for f in os.listdir(out_dir) if not f.startswith(".")]
     if resume:
         if not os.path.isfile(os.path.join(out_dir, "last.pt")):
@@ -135,7 +140,7 @@ def _rng_state():
 
 
 def _write_text(path, text):
-    ckpt_io.atomic_write(path, lambda f: f.write(text.encode()))
+    write_text(path, text)
 
 
 def _metrics_csv(rows):
@@ -149,6 +154,11 @@ def _metrics_csv(rows):
     writer.writeheader()
     writer.writerows(rows)
     return buf.getvalue()
+
+
+def _stopped(state, paths):
+    return (f"{paths['last.pt']} holds epoch {state['epoch']}, batch {state['batch']} (step {state['step']}); "
+            f"continue with --resume")
 
 
 def _decide_plateau(config, state, scheduler, ctx, log):
@@ -186,6 +196,10 @@ def train_run(config: TrainConfig, out_dir, *, resume=False, overwrite=False, lo
     overwrite : bool
         Replace the files of an earlier run in a non-empty ``out_dir``.
 
+    The run holds ``out_dir``'s lock (:mod:`dcnbio.io.lock`) while it trains.  SIGTERM or SIGINT
+    ends the current step, writes ``last.pt`` and raises :class:`~dcnbio.signals.Preempted`;
+    ``resume=True`` then continues to the same weights as an uninterrupted run.
+
     Returns
     -------
     dict with ``best_val_acc``, ``val_acc_last``, ``test_acc_last``, ``test_acc_best``, ``epochs``,
@@ -194,16 +208,17 @@ def train_run(config: TrainConfig, out_dir, *, resume=False, overwrite=False, lo
     config = config.resolved()
     ctx = distributed.setup(config.device)
     try:
-        with tuning.tuning(config.tune):
-            final = _train(config, os.fspath(out_dir), resume, overwrite, ctx, log)
+        with tuning.tuning(config.tune), stop_requests() as stop:
+            final = _train(config, os.fspath(out_dir), resume, overwrite, ctx, log, stop)
             if config.tune:
                 log(f"tuning: {len(tuning.choices())} measured choices in this process")
             return final
     finally:
+        unlock_directory(out_dir)
         distributed.teardown(ctx)
 
 
-def _train(config, out_dir, resume, overwrite, ctx, log):
+def _train(config, out_dir, resume, overwrite, ctx, log, stop):
     from tqdm.auto import tqdm
 
     if config.batch_size % ctx.world_size:
@@ -314,11 +329,16 @@ def _train(config, out_dir, resume, overwrite, ctx, log):
                 p["nfe_backward"][name] += counts["backward"]
             if ctx.is_main and bar.disable is False:
                 bar.set_postfix(loss=f"{p['loss'] / p['count']:.3f}")
-            if config.save_every and state["step"] % config.save_every == 0 and state["batch"] < n_batches:
+            stopping = distributed.broadcast_flag(stop.requested is not None, ctx)
+            periodic = config.save_every and state["step"] % config.save_every == 0
+            if (periodic or stopping) and state["batch"] < n_batches:
                 p["seconds"] = time.perf_counter() - t_epoch
                 state["partial"] = p
                 state["elapsed"] = time.perf_counter() - t_start
                 save("last", paths["last.pt"])
+                if stopping:
+                    stop.requested = stop.requested or signal.SIGTERM
+                    stop.check(_stopped(state, paths))
         bar.close()
         scheduler.step()
         epoch_seconds = time.perf_counter() - t_epoch
@@ -351,6 +371,9 @@ def _train(config, out_dir, resume, overwrite, ctx, log):
         if ctx.is_main:
             _write_text(paths["metrics.csv"], _metrics_csv(state["metrics"]))
         ctx.barrier()
+        if distributed.broadcast_flag(stop.requested is not None, ctx):
+            stop.requested = stop.requested or signal.SIGTERM
+            stop.check(_stopped(state, paths))
 
     final = {"epochs": state["epoch"], "steps": state["step"], "wall_seconds": state["elapsed"],
              "best_val_acc": state["best_val_acc"],

@@ -27,8 +27,8 @@ def _cpuinfo():
 def describe_machine():
     """A JSON-ready dict: host, CPU model/family/model number, ATen's CPU capability, cores, threads, versions.
 
-    >>> sorted(describe_machine())[:4]
-    ['aten_capability', 'cpu', 'cpu_family', 'cpu_model']
+    >>> sorted(describe_machine())
+    ['aten_capability', 'cores', 'cpu', 'cpu_family', 'cpu_model', 'dcnbio', 'host', 'python', 'threads', 'torch']
     """
     from .. import __version__
 

@@ -17,9 +17,11 @@ File layout
   :func:`open_results` opens them together, lazily, with dask.
 * Attributes must be strings, numbers or numeric arrays: :func:`netcdf_attrs` turns
   booleans into 0/1 and dicts, lists, tuples and ``None`` into JSON strings.
-* Every write goes to a temporary file ``.tmp-<name>-XXXX`` in the destination directory,
-  is fsynced and then renamed: a crash leaves either no file or a complete one under the
-  final name, never a partial one.
+* Every file is first built in memory (HDF5 writes into a file image, never onto the disk), then
+  written to a temporary file ``.tmp-<name>-XXXX`` in the destination directory, fsynced and
+  renamed (:mod:`dcnbio.io.atomic`): a crash leaves either no file or a complete one under the
+  final name, never a partial one, and a full disk is an ordinary :class:`~dcnbio.io.atomic.WriteError`
+  of a plain write — HDF5 never holds a half-written file it would have to close.
 
 Provenance
 ----------
@@ -30,6 +32,7 @@ is the only attribute that differs between two otherwise identical runs;
 """
 import datetime
 import glob as _glob
+import io as _bytes_io
 import json
 import os
 import tempfile
@@ -37,15 +40,14 @@ import tempfile
 import numpy as np
 import xarray as xr
 
-from . import __version__
-from .checkpoint import atomic_write, atomic_write_path
-from .errors import DcnbioError
+from .. import __version__
+from ..errors import DcnbioError
+from .atomic import TMP_PREFIX, WriteError, write_bytes
+from .lock import LOCK_NAME, lock_directory
 
 ENGINE = "h5netcdf"
 #: Name of the creation-time attribute (ignored when comparing results of two runs).
 TIMESTAMP_ATTR = "created"
-#: Prefix of temporary files; a name with this prefix is never a finished result.
-TMP_PREFIX = ".tmp-"
 #: Default compression of floating-point data variables.
 COMPRESSION = {"zlib": True, "complevel": 1, "shuffle": True}
 
@@ -198,8 +200,7 @@ def save_dataset(ds, path, *, overwrite=False):
     """
     path, _ = _check_target(path, overwrite)
     ds = _sanitize(_as_float32(ds))
-    encoding = _encoding(ds)
-    atomic_write_path(path, lambda tmp: ds.to_netcdf(tmp, mode="w", engine=ENGINE, encoding=encoding))
+    write_bytes(path, bytes(ds.to_netcdf(engine=ENGINE, encoding=_encoding(ds))))
 
 
 def save_results(results, path, *, overwrite=False):
@@ -225,21 +226,19 @@ def save_results(results, path, *, overwrite=False):
         ds = _sanitize(_as_float32(ds))
         prepared[name] = (ds, _encoding(ds))
 
-    def write(tmp):
-        for i, (name, (ds, encoding)) in enumerate(prepared.items()):
-            ds.to_netcdf(tmp, mode="w" if i == 0 else "a", group=name, engine=ENGINE, encoding=encoding)
-
-    atomic_write_path(path, write)
+    image = _bytes_io.BytesIO()
+    for i, (name, (ds, encoding)) in enumerate(prepared.items()):
+        ds.to_netcdf(image, mode="w" if i == 0 else "a", group=name, engine=ENGINE, encoding=encoding)
+    write_bytes(path, image.getvalue())
 
 
 def write_json(obj, path):
     """Write ``obj`` as JSON atomically (temporary file, fsync, rename)."""
-    data = (json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n").encode()
-    atomic_write(path, lambda f: f.write(data))
+    write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n").encode())
 
 
-def prepare_output_dir(path, overwrite=False):
-    """Create an output directory that is empty (or may be overwritten) and writable.
+def prepare_output_dir(path, overwrite=False, *, lock=True):
+    """Create an output directory that is empty (or may be overwritten) and writable, and take its writer's lock.
 
     Parameters
     ----------
@@ -247,6 +246,9 @@ def prepare_output_dir(path, overwrite=False):
     overwrite : bool
         Accept an existing non-empty directory (its files are left in place; the caller
         replaces what it writes).
+    lock : bool
+        Take the directory's lock (:func:`dcnbio.io.lock.lock_directory`) for the rest of this process, so
+        that a second process writing there is refused.
 
     Returns
     -------
@@ -258,12 +260,12 @@ def prepare_output_dir(path, overwrite=False):
     DcnbioError
         ``path`` is a file, is a non-empty directory (without ``overwrite``), or cannot be
         created or written.
+    LockedError
+        Another process holds the directory's lock (its pid and host are named).
     """
     path = os.fspath(path)
     if os.path.exists(path) and not os.path.isdir(path):
         raise DcnbioError(f"output path {path} exists and is not a directory")
-    if os.path.isdir(path) and os.listdir(path) and not overwrite:
-        raise DcnbioError(f"output directory {path} exists and is not empty; choose another or pass --overwrite")
     try:
         os.makedirs(path, exist_ok=True)
         fd, probe = tempfile.mkstemp(prefix=TMP_PREFIX + "probe-", dir=path)
@@ -271,6 +273,10 @@ def prepare_output_dir(path, overwrite=False):
         os.unlink(probe)
     except OSError as exc:
         raise DcnbioError(f"cannot write to output directory {path}: {exc.strerror or exc}") from None
+    if lock:
+        lock_directory(path)
+    if not overwrite and [f for f in os.listdir(path) if f != LOCK_NAME and not f.startswith(TMP_PREFIX)]:
+        raise DcnbioError(f"output directory {path} exists and is not empty; choose another or pass --overwrite")
     return path
 
 
