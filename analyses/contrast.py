@@ -33,14 +33,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from dcnbio.analysis.common import ScriptParser, dataset_of, load_eval_images, load_models, resolve_checkpoints
+from dcnbio.script import ScriptParser, dataset_of, load_eval_images, load_models, resolve_checkpoints
 from dcnbio.analysis.contrast import (CONDITIONS, DEFAULT_CONTRASTS, check_contrasts, compute_contrast,
                                       compute_rescaling_check, plot_contrast)
 from dcnbio.analysis.report import Report
 from dcnbio.analysis.runs import against_reference, pool_runs
 from dcnbio.cli import user_errors
 from dcnbio.errors import ConfigError
-from dcnbio.io import save_figure
+from dcnbio.io import save_figure, write_report
 from dcnbio.io import prepare_output_dir, save_results
 
 REPO = Path(__file__).resolve().parents[1]
@@ -246,7 +246,7 @@ def main(argv=None):
               if str(ds["failed"].sel(condition=cond, contrast=c).values)]
     if failed:
         report.section("Failed solves").bullets([f"{m} / {cond} / c={c:g}: {msg}" for m, cond, c, msg in failed])
-    report.write(out)
+    write_report(report, out)
 
     for label, ds in results.items():
         c = float(ds["contrast"].values[-1])

@@ -31,14 +31,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from dcnbio.analysis.common import (ScriptParser, dataset_of, evaluate, load_eval_images, load_models,
-                                    resolve_checkpoints)
+from dcnbio.analysis.common import evaluate
+from dcnbio.script import ScriptParser, dataset_of, load_eval_images, load_models, resolve_checkpoints
 from dcnbio.analysis.meta import META_MODELS, compute_meta_curves, plot_meta_curves
 from dcnbio.analysis.report import Report
 from dcnbio.checkpoint import load_checkpoint
 from dcnbio.cli import user_errors
 from dcnbio.errors import CheckpointError, ConfigError
-from dcnbio.io import save_figure
+from dcnbio.io import save_figure, write_report
 from dcnbio.io import prepare_output_dir, save_results
 
 REPO = Path(__file__).resolve().parents[1]
@@ -172,7 +172,7 @@ def main(argv=None):
     at = alpha_table(curves)
     if len(at):
         report.section("α(t)").table(at, "Mean RMS α per derivative order at t = 0 and t = T")
-    report.write(out)
+    write_report(report, out)
     for label, (ds, _) in curves.items():
         d = (ds["log2_sigma"][:, -1] - ds["log2_sigma"][:, 0]).values
         log(f"  {label}: log2 σ(T)/σ(0) per layer {np.array2string(d, precision=2)} oct")

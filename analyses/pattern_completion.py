@@ -41,7 +41,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from dcnbio.analysis.common import ScriptParser, dataset_of, load_eval_images, load_models, resolve_checkpoints
+from dcnbio.script import ScriptParser, dataset_of, load_eval_images, load_models, resolve_checkpoints
 from dcnbio.analysis.completion import (NORMALIZER_LABELS, NORMALIZERS, check_mask_sizes, compute_pattern_completion,
                                         mask_fill, plot_differences, plot_examples,
                                         plot_masked_accuracy)
@@ -49,7 +49,7 @@ from dcnbio.analysis.report import Report
 from dcnbio.analysis.runs import against_reference, compare_models, pool_runs
 from dcnbio.cli import user_errors
 from dcnbio.errors import ConfigError
-from dcnbio.io import save_figure
+from dcnbio.io import save_figure, write_report
 from dcnbio.io import prepare_output_dir, save_results
 
 REPO = Path(__file__).resolve().parents[1]
@@ -236,7 +236,7 @@ def main(argv=None):
         report.section("Example feature maps")
         for label in results:
             report.figure(f"examples_{label}.png", f"{label}: block 1, the channel the mask changes most at t = 0")
-    report.write(out)
+    write_report(report, out)
 
     for label, ds in results.items():
         d = ds["D_mean"].sel(mask=args.example_mask, block="block1")

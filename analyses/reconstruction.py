@@ -38,13 +38,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from dcnbio.analysis.common import ScriptParser, dataset_of, load_models, resolve_checkpoints
+from dcnbio.script import ScriptParser, dataset_of, load_models, resolve_checkpoints
 from dcnbio.analysis.reconstruction import compare_models, compute_reconstruction, plot_reconstructions
 from dcnbio.analysis.report import Report
 from dcnbio.analysis.runs import compare_models as compare_runs, pool_runs
 from dcnbio.cli import user_errors
 from dcnbio.errors import CheckpointError, ConfigError, DataError
-from dcnbio.io import save_figure
+from dcnbio.io import save_figure, write_report
 from dcnbio.io import prepare_output_dir, save_results
 
 REPO = Path(__file__).resolve().parents[1]
@@ -274,7 +274,7 @@ def main(argv=None):
                     "per model.")
     else:
         report.text("Only one checkpoint: nothing to compare.")
-    report.write(out)
+    write_report(report, out)
 
     for _, r in comparisons.to_dataframe().iterrows():
         log(f"  {r['a']} vs {r['b']}: median difference {r['median_difference']:+.4f}, share a lower "

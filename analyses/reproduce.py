@@ -52,11 +52,12 @@ import reconstruction as reconstruction_script  # noqa: E402
 import sigma_distribution as sigma_script  # noqa: E402
 from dcnbio.analysis import runs as runstats
 from dcnbio.analysis import small_data, solver_audit, stats
-from dcnbio.analysis.common import ScriptParser, is_finished_run
+from dcnbio.script import ScriptParser, is_finished_run
 from dcnbio.analysis.report import Report
 from dcnbio.analysis.sigmas import extract_sigmas, select
 from dcnbio.analysis.v1 import compare_with_v1
 from dcnbio.checkpoint import load_checkpoint
+from dcnbio.io import write_report, DirectoryLock
 from dcnbio.io.atomic import atomic_write
 from dcnbio.cli import user_errors
 from dcnbio.errors import ConfigError, DataError
@@ -140,9 +141,15 @@ RUNTIME_COLUMNS = ("seconds", "finished", "threads", "command")
 def record_runtime(results, name, seconds, cmd):
     """Replace ``name``'s row of ``results/runtimes.csv`` (:data:`RUNTIME_COLUMNS`, indexed by analysis).
 
-    A read-modify-write replaced atomically: two runs into the same ``results/`` that finish at the same moment
-    can lose one row (rerun that analysis with ``--only``); the analyses' own results are unaffected.
+    A read-modify-write under ``results/``'s lock (waiting for another reproduce lane's write to finish), replaced
+    atomically: lanes running different analyses (``--only``) into one ``results/`` each keep their row.
     """
+    os.makedirs(results, exist_ok=True)
+    with DirectoryLock(results, wait=60):
+        _record_runtime(results, name, seconds, cmd)
+
+
+def _record_runtime(results, name, seconds, cmd):
     table = read_runtimes(results)
     row = (round(seconds, 1), time.strftime("%Y-%m-%d %H:%M:%S"), os.environ.get("OMP_NUM_THREADS", "default"),
            " ".join(["python"] + [os.path.relpath(c, REPO) if os.path.isabs(c) else c for c in cmd]))
@@ -547,7 +554,7 @@ def main(argv=None):
         report.section("Run time").text(
             f"Wall time of each analysis's last run into {results}/ (from {RUNTIMES}); "
             f"{times['minutes'].sum():.0f} min in all.").table(times[["minutes", "threads", "finished", "command"]])
-    report.write(out)
+    write_report(report, out)
     atomic_write(out / "claims.csv", lambda f: f.write(table.to_csv().encode()))
     for name, r in table.iterrows():
         log(f"  {r['verdict']:<24.24} {name}")

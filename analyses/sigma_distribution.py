@@ -37,13 +37,13 @@ import numpy as np
 import pandas as pd
 
 from dcnbio.analysis import plots, stats, v1
-from dcnbio.analysis.common import is_finished_run
+from dcnbio.script import is_finished_run
 from dcnbio.analysis.report import Report
 from dcnbio.analysis.sigmas import extract_sigmas, select, sigma_values, stack_sigmas
 from dcnbio.checkpoint import load_checkpoint
 from dcnbio.cli import user_errors
 from dcnbio.errors import CheckpointError, ConfigError, DataError
-from dcnbio.io import save_figure
+from dcnbio.io import save_figure, write_report
 from dcnbio.io import prepare_output_dir, save_dataset
 
 REPO = Path(__file__).resolve().parents[1]
@@ -341,7 +341,7 @@ def main(argv=None):
         cmp.index.name = "source: group"
         report.table(cmp.drop(columns=["source", "group"]),
                      "SD of log2 peak frequency (octaves) and skewness of log frequency, with bootstrap CIs")
-    report.write(out)
+    write_report(report, out)
 
     log(f"{model_name}: {len(runs)} seed(s), {int(sigma_values(trained).size)} trained σ "
         f"({'with' if has_init else 'without'} init control) -> {out}")

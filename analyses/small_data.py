@@ -33,7 +33,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from dcnbio.analysis.common import ScriptParser, dataset_of, evaluate, load_eval_images
+from dcnbio.analysis.common import evaluate
+from dcnbio.script import ScriptParser, dataset_of, load_eval_images
 from dcnbio.analysis.report import Report
 from dcnbio.analysis.small_data import (DCN, DEFAULT_EPOCHS_BUDGET, MODEL_ORDER, PAPER_SIZES, PAPER_TABLE_2A,
                                         assess_small_data_advantage, check_models, check_sizes, describe_run,
@@ -41,7 +42,7 @@ from dcnbio.analysis.small_data import (DCN, DEFAULT_EPOCHS_BUDGET, MODEL_ORDER,
                                         recipe_differences, summarize_accuracy, tabulate_runs, train_missing)
 from dcnbio.cli import user_errors
 from dcnbio.errors import CheckpointError, ConfigError, DataError
-from dcnbio.io import save_figure
+from dcnbio.io import save_figure, write_report
 from dcnbio.io import prepare_output_dir, save_dataset
 
 REPO = Path(__file__).resolve().parents[1]
@@ -291,7 +292,7 @@ def main(argv=None):
     report.text(f"Scale: {dataset}, width {runs[0][3]['width']}, {_epochs_text(records)}; the paper's numbers are "
                 "CIFAR-10 at full width with 52–1024 images per class and 100 epochs ×10/×5/×2. Compare the "
                 "ordering of the models and the size of their gaps, not the accuracies.")
-    report.write(out)
+    write_report(report, out)
 
     log("")
     log(format_summary(summary).to_string())

@@ -26,13 +26,13 @@ from pathlib import Path
 
 import pandas as pd
 
-from dcnbio.analysis.common import ScriptParser, dataset_of, load_eval_images, load_models, resolve_checkpoints
+from dcnbio.script import ScriptParser, dataset_of, load_eval_images, load_models, resolve_checkpoints
 from dcnbio.analysis.report import Report
 from dcnbio.analysis.solver_audit import (DEFAULT_FIXED_STEPS, DEFAULT_TOLERANCES, assess_solver_independence,
                                           compute_solver_audit, plot_solver_audit, solver_grid)
 from dcnbio.cli import user_errors
 from dcnbio.errors import ConfigError
-from dcnbio.io import save_figure
+from dcnbio.io import save_figure, write_report
 from dcnbio.io import prepare_output_dir, save_results
 
 REPO = Path(__file__).resolve().parents[1]
@@ -143,7 +143,7 @@ def main(argv=None):
               for s, m in zip(ds["setting"].values, ds["failed"].values) if str(m)]
     if failed:
         report.section("Failed solves").bullets([f"{lab} / {s}: {m}" for lab, s, m in failed])
-    report.write(out)
+    write_report(report, out)
 
     for label, v in verdicts.items():
         ds = results[label]

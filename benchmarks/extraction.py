@@ -36,7 +36,7 @@ def child(args):
     import dcnbio.extract as extract
     from dcnbio.checkpoint import load_checkpoint
     from dcnbio.io import open_results
-    from dcnbio.layers.reference import reference_model
+    from dcnbio.models.reference import reference_model
     from dcnbio.models import ode_blocks
 
     writing = [0.0]

@@ -56,7 +56,8 @@ from _machine import describe_machine, median, parse_device, print_machine, time
 
 from dcnbio.extract import _release_memory  # noqa: E402
 from dcnbio.layers import tuning  # noqa: E402
-from dcnbio.layers.reference import SOLVER, reference_model  # noqa: E402
+from dcnbio.layers.reference import SOLVER  # noqa: E402
+from dcnbio.models.reference import reference_model  # noqa: E402
 from dcnbio.models import build_model, create_model, nfe, ode_blocks, reset_nfe  # noqa: E402
 
 VARIANTS = {

@@ -1,5 +1,5 @@
 """dcnbio: Deep Continuous Networks (Tomen, Pintea & van Gemert, ICML 2021) as objects of study."""
-__version__ = "0.1.0"
+from .version import __version__
 
 from . import filters
 from .errors import CheckpointError, ConfigError, DataError, DcnbioError, SolverError

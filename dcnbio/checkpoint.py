@@ -36,7 +36,7 @@ import zipfile
 
 import torch
 
-from . import __version__
+from .version import __version__
 from .errors import CheckpointError, ConfigError
 from .io.atomic import write_bytes
 from .models import ModelConfig, build_model

@@ -12,6 +12,7 @@ import importlib
 import sys
 
 from .errors import DcnbioError
+from .io.lock import held, unlock_directory
 from .signals import Preempted
 from .layers import tuning
 
@@ -25,10 +26,12 @@ SUBCOMMANDS = {
 
 
 def user_errors(main):
-    """Decorator for ``main(argv) -> int``: DcnbioError → one line on stderr, exit status 2."""
+    """Decorator for ``main(argv) -> int``: DcnbioError → one line on stderr, exit status 2; the directory locks
+    the command took are released when it returns."""
 
     @functools.wraps(main)
     def wrapper(argv=None):
+        locks = held()
         try:
             tuning.enabled()  # a bad DCNBIO_TUNE is refused before any work
             return main(argv)
@@ -48,6 +51,9 @@ def user_errors(main):
         except KeyboardInterrupt:
             print("error: interrupted", file=sys.stderr)
             return 130
+        finally:
+            for path in held() - locks:  # the directories this command locked are free once it returns
+                unlock_directory(path)
 
     return wrapper
 

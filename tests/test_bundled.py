@@ -54,3 +54,66 @@ def test_bundled_small_data_grid_is_complete_and_loads():
         assert config["train_config"]["subset"] == int(run.parts[-2][1:])
         assert config["train_config"]["seed"] == int(run.parts[-1][4:])
         assert json.loads((run / "final.json").read_text())["epochs"] == config["train_config"]["epochs"]
+
+
+# --- the full-data bundle (data/checkpoints/full/): finished runs and runs still in training ------------------------
+FULL = BUNDLE / "full"
+
+
+def full_runs():
+    return sorted(p for p in FULL.glob("*/seed*") if p.is_dir())
+
+
+def test_full_data_runs_load_record_their_segments_and_follow_the_recipe():
+    from dcnbio.checkpoint import read_checkpoint
+    from dcnbio.training.config import plateau_schedule
+
+    runs = full_runs()
+    assert runs, "no full-data run is bundled"
+    for run in runs:
+        config = json.loads((run / "config.json").read_text())
+        tc = config["train_config"]
+        assert (tc["dataset"], tc["width"], tc["subset"], tc["val_size"]) == ("fashion-mnist", 0.25, None, 1000)
+        assert tc["plateau_patience"] > 0 and tc["model_overrides"].get("adjoint") is False
+        assert (tc["lr"], tc["momentum"], tc["milestones"], tc["gamma"]) == (0.1, 0.9, [0.4, 0.7], 0.1)
+        for kind in ("init", "last"):
+            _, info = dcnbio.load_checkpoint(run / f"{kind}.pt")
+            assert info["kind"] == kind and info["model_config"] == config["model_config"]
+            assert info["train_config"] == tc
+        last = read_checkpoint(run / "last.pt")
+        loop = last["optimizer_state"]["loop"]
+        segments = loop["segments"]
+        assert segments[0]["start_step"] == 0 and segments[-1]["end_step"] == last["step"]
+        for before, after in zip(segments, segments[1:]):
+            assert before["end_step"] == after["start_step"]
+        for segment in segments:
+            assert segment["machine"]["cpu"] and segment["machine"]["aten_capability"]
+            assert segment["machine"]["threads"] == 1  # one single-threaded lane per core
+        if (run / "final.json").exists():
+            final = json.loads((run / "final.json").read_text())
+            dcnbio.load_checkpoint(run / "best.pt")
+            assert final["epochs"] == loop["epochs"] == last["epoch"] and final["steps"] == last["step"]
+            assert final["segments"] == segments
+            p = final["plateau_epoch"]
+            if p < round(0.4 * tc["epochs"]):  # a measured plateau: the paper's proportions from it
+                assert plateau_schedule(p)[1] == final["epochs"]
+            rows = (run / "metrics.csv").read_text().strip().splitlines()
+            assert len(rows) == 1 + final["epochs"]
+        else:
+            assert last["epoch"] < loop["epochs"], f"{run}: finished epochs but no final.json"
+
+
+def test_finished_full_data_runs_reproduce_their_recorded_test_subset_accuracy():
+    from dcnbio.data import load_dataset
+    from dcnbio.training.loop import evaluate
+
+    finished = [r for r in full_runs() if (r / "final.json").exists()]
+    assert finished, "no full-data run has finished"
+    test = load_dataset("fashion-mnist", "test", download=False)
+    for run in finished:
+        check = json.loads((run / "final.json").read_text())["check"]
+        first = test.subset(range(check["images"]))
+        model, _ = dcnbio.load_checkpoint(run / "best.pt")
+        acc = evaluate(model, first, 256, "cpu")["acc"]
+        # the same function on any CPU: at most one image may flip at float rounding
+        assert abs(acc - check["acc_best"]) <= 1 / check["images"] + 1e-12, run

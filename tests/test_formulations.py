@@ -15,7 +15,8 @@ import torch
 import torch.nn.functional as F
 
 from dcnbio.errors import ConfigError
-from dcnbio.layers.reference import SOLVER, reference_conv, reference_model
+from dcnbio.layers.reference import SOLVER, reference_conv
+from dcnbio.models.reference import reference_model
 from dcnbio.layers.srf import FORMULATIONS, SRFConv2d, fft_length, filter_cache
 from dcnbio.models import create_model, ode_blocks, srf_layers
 

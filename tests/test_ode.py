@@ -296,3 +296,24 @@ def test_unknown_solver_and_bad_end_time_raise_config_error():
     for T in (0.0, -1.0):
         with pytest.raises(ConfigError, match="T"):
             ODEBlock(Zero(), T=T)
+
+
+def test_the_solver_table_is_what_torchdiffeq_accepts():
+    """dcnbio's SOLVERS (written out, not read from torchdiffeq's private modules) against torchdiffeq's public
+    odeint: every name is accepted and integrates dy/dt = -y to a finite value (dopri5 and rk4 to exp(-1)), and a
+    name outside the table is refused by torchdiffeq too."""
+    import torchdiffeq
+
+    from dcnbio.layers.ode import SOLVERS
+
+    t = torch.tensor([0.0, 1.0], dtype=torch.float64)
+    y0 = torch.ones(1, dtype=torch.float64)
+    for method in SOLVERS:
+        options = {"step_size": 0.01} if method in ("euler", "midpoint", "rk4", "heun2", "heun3",
+                                                    "explicit_adams", "implicit_adams", "fixed_adams") else {}
+        y = torchdiffeq.odeint(lambda t, y: -y, y0, t, method=method, options=options, rtol=1e-7, atol=1e-9)
+        assert math.isfinite(float(y[-1, 0])), method
+        if method in ("dopri5", "rk4"):
+            assert abs(float(y[-1, 0]) - math.exp(-1)) < 1e-6, method
+    with pytest.raises(ValueError):
+        torchdiffeq.odeint(lambda t, y: -y, y0, t, method="not-a-solver")

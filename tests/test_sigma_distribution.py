@@ -16,7 +16,7 @@ from dcnbio.analysis.report import Report, format_value, latex_escape, markdown_
 from dcnbio.analysis.sigmas import extract_sigmas, stack_sigmas
 from dcnbio.analysis.stats import fit_lognormal
 from dcnbio.checkpoint import make_checkpoint, save_checkpoint
-from dcnbio.io import open_results
+from dcnbio.io import open_results, write_report
 
 SCRIPT = Path(__file__).resolve().parents[1] / "analyses" / "sigma_distribution.py"
 #: Deterministic change that makes a 'trained' copy of an init model: log2 σ -> SPREAD·s + SHIFT·depth.
@@ -234,7 +234,7 @@ def test_report_tables_and_escaping(tmp_path):
     assert latex_escape("a_b & 5% σ") == r"a\_b \& 5\% $\sigma$"
     assert format_value(np.float64(3.0)) == "3" and format_value(1e-9) == "1e-09"
     report = Report("T").section("S").text("`code` and **bold**").table(df, "cap").latex(r"\fbox{x}", "x")
-    md_path, tex_path = report.write(tmp_path)
+    md_path, tex_path = write_report(report, tmp_path)
     tex = Path(tex_path).read_text()
     assert r"\texttt{code} and \textbf{bold}" in tex and r"\fbox{x}" in tex and r"a\_b" in tex
     assert "```\nx\n```" in Path(md_path).read_text()

@@ -1,4 +1,5 @@
 """The training core: data splits, augmentation, checkpoints, exact resume, torchrun, bad input."""
+import csv
 import gzip
 import hashlib
 import json
@@ -377,3 +378,46 @@ def test_bad_dcnbio_tune_is_one_line_before_any_work(tmp_path):
     res = run_cli([*TINY, "--epochs", "1", "--out", str(tmp_path / "run")], env={"DCNBIO_TUNE": "maybe"})
     assert res.returncode == 2 and res.stderr.count("\n") == 1, res.stderr
     assert res.stderr.startswith("error: DCNBIO_TUNE must be 1 or 0") and not (tmp_path / "run").exists()
+
+
+@needs_fmnist
+def test_plateau_schedule_drops_where_validation_stops_improving_and_resumes_identically(tmp_path):
+    # --plateau-delta 0.9: no epoch can beat the first by 90 pp, so the plateau is measured after epoch 2
+    # (patience 1): lr 0.1 for epochs 1-2, 0.01 for 3-4 (second drop after round(1.75·2) = 4), 0.001 for epoch 5.
+    args = ["--model", "resnet-blocks", "--width", "0.25", "--dataset", "fashion-mnist", "--subset", "20",
+            "--val-size", "100", "--batch-size", "32", "--epochs", "30", "--plateau-patience", "1",
+            "--plateau-delta", "0.9", "--no-test", "--seeds", "1"]
+    done = run_cli([*args, "--out", str(tmp_path / "ref")])
+    assert done.returncode == 0, done.stderr
+    assert "plateaued after epoch 2" in done.stdout
+    final = json.loads((tmp_path / "ref/seed1/final.json").read_text())
+    assert (final["plateau_epoch"], final["epochs"]) == (2, 5)
+    with open(tmp_path / "ref/seed1/metrics.csv") as f:
+        lrs = [float(r["lr"]) for r in csv.DictReader(f)]
+    np.testing.assert_allclose(lrs, [0.1, 0.1, 0.01, 0.01, 0.001], rtol=1e-12)
+    segment = final["segments"][0]
+    assert (segment["start_step"], segment["end_step"]) == (0, final["steps"])
+    assert segment["machine"]["threads"] == 1 and segment["machine"]["aten_capability"]
+
+    # killed after epoch 3's checkpoint (past the decision), resumed: the same weights, and two segments
+    killed = run_cli([*args, "--out", str(tmp_path / "cut")], env={FAULT_ENV: "kill-before-rename:metrics.csv:3"})
+    assert killed.returncode == -signal.SIGKILL
+    assert read_checkpoint(tmp_path / "cut/seed1/last.pt")["epoch"] == 3
+    resumed = run_cli([*args, "--out", str(tmp_path / "cut"), "--resume"])
+    assert resumed.returncode == 0, resumed.stderr
+    assert_identical_states(state_of(tmp_path / "cut/seed1/last.pt"), state_of(tmp_path / "ref/seed1/last.pt"))
+    segments = json.loads((tmp_path / "cut/seed1/final.json").read_text())["segments"]
+    assert [(s["start_step"], s["end_step"]) for s in segments] == [(0, 3 * 6), (3 * 6, 5 * 6)]
+
+
+def test_plateau_rule_and_schedule_closed_forms():
+    from dcnbio.training.config import plateau_reached, plateau_schedule
+
+    assert not plateau_reached([0.5], 1, 0.0)  # nothing before the window
+    assert plateau_reached([0.5, 0.5], 1, 0.0)  # no gain at all
+    assert not plateau_reached([0.5, 0.51], 1, 0.005)
+    assert plateau_reached([0.5, 0.504], 1, 0.005)
+    assert not plateau_reached([0.7, 0.8, 0.84, 0.85, 0.843], 2, 0.005)  # epoch 4 still beat epoch 3 by 1 pp
+    assert [plateau_schedule(p) for p in (1, 2, 4, 8)] == [([1, 2], 3), ([2, 4], 5), ([4, 7], 10), ([8, 14], 20)]
+    with pytest.raises(ConfigError, match="plateau"):
+        TrainConfig("dcn-ode", dataset="fashion-mnist", val_size=0, plateau_patience=2)

@@ -1,37 +1,29 @@
-"""What the test-time analyses share: solver overrides, a batched evaluation, and the scripts' loading helpers.
-
-Library part (tensors and xarray in and out, no disk):
+"""What the test-time analyses share: solver overrides and a batched evaluation (tensors and xarray in and out,
+no disk).
 
 * :func:`override_solver` — a context manager that changes ODE-block settings (``T``, solver, tolerances,
   options) for the duration of a ``with`` block and always restores the model's own settings;
 * :func:`evaluate` — classify images batch by batch, optionally multiplying the input of chosen blocks by a
   factor, and return predictions, correctness and the forward NFE of every batch and block as a Dataset.
 
-Script part (used by ``analyses/pattern_completion.py``, ``contrast.py``, ``solver_audit.py`` and
-``meta_parametrization.py``; these read checkpoints and datasets through :func:`dcnbio.load_checkpoint` and
-:func:`dcnbio.data.load_dataset`): :class:`ScriptParser`, :func:`resolve_checkpoints`, :func:`load_models`,
-:func:`load_eval_images`.
+The scripts' helpers for finding and loading runs and images are in :mod:`dcnbio.script`.
 
 NFE are per batch: dopri5's error norm spans the whole batch, so its steps — and the NFE — depend on which images
 share a batch (SPEC §3).  Every function here solves the same images in the same batches for every condition, so
 differences between conditions are not differences of batching.
 """
-import argparse
 import contextlib
-import glob
-import os
 
 import numpy as np
 import torch
 import xarray as xr
 
-from ..errors import CheckpointError, ConfigError, DataError
+from ..errors import ConfigError, DataError
 from ..layers.ode import ADAPTIVE, ODEBlock, check_solver
 from ..models.network import ode_blocks
 from .trajectories import check_images
 
-__all__ = ["ScriptParser", "as_images", "evaluate", "load_eval_images", "load_models", "override_solver", "resolve_checkpoints",
-           "solver_state"]
+__all__ = ["as_images", "evaluate", "mean_nfe", "override_solver", "solver_state"]
 
 #: ODEBlock attributes an override may change.
 SETTINGS = ("T", "solver", "rtol", "atol", "options")
@@ -227,173 +219,3 @@ def mean_nfe(ds):
     out = {str(b): float(ds["nfe"].sel(block=b).mean()) for b in ds["block"].values}
     out["total"] = float(ds["nfe"].sum("block").mean()) if ds.sizes["block"] else 0.0
     return out
-
-
-# --- script helpers ------------------------------------------------------------------------------------------------
-
-class ScriptParser(argparse.ArgumentParser):
-    """An ArgumentParser whose usage errors are one-line :class:`ConfigError` (exit 2 under ``user_errors``)."""
-
-    def error(self, message):
-        raise ConfigError(f"{message} (see {self.prog} --help)")
-
-
-def is_finished_run(checkpoint):
-    """Whether the training run that wrote ``checkpoint`` has finished (its directory holds ``final.json``).
-
-    ``dcnbio train`` writes ``last.pt`` every epoch (or every ``--save-every`` steps) and ``final.json`` only at
-    the end, so a run still training — or killed — has a ``last.pt`` and no ``final.json``.
-    """
-    return os.path.isfile(os.path.join(os.path.dirname(os.fspath(checkpoint)), "final.json"))
-
-
-def resolve_checkpoints(paths, defaults, repo, *, analysis):
-    """The checkpoints to analyse: ``paths`` if given, else the default bundled ones of finished runs.
-
-    A default match whose run has not finished (:func:`is_finished_run`: a run still training next to the bundled
-    ones) is skipped and listed in ``missing``; an explicit ``--checkpoint`` is taken as given.
-
-    Parameters
-    ----------
-    paths : list of str or None
-        From ``--checkpoint``.
-    defaults : sequence of str
-        Glob patterns relative to ``repo`` (e.g. ``data/checkpoints/dcn-ode/seed*/last.pt``).
-    repo : path
-        Repository root.
-    analysis : str
-        Named in the error message.
-
-    Returns
-    -------
-    found : list of str
-    missing : list of str
-        Default patterns that matched nothing, and skipped unfinished runs (empty when ``paths`` were given).
-
-    Raises
-    ------
-    CheckpointError
-        No path given and no default checkpoint exists.
-    """
-    if paths:
-        return [os.fspath(p) for p in paths], []
-    found, missing = [], []
-    for pattern in defaults:
-        hits = sorted(glob.glob(os.path.join(os.fspath(repo), pattern)))
-        done = [h for h in hits if is_finished_run(h)]
-        found += done
-        if not hits:
-            missing.append(pattern)
-        missing += [f"{os.path.relpath(h, os.fspath(repo))} (unfinished run: no final.json)"
-                    for h in hits if h not in done]
-    if not found:
-        raise CheckpointError(f"no bundled checkpoints for the {analysis} analysis (looked for "
-                              f"{', '.join(defaults)} under {repo}); train them (dcnbio train --help) or pass "
-                              "--checkpoint PATH")
-    return found, missing
-
-
-def _label(info, model):
-    seed = (info.get("train_config") or {}).get("seed")
-    return model.config.name if seed is None else f"{model.config.name}-seed{seed}"
-
-
-def load_models(paths, *, require_ode=False, analysis=""):
-    """Load checkpoints and give each a unique label (``<model>-seed<S>``).
-
-    Parameters
-    ----------
-    paths : list of str
-    require_ode : bool
-        Refuse models without ODE blocks (ResNets) with a one-line error.
-    analysis : str
-        Named in that error.
-
-    Returns
-    -------
-    list of (label, model, info)
-
-    Raises
-    ------
-    CheckpointError, ConfigError
-    """
-    from ..checkpoint import load_checkpoint
-
-    out, labels = [], {}
-    for path in paths:
-        model, info = load_checkpoint(path)
-        if require_ode and not ode_blocks(model):
-            raise ConfigError(f"{path} is a {model.config.name!r} model without ODE blocks; the {analysis} analysis "
-                              "changes ODE solves, so pass a DCN or ODE-Net checkpoint")
-        label = _label(info, model)
-        if label in labels:
-            k = 2
-            while f"{label}-{k}" in labels:
-                k += 1
-            label = f"{label}-{k}"
-        labels[label] = path
-        out.append((label, model, info))
-    return out
-
-
-def dataset_of(info, model):
-    """Name of the dataset a checkpoint was trained on (``train_config['dataset']``).
-
-    Raises
-    ------
-    CheckpointError
-        The checkpoint does not say, or its dataset does not fit the model's input channels.
-    """
-    from ..data import dataset_info
-
-    name = (info.get("train_config") or {}).get("dataset")
-    if not name:
-        raise CheckpointError(f"{info.get('path', 'checkpoint')} does not record its training dataset "
-                              "(train_config['dataset']); it cannot be matched to evaluation images")
-    ds_info = dataset_info(name)
-    if ds_info.channels != model.config.in_channels:
-        raise CheckpointError(f"{info.get('path', 'checkpoint')} was trained on {name!r} ({ds_info.channels} "
-                              f"channel(s)) but the model takes {model.config.in_channels}")
-    return name
-
-
-def load_eval_images(name, *, split="test", n_images=1000, root=None, cache=None):
-    """The first ``n_images`` images of a dataset split, normalised, with labels.
-
-    Parameters
-    ----------
-    name : str
-        ``fashion-mnist`` or ``cifar10``.
-    split : ``"test"`` or ``"val"``
-        Evaluation split (never ``train``).
-    n_images : int
-        How many, in the split's order (the official order for ``test``); all if larger than the split.
-    root : str, optional
-        Dataset directory (passed to :func:`dcnbio.data.load_dataset`; no download is attempted).
-    cache : dict, optional
-        Reused across calls (one dataset read per name and split).
-
-    Returns
-    -------
-    images : Tensor ``(N, C, H, W)`` float32
-    labels : Tensor ``(N,)`` int64
-    indices : ndarray ``(N,)`` int64
-        Index of each image in its official file.
-    info : :class:`dcnbio.data.DatasetInfo`
-    """
-    from ..data import load_dataset
-
-    if split not in ("test", "val"):
-        raise ConfigError(f"evaluation split must be 'test' or 'val', got {split!r}")
-    if isinstance(n_images, bool) or not isinstance(n_images, (int, np.integer)) or n_images < 1:
-        raise ConfigError(f"--n-images must be a positive integer, got {n_images!r}")
-    key = (name, split, root)
-    if cache is not None and key in cache:
-        data = cache[key]
-    else:
-        data = load_dataset(name, split, root, download=False)
-        if cache is not None:
-            cache[key] = data
-    n = min(int(n_images), len(data))
-    images, labels = data.batch(np.arange(n))
-    return images, labels, data.indices[:n].numpy().astype(np.int64), data.info

@@ -47,7 +47,7 @@ import xarray as xr
 from matplotlib.figure import Figure
 
 from ..errors import ConfigError, DataError
-from ..io import provenance_attrs
+from ..provenance import provenance_attrs
 from ..layers.ode import ODEBlock
 from .trajectories import check_images, iter_trajectories
 

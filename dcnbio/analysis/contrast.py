@@ -47,7 +47,7 @@ import xarray as xr
 from matplotlib.figure import Figure
 
 from ..errors import ConfigError, SolverError
-from ..io import provenance_attrs
+from ..provenance import provenance_attrs
 from ..layers.ode import ADAPTIVE
 from ..models.network import ode_blocks
 from .common import as_images, evaluate, override_solver, solver_state

@@ -22,7 +22,7 @@ from matplotlib.figure import Figure
 
 from .. import filters
 from ..errors import ConfigError, DataError
-from ..io import provenance_attrs
+from ..provenance import provenance_attrs
 from ..models import srf_layers
 from .sigmas import extract_sigmas
 

@@ -16,7 +16,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import NullFormatter
 
 from ..errors import DataError
-from .sigmas import _mask, select
+from .sigmas import filter_mask, select
 from .stats import block_order, fit_lognormal
 
 TRAINED_COLOR = "C0"
@@ -87,7 +87,7 @@ def plot_sigma_histograms(ds, axes=None, *, variable="sigma", group="block", ini
     -------
     matplotlib.figure.Figure
     """
-    ds = ds.isel(filter=np.flatnonzero(_mask(ds, time_channel=time_channel)))
+    ds = ds.isel(filter=np.flatnonzero(filter_mask(ds, time_channel=time_channel)))
     if ds.sizes["filter"] == 0:
         raise DataError("no sigma values to plot")
     groups = block_order(np.unique(ds[group].values.astype(str)))
@@ -158,7 +158,7 @@ def plot_sigma_vs_depth(ds, ax=None, *, variable="sigma", time_channel=False):
     -------
     matplotlib.figure.Figure
     """
-    ds = ds.isel(filter=np.flatnonzero(_mask(ds, time_channel=time_channel)))
+    ds = ds.isel(filter=np.flatnonzero(filter_mask(ds, time_channel=time_channel)))
     if ds.sizes["filter"] == 0:
         raise DataError("no sigma values to plot")
     if ax is None:

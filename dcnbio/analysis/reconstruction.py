@@ -51,7 +51,7 @@ from torch import nn
 
 from ..data import epoch_permutation
 from ..errors import ConfigError, DataError
-from ..io import provenance_attrs
+from ..provenance import provenance_attrs
 from ..layers.ode import ODEBlock, group_norm
 from ..models.config import ModelConfig
 from ..models.network import ACTIVATIONS, Network

@@ -18,7 +18,6 @@ import re
 import numpy as np
 import pandas as pd
 
-from ..io.atomic import atomic_write
 
 _LATEX_SPECIAL = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
                   "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}"}
@@ -185,12 +184,3 @@ class Report:
                 out += [payload[0], ""]
         out.append(r"\end{document}")
         return "\n".join(out) + "\n"
-
-    def write(self, directory, stem="report"):
-        """Write ``<stem>.md`` and ``<stem>.tex`` into ``directory`` (atomically); return both paths."""
-        paths = []
-        for ext, text in (("md", self.to_markdown()), ("tex", self.to_latex())):
-            path = os.path.join(os.fspath(directory), f"{stem}.{ext}")
-            atomic_write(path, lambda f, t=text: f.write(t.encode("utf-8")))
-            paths.append(path)
-        return paths

@@ -4,7 +4,7 @@ The per-image statistics of an analysis (mean D over 1000 images, a paired Wilco
 precisely *one trained network* was measured; they say nothing about how much the result varies between training
 runs, which is what a claim about a model class needs.  Here each run contributes one value (e.g. its block-1
 D(T)/D(0) or its accuracy), runs are grouped by model (the label ``<model>-seed<S>`` of
-:func:`dcnbio.analysis.common.load_models`), and models are summarised and compared with the run as the unit.
+:func:`dcnbio.script.load_models`), and models are summarised and compared with the run as the unit.
 
 :func:`model_of`
     The model of a run label (``"dcn-ode-seed3"`` → ``"dcn-ode"``).

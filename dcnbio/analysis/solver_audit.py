@@ -29,7 +29,7 @@ import xarray as xr
 from matplotlib.figure import Figure
 
 from ..errors import ConfigError, DataError, SolverError
-from ..io import provenance_attrs
+from ..provenance import provenance_attrs
 from ..layers.ode import ADAPTIVE, check_solver
 from ..models.network import ode_blocks
 from .common import evaluate, override_solver, solver_state

@@ -66,7 +66,7 @@ def _log_shape(logx, axis=-1):
     return np.squeeze(mean, axis=axis), np.sqrt(m2), skew
 
 
-def _shape_from_logs(logx, axis=-1):
+def shape_from_logs(logx, axis=-1):
     mean, sd, skew = _log_shape(logx, axis)
     return {"geometric_mean": np.exp(mean), "log2_sd": sd / LN2, "skew_log": skew}
 
@@ -249,13 +249,13 @@ def _resample_shapes(logx, clusters, n_resamples, rng, two_stage):
         step = max(1, int(4e6 // max(n, 1)))  # bound memory of the index matrix
         for start in range(0, n_resamples, step):
             idx = rng.integers(0, n, size=(min(step, n_resamples - start), n))
-            chunks.append(_shape_from_logs(logx[idx], axis=1))
+            chunks.append(shape_from_logs(logx[idx], axis=1))
         return {k: np.concatenate([c[k] for c in chunks]) for k in SHAPE_STATISTICS}
     labels, inverse = np.unique(clusters, return_inverse=True)
     members = [np.flatnonzero(inverse == i) for i in range(labels.size)]
     out = {k: np.empty(n_resamples) for k in SHAPE_STATISTICS}
     for b in range(n_resamples):
-        stats = _shape_from_logs(logx[_cluster_indices(members, rng, two_stage)])
+        stats = shape_from_logs(logx[_cluster_indices(members, rng, two_stage)])
         for k in out:
             out[k][b] = stats[k]
     return out
@@ -268,9 +268,9 @@ def _two_stage(two_stage, n_clusters):
 def _data_columns(data, groups, clusters, variable, time_channel):
     """``(values, group labels or None, cluster labels or None)`` from a Dataset or arrays."""
     if isinstance(data, xr.Dataset):
-        from .sigmas import _mask
+        from .sigmas import filter_mask
 
-        mask = _mask(data, time_channel=time_channel)
+        mask = filter_mask(data, time_channel=time_channel)
         values = np.asarray(data[variable].values[mask], dtype=float)
         if isinstance(groups, str):
             groups = [groups]
@@ -356,7 +356,7 @@ def bootstrap_summary(data, *, groups=None, clusters=None, n_resamples=2000, con
         n_clusters = 1 if cl is None else np.unique(cl).size
         use_clusters = cl if n_clusters >= 2 else None
         stage2 = _two_stage(two_stage, n_clusters)
-        est = _shape_from_logs(logx) if logx.size else {k: np.nan for k in SHAPE_STATISTICS}
+        est = shape_from_logs(logx) if logx.size else {k: np.nan for k in SHAPE_STATISTICS}
         boots = _resample_shapes(logx, use_clusters, n_resamples, rng, stage2) if logx.size >= min_n else None
         for stat in SHAPE_STATISTICS:
             lo, hi = _percentile_ci(boots[stat], confidence) if boots is not None else (np.nan, np.nan)
@@ -444,7 +444,7 @@ def compare_trained_init(trained, init, *, paired=None, clusters=None, n_resampl
     rows["anderson_ksamp"] = (ad.statistic, np.nan, np.nan, ad.pvalue)
 
     def shape_deltas(a, b, axis=-1):
-        sa, sb = _shape_from_logs(a, axis), _shape_from_logs(b, axis)
+        sa, sb = shape_from_logs(a, axis), shape_from_logs(b, axis)
         return {"geometric_mean_ratio": sa["geometric_mean"] / sb["geometric_mean"],
                 "delta_log2_sd": sa["log2_sd"] - sb["log2_sd"],
                 "delta_skew_log": sa["skew_log"] - sb["skew_log"]}
@@ -591,9 +591,9 @@ def depth_trend(ds, *, variable="log2_sigma", time_channel=False, group="seed"):
     """
     import statsmodels.formula.api as smf
 
-    from .sigmas import _mask
+    from .sigmas import filter_mask
 
-    mask = _mask(ds, time_channel=time_channel)
+    mask = filter_mask(ds, time_channel=time_channel)
     y = np.asarray(ds[variable].values[mask], dtype=float)
     if variable != "log2_sigma":
         y = np.log2(_positive(y, variable))

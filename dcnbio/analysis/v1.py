@@ -17,7 +17,7 @@ import pandas as pd
 import xarray as xr
 
 from ..errors import ConfigError, DataError
-from .stats import _shape_from_logs, bootstrap_summary
+from .stats import shape_from_logs, bootstrap_summary
 
 #: The shipped reference table (repository ``data/reference``).
 REFERENCE_CSV = Path(__file__).resolve().parents[2] / "data" / "reference" / "devalois1982_peak_sf.csv"
@@ -104,7 +104,7 @@ def v1_shape_statistics(reference=None, populations=None):
         logs = np.repeat(logc, counts)
         if logs.size == 0:
             raise DataError(f"V1 population {name!r} has no cells")
-        s = _shape_from_logs(logs)
+        s = shape_from_logs(logs)
         rows[name] = {"n": int(logs.size), "geometric_mean_cpd": float(s["geometric_mean"]),
                       "log2_sd": float(s["log2_sd"]), "skew_log": float(s["skew_log"])}
     df = pd.DataFrame.from_dict(rows, orient="index")
@@ -172,9 +172,9 @@ def compare_with_v1(ds, *, groups="block", variable="sigma_input", n_resamples=1
         Columns ``source`` (``model`` or ``V1 (De Valois 1982)``), ``group``, ``n``, ``log2_sd``,
         ``log2_sd_ci_low``, ``log2_sd_ci_high``, ``skew_log``, ``skew_log_ci_low``, ``skew_log_ci_high``.
     """
-    from .sigmas import _mask
+    from .sigmas import filter_mask
 
-    mask = _mask(ds, time_channel=time_channel)
+    mask = filter_mask(ds, time_channel=time_channel)
     sub = ds.isel(filter=np.flatnonzero(mask))
     freq = sigma_to_peak_frequency(sub[variable].values, sub["order"].values)
     fds = sub.assign(frequency=("filter", freq))

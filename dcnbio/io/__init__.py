@@ -7,7 +7,7 @@
   attributes (imported on first use: it loads xarray).
 """
 from .atomic import (FAULT_ENV, TMP_PREFIX, WriteError, atomic_write, atomic_write_path, remove_stale_temporaries,
-                     save_figure, write_bytes, write_text)
+                     save_figure, write_bytes, write_report, write_text)
 from .lock import LOCK_NAME, DirectoryLock, LockedError, lock_directory, unlock_directory
 
 _NETCDF = ("ENGINE", "TIMESTAMP_ATTR", "COMPRESSION", "netcdf_attrs", "provenance_attrs", "save_dataset",
@@ -15,7 +15,7 @@ _NETCDF = ("ENGINE", "TIMESTAMP_ATTR", "COMPRESSION", "netcdf_attrs", "provenanc
            "same_results")
 
 __all__ = ["FAULT_ENV", "TMP_PREFIX", "WriteError", "atomic_write", "atomic_write_path", "remove_stale_temporaries",
-           "save_figure", "write_bytes", "write_text", "LOCK_NAME", "DirectoryLock", "LockedError", "lock_directory",
+           "save_figure", "write_bytes", "write_report", "write_text", "LOCK_NAME", "DirectoryLock", "LockedError", "lock_directory",
            "unlock_directory", *_NETCDF]
 
 

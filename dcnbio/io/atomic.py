@@ -162,6 +162,17 @@ def save_figure(fig, path, **savefig_kwargs):
     write_bytes(path, buf.getvalue())
 
 
+def write_report(report, directory, stem="report"):
+    """Write a :class:`dcnbio.analysis.report.Report` as ``<stem>.md`` and ``<stem>.tex`` into ``directory``
+    (atomically); return both paths."""
+    paths = []
+    for ext, text in (("md", report.to_markdown()), ("tex", report.to_latex())):
+        path = os.path.join(os.fspath(directory), f"{stem}.{ext}")
+        write_text(path, text)
+        paths.append(path)
+    return paths
+
+
 def remove_stale_temporaries(directory):
     """Delete ``.tmp-*`` files left in ``directory`` by a process killed mid-write."""
     for name in os.listdir(directory):

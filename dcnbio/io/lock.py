@@ -3,8 +3,12 @@
 ``dcnbio train`` takes it on each run directory, ``dcnbio extract`` on its output directory and every analysis
 script on its ``--out``.  The lock is ``flock(2)`` on ``<dir>/.dcnbio.lock``: the kernel releases it when its
 holder exits, however it exits (SIGKILL included), so a lock left by a dead process never blocks a later run.
-The file records the holder (pid, host, command) so that a refused second writer can say who holds it.
+The file records the holder (pid, host, command) so that a refused second writer can say who holds it, and is
+removed when the lock is released (a process that was killed leaves it behind, unlocked and harmless).  A taker
+checks after locking that the file it locked is still the one under the name, so removal cannot let two processes
+hold the lock at once.
 """
+import atexit
 import errno
 import fcntl
 import os
@@ -54,15 +58,14 @@ def lock_directory(path, *, wait=0.0):
     if real in _HELD:
         return os.path.join(real, LOCK_NAME)
     lock_path = os.path.join(real, LOCK_NAME)
-    try:
-        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666)
-    except OSError as exc:
-        raise DcnbioError(f"cannot lock {path}: {exc.strerror}; choose a writable directory") from None
     deadline = time.monotonic() + wait
     while True:
         try:
+            fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666)
+        except OSError as exc:
+            raise DcnbioError(f"cannot lock {path}: {exc.strerror}; choose a writable directory") from None
+        try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            break
         except OSError as exc:
             if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
                 os.close(fd)
@@ -72,7 +75,16 @@ def lock_directory(path, *, wait=0.0):
                 os.close(fd)
                 raise LockedError(f"{path} is in use by {holder}; wait for it to finish (or stop it) and "
                                   f"re-run") from None
+            os.close(fd)
             time.sleep(0.1)
+            continue
+        try:
+            same = os.stat(lock_path).st_ino == os.fstat(fd).st_ino
+        except FileNotFoundError:
+            same = False
+        if same:
+            break
+        os.close(fd)  # its holder removed the file while releasing: lock the new one
     command = " ".join(os.path.basename(a) if i == 0 else a for i, a in enumerate(sys.argv))[:200]
     _record(fd, f"pid {os.getpid()} on host {socket.gethostname()} ({command})\n")
     _HELD[real] = fd
@@ -90,11 +102,26 @@ def _record(fd, text):
 
 def unlock_directory(path):
     """Release a lock taken by :func:`lock_directory` (no-op if this process does not hold it)."""
-    fd = _HELD.pop(os.path.realpath(os.fspath(path)), None)
+    real = os.path.realpath(os.fspath(path))
+    fd = _HELD.pop(real, None)
     if fd is not None:
-        _record(fd, "")
+        try:
+            os.unlink(os.path.join(real, LOCK_NAME))  # while still locked: see the module docstring
+        except OSError:
+            pass
         fcntl.flock(fd, fcntl.LOCK_UN)
         os.close(fd)
+
+
+def held():
+    """The directories (real paths) whose locks this process holds."""
+    return set(_HELD)
+
+
+@atexit.register
+def _release_all():
+    for real in list(_HELD):
+        unlock_directory(real)
 
 
 class DirectoryLock:

@@ -30,7 +30,6 @@ configuration, checkpoint and its sha256, versions, creation time).  The creatio
 is the only attribute that differs between two otherwise identical runs;
 :func:`assert_same_results` / :func:`same_results` compare results ignoring it.
 """
-import datetime
 import glob as _glob
 import io as _bytes_io
 import json
@@ -40,14 +39,12 @@ import tempfile
 import numpy as np
 import xarray as xr
 
-from .. import __version__
 from ..errors import DcnbioError
+from ..provenance import TIMESTAMP_ATTR, provenance_attrs  # noqa: F401  (re-exported: results name their origin)
 from .atomic import TMP_PREFIX, WriteError, write_bytes
 from .lock import LOCK_NAME, lock_directory
 
 ENGINE = "h5netcdf"
-#: Name of the creation-time attribute (ignored when comparing results of two runs).
-TIMESTAMP_ATTR = "created"
 #: Default compression of floating-point data variables.
 COMPRESSION = {"zlib": True, "complevel": 1, "shuffle": True}
 
@@ -100,45 +97,6 @@ def _sanitize(ds):
     for name in ds.variables:
         ds[name].attrs = netcdf_attrs(ds[name].attrs)
     return ds
-
-
-def provenance_attrs(model, info=None):
-    """Attributes saying what produced a result.
-
-    Parameters
-    ----------
-    model : :class:`~dcnbio.models.Network`
-    info : dict, optional
-        The ``info`` returned by :func:`dcnbio.load_checkpoint` (gives the checkpoint
-        path, sha256, kind, epoch and step).
-
-    Returns
-    -------
-    dict of str → str or number
-        ``model_name``, ``model_config`` (JSON), ``checkpoint_path``, ``checkpoint_sha256``,
-        ``checkpoint_kind``, ``checkpoint_epoch``, ``checkpoint_step`` (when ``info`` is given),
-        ``dcnbio_version``, ``torch_version`` and ``created`` (ISO 8601, UTC).
-    """
-    import torch
-
-    attrs = {
-        "model_name": model.config.name,
-        "model_config": json.dumps(model.config.to_dict(), sort_keys=True, default=str),
-    }
-    if info is not None:
-        attrs.update({
-            "checkpoint_path": os.fspath(info.get("path", "")),
-            "checkpoint_sha256": str(info.get("sha256", "")),
-            "checkpoint_kind": str(info.get("kind", "")),
-            "checkpoint_epoch": int(info.get("epoch", -1)),
-            "checkpoint_step": int(info.get("step", -1)),
-        })
-    attrs.update({
-        "dcnbio_version": __version__,
-        "torch_version": str(torch.__version__),
-        TIMESTAMP_ATTR: datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-    })
-    return attrs
 
 
 # --- writing ------------------------------------------------------------------------------------

@@ -12,11 +12,10 @@ formulations of :mod:`dcnbio.layers.srf` must compute the same function.
 * activations are PyTorch's own (``torch.nn.CELU``, not :class:`dcnbio.layers.activations.CELU`).
 
 Select it with ``formulation="reference"`` (layer or model config) or build a twin of a model
-with :func:`reference_model`.
+with :func:`dcnbio.models.reference.reference_model`.
 """
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from .. import filters
 
@@ -46,38 +45,3 @@ def reference_conv(layer, x, t=None):
     w = (alpha[..., None, None] * basis).sum(2)
     pad = {"same": r, "valid": 0}.get(layer.padding, layer.padding)
     return F.conv2d(x, w, stride=layer.stride, padding=int(pad))
-
-
-def reference_model(model, **solver):
-    """A twin of ``model`` (same parameters, dtype, device, mode) in the reference formulation.
-
-    Parameters
-    ----------
-    model : :class:`~dcnbio.models.Network`
-    **solver
-        Overrides of :data:`SOLVER` (e.g. ``adjoint=False`` to compare direct backprop).
-
-    Returns
-    -------
-    Network
-        Built from ``model.config`` with ``formulation="reference"`` and the reference solver
-        settings; the parameters are copies, so the twin can be stepped independently.
-    """
-    from ..models import build_model  # models import layers: import here, not at module level
-
-    param = next(model.parameters())
-    twin = build_model(model.config.replace(formulation="reference", **{**SOLVER, **solver}))
-    twin.to(device=param.device, dtype=param.dtype)
-    twin.load_state_dict(model.state_dict())
-    _torch_activations(twin)
-    return twin.train(model.training)
-
-
-def _torch_activations(module):
-    """Replace every :class:`~dcnbio.layers.activations.CELU` by ``torch.nn.CELU`` (same alpha)."""
-    from .activations import CELU
-
-    for parent in module.modules():
-        for name, child in list(parent.named_children()):
-            if isinstance(child, CELU):
-                setattr(parent, name, nn.CELU(child.alpha))

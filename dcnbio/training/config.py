@@ -152,7 +152,7 @@ def plateau_reached(val_acc, patience, delta):
     """Whether validation accuracy has plateaued: its last ``patience`` epochs did not beat the best before them
     by more than ``delta``.
 
-    >>> plateau_reached([0.70, 0.80, 0.84, 0.845, 0.843], patience=2, delta=0.005)
+    >>> plateau_reached([0.70, 0.80, 0.84, 0.844, 0.843], patience=2, delta=0.005)
     True
     >>> plateau_reached([0.70, 0.80, 0.84, 0.85, 0.843], patience=2, delta=0.005)
     False

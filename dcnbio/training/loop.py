@@ -109,6 +109,19 @@ def evaluate(model, dataset, batch_size, device):
             "nfe": {k: v / max(batches, 1) for k, v in nfe_sum.items()}}
 
 
+#: Images of the test split re-evaluated by the bundle's tests against ``final.json["check"]``.
+CHECK_IMAGES = 256
+
+
+def subset_check(last_model, best_model, test, batch_size, device="cpu"):
+    """Accuracy of ``last`` and ``best`` on the first :data:`CHECK_IMAGES` test images: a figure small enough for
+    a test to recompute from the checkpoints and compare with what training recorded."""
+    first = test.subset(range(min(CHECK_IMAGES, len(test))))
+    return {"split": "test", "images": len(first),
+            "acc_last": evaluate(last_model, first, batch_size, device)["acc"],
+            "acc_best": evaluate(best_model, first, batch_size, device)["acc"]}
+
+
 @torch.no_grad()
 def locate_nonfinite(model, x):
     """Name the first SRF σ or stage output of ``model`` on ``x`` that is not finite."""
@@ -387,6 +400,7 @@ def _train(config, out_dir, resume, overwrite, ctx, log, stop):
             final["test_acc_last"] = evaluate(net, test, config.eval_batch_size, ctx.device)["acc"]
             best_model, _ = ckpt_io.load_checkpoint(paths["best.pt"], map_location=ctx.device)
             final["test_acc_best"] = evaluate(best_model, test, config.eval_batch_size, ctx.device)["acc"]
+            final["check"] = subset_check(net, best_model, test, config.eval_batch_size, ctx.device)
         _write_text(paths["final.json"], json.dumps(final, indent=2, sort_keys=True))
     ctx.barrier()
     return final

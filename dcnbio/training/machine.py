@@ -30,7 +30,7 @@ def describe_machine():
     >>> sorted(describe_machine())
     ['aten_capability', 'cores', 'cpu', 'cpu_family', 'cpu_model', 'dcnbio', 'host', 'python', 'threads', 'torch']
     """
-    from .. import __version__
+    from ..version import __version__
 
     info = _cpuinfo()
     return {

@@ -1,0 +1,178 @@
+"""What the analysis scripts share: their parser, finding and loading the runs they analyse, their images.
+
+The scripts in ``analyses/`` are glue — argparse → load → compute → plot → save — and this module is the load
+part they have in common: checkpoints found by pattern among the bundled *finished* runs, loaded and labelled
+``<model>-seed<S>``, and the first images of an evaluation split.  It sits above the analysis layer (which takes
+models and tensors, never paths) and beside the disk edge :mod:`dcnbio.io`.
+"""
+import argparse
+import glob
+import os
+
+import numpy as np
+
+from .checkpoint import load_checkpoint
+from .data import dataset_info, load_dataset
+from .errors import CheckpointError, ConfigError
+from .models.network import ode_blocks
+
+class ScriptParser(argparse.ArgumentParser):
+    """An ArgumentParser whose usage errors are one-line :class:`ConfigError` (exit 2 under ``user_errors``)."""
+
+    def error(self, message):
+        raise ConfigError(f"{message} (see {self.prog} --help)")
+
+
+def is_finished_run(checkpoint):
+    """Whether the training run that wrote ``checkpoint`` has finished (its directory holds ``final.json``).
+
+    ``dcnbio train`` writes ``last.pt`` every epoch (or every ``--save-every`` steps) and ``final.json`` only at
+    the end, so a run still training — or killed — has a ``last.pt`` and no ``final.json``.
+    """
+    return os.path.isfile(os.path.join(os.path.dirname(os.fspath(checkpoint)), "final.json"))
+
+
+def resolve_checkpoints(paths, defaults, repo, *, analysis):
+    """The checkpoints to analyse: ``paths`` if given, else the default bundled ones of finished runs.
+
+    A default match whose run has not finished (:func:`is_finished_run`: a run still training next to the bundled
+    ones) is skipped and listed in ``missing``; an explicit ``--checkpoint`` is taken as given.
+
+    Parameters
+    ----------
+    paths : list of str or None
+        From ``--checkpoint``.
+    defaults : sequence of str
+        Glob patterns relative to ``repo`` (e.g. ``data/checkpoints/dcn-ode/seed*/last.pt``).
+    repo : path
+        Repository root.
+    analysis : str
+        Named in the error message.
+
+    Returns
+    -------
+    found : list of str
+    missing : list of str
+        Default patterns that matched nothing, and skipped unfinished runs (empty when ``paths`` were given).
+
+    Raises
+    ------
+    CheckpointError
+        No path given and no default checkpoint exists.
+    """
+    if paths:
+        return [os.fspath(p) for p in paths], []
+    found, missing = [], []
+    for pattern in defaults:
+        hits = sorted(glob.glob(os.path.join(os.fspath(repo), pattern)))
+        done = [h for h in hits if is_finished_run(h)]
+        found += done
+        if not hits:
+            missing.append(pattern)
+        missing += [f"{os.path.relpath(h, os.fspath(repo))} (unfinished run: no final.json)"
+                    for h in hits if h not in done]
+    if not found:
+        raise CheckpointError(f"no bundled checkpoints for the {analysis} analysis (looked for "
+                              f"{', '.join(defaults)} under {repo}); train them (dcnbio train --help) or pass "
+                              "--checkpoint PATH")
+    return found, missing
+
+
+def run_label(info, model):
+    seed = (info.get("train_config") or {}).get("seed")
+    return model.config.name if seed is None else f"{model.config.name}-seed{seed}"
+
+
+def load_models(paths, *, require_ode=False, analysis=""):
+    """Load checkpoints and give each a unique label (``<model>-seed<S>``).
+
+    Parameters
+    ----------
+    paths : list of str
+    require_ode : bool
+        Refuse models without ODE blocks (ResNets) with a one-line error.
+    analysis : str
+        Named in that error.
+
+    Returns
+    -------
+    list of (label, model, info)
+
+    Raises
+    ------
+    CheckpointError, ConfigError
+    """
+    out, labels = [], {}
+    for path in paths:
+        model, info = load_checkpoint(path)
+        if require_ode and not ode_blocks(model):
+            raise ConfigError(f"{path} is a {model.config.name!r} model without ODE blocks; the {analysis} analysis "
+                              "changes ODE solves, so pass a DCN or ODE-Net checkpoint")
+        label = run_label(info, model)
+        if label in labels:
+            k = 2
+            while f"{label}-{k}" in labels:
+                k += 1
+            label = f"{label}-{k}"
+        labels[label] = path
+        out.append((label, model, info))
+    return out
+
+
+def dataset_of(info, model):
+    """Name of the dataset a checkpoint was trained on (``train_config['dataset']``).
+
+    Raises
+    ------
+    CheckpointError
+        The checkpoint does not say, or its dataset does not fit the model's input channels.
+    """
+    name = (info.get("train_config") or {}).get("dataset")
+    if not name:
+        raise CheckpointError(f"{info.get('path', 'checkpoint')} does not record its training dataset "
+                              "(train_config['dataset']); it cannot be matched to evaluation images")
+    ds_info = dataset_info(name)
+    if ds_info.channels != model.config.in_channels:
+        raise CheckpointError(f"{info.get('path', 'checkpoint')} was trained on {name!r} ({ds_info.channels} "
+                              f"channel(s)) but the model takes {model.config.in_channels}")
+    return name
+
+
+def load_eval_images(name, *, split="test", n_images=1000, root=None, cache=None):
+    """The first ``n_images`` images of a dataset split, normalised, with labels.
+
+    Parameters
+    ----------
+    name : str
+        ``fashion-mnist`` or ``cifar10``.
+    split : ``"test"`` or ``"val"``
+        Evaluation split (never ``train``).
+    n_images : int
+        How many, in the split's order (the official order for ``test``); all if larger than the split.
+    root : str, optional
+        Dataset directory (passed to :func:`dcnbio.data.load_dataset`; no download is attempted).
+    cache : dict, optional
+        Reused across calls (one dataset read per name and split).
+
+    Returns
+    -------
+    images : Tensor ``(N, C, H, W)`` float32
+    labels : Tensor ``(N,)`` int64
+    indices : ndarray ``(N,)`` int64
+        Index of each image in its official file.
+    info : :class:`dcnbio.data.DatasetInfo`
+    """
+    if split not in ("test", "val"):
+        raise ConfigError(f"evaluation split must be 'test' or 'val', got {split!r}")
+    if isinstance(n_images, bool) or not isinstance(n_images, (int, np.integer)) or n_images < 1:
+        raise ConfigError(f"--n-images must be a positive integer, got {n_images!r}")
+    key = (name, split, root)
+    if cache is not None and key in cache:
+        data = cache[key]
+    else:
+        data = load_dataset(name, split, root, download=False)
+        if cache is not None:
+            cache[key] = data
+    n = min(int(n_images), len(data))
+    images, labels = data.batch(np.arange(n))
+    return images, labels, data.indices[:n].numpy().astype(np.int64), data.info

@@ -1,0 +1,63 @@
+"""The rules of the house, checked by tools rather than by memory.
+
+* ``.importlinter``: the layer contracts (the core imports nothing above it; the layers do not import the
+  networks; the disk edge ``dcnbio.io`` depends on no model, checkpoint, training or analysis code), run with
+  import-linter's ``lint-imports``.
+* Here, from the syntax tree of every module: no module imports another module's private name (``_x``) or a
+  private module (``torchdiffeq._impl``, ``dcnbio.x._y``), and nothing in ``dcnbio/`` imports ``analyses`` or
+  ``benchmarks`` (they are scripts built on the library, never the reverse).
+"""
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGE = ROOT / "dcnbio"
+
+
+def private(name):
+    return name.startswith("_") and not (name.startswith("__") and name.endswith("__"))
+
+
+def imports(path):
+    tree = ast.parse(path.read_text(), str(path))
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                yield node.lineno, alias.name, None
+        elif isinstance(node, ast.ImportFrom):
+            for alias in node.names:
+                yield node.lineno, "." * node.level + (node.module or ""), alias.name
+
+
+def test_import_contracts_hold():
+    lint = Path(sys.executable).with_name("lint-imports")
+    done = subprocess.run([str(lint), "--config", str(ROOT / ".importlinter")], cwd=ROOT, capture_output=True,
+                          text=True)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
+    assert "0 broken" in done.stdout
+
+
+def test_no_private_names_or_modules_cross_module_boundaries_and_no_script_is_imported():
+    offences = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        for line, module, name in imports(path):
+            where = f"{path.relative_to(ROOT)}:{line}"
+            parts = [p for p in module.lstrip(".").split(".") if p]
+            if any(private(p) for p in parts):
+                offences.append(f"{where} imports the private module {module}")
+            if name is not None and private(name):
+                offences.append(f"{where} imports the private name {name} from {module}")
+            if parts and parts[0] in ("analyses", "benchmarks"):
+                offences.append(f"{where} imports the script package {module}")
+    assert offences == []
+
+
+def test_the_checks_catch_what_they_forbid(tmp_path):
+    # the syntax-tree check itself: a private name and a private module are found
+    sample = tmp_path / "m.py"
+    sample.write_text("from torchdiffeq._impl.odeint import SOLVERS\nfrom .sigmas import _mask\n")
+    found = [(module, name) for _, module, name in imports(sample)
+             if any(private(p) for p in module.lstrip(".").split(".") if p) or (name and private(name))]
+    assert found == [("torchdiffeq._impl.odeint", "SOLVERS"), (".sigmas", "_mask")]
