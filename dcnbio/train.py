@@ -47,8 +47,9 @@ def build_parser():
                    help="choose the schedule's length by measurement: drop the learning rate once validation "
                         "accuracy has not beaten its earlier best by --plateau-delta for K epochs (epoch P), then "
                         "the paper's proportions (second drop at 1.75 P, end at 2.5 P); --epochs is the cap; "
-                        "0: the fixed schedule of --epochs")
-    p.add_argument("--plateau-delta", type=float, default=0.005, help="accuracy gain that counts as progress")
+                        "0: the fixed schedule of --epochs.  With --val-size 0 the training loss is measured instead")
+    p.add_argument("--plateau-delta", type=float, default=0.005,
+                   help="progress: a validation-accuracy gain, or (with --val-size 0) a training-loss decrease in nats")
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--eval-batch-size", type=int, default=256)
     p.add_argument("--lr", type=float, default=0.1)

@@ -419,5 +419,25 @@ def test_plateau_rule_and_schedule_closed_forms():
     assert plateau_reached([0.5, 0.504], 1, 0.005)
     assert not plateau_reached([0.7, 0.8, 0.84, 0.85, 0.843], 2, 0.005)  # epoch 4 still beat epoch 3 by 1 pp
     assert [plateau_schedule(p) for p in (1, 2, 4, 8)] == [([1, 2], 3), ([2, 4], 5), ([4, 7], 10), ([8, 14], 20)]
-    with pytest.raises(ConfigError, match="plateau"):
-        TrainConfig("dcn-ode", dataset="fashion-mnist", val_size=0, plateau_patience=2)
+    from dcnbio.training.config import loss_plateau_reached
+
+    assert loss_plateau_reached([1.0, 0.96], 1, 0.05)  # 0.04 nats lower: not 0.05
+    assert not loss_plateau_reached([1.0, 0.94], 1, 0.05)
+    assert loss_plateau_reached([0.05, 0.012, 0.011], 1, 0.02)  # near zero, halving is no longer progress
+    assert not loss_plateau_reached([1.0], 1, 0.0)
+    with pytest.raises(ConfigError, match="plateau_delta"):
+        TrainConfig("dcn-ode", dataset="fashion-mnist", plateau_patience=2, plateau_delta=1.5)
+
+
+@needs_fmnist
+def test_without_a_hold_out_the_plateau_is_measured_on_the_training_loss(tmp_path):
+    # --plateau-delta 0.99: no early epoch of 10 images per class lowers the loss by ~1 nat (it sits near ln 10),
+    # so the plateau is after epoch 2
+    args = ["--model", "resnet-blocks", "--width", "0.25", "--dataset", "fashion-mnist", "--subset", "10",
+            "--val-size", "0", "--batch-size", "20", "--epochs", "30", "--plateau-patience", "1",
+            "--plateau-delta", "0.99", "--no-test", "--seeds", "1", "--out", str(tmp_path)]
+    done = run_cli(args)
+    assert done.returncode == 0, done.stderr
+    assert "the training loss plateaued after epoch 2" in done.stdout
+    final = json.loads((tmp_path / "seed1/final.json").read_text())
+    assert (final["plateau_epoch"], final["epochs"]) == (2, 5)

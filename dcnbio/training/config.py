@@ -33,7 +33,9 @@ class TrainConfig:
     (solver, rtol, atol, adjoint, T, sigma_range, formulation, integrator, ...).
     ``plateau_patience`` > 0 chooses the length of the schedule by measurement: the run stays at the first
     learning rate until validation accuracy has plateaued (:func:`plateau_reached`: ``plateau_patience`` epochs
-    without beating the earlier best by ``plateau_delta``), drops it there, at epoch P, and keeps the paper's
+    without beating the earlier best by ``plateau_delta``) — or, without a validation hold-out (the small-data
+    regime), until the training loss has (:func:`loss_plateau_reached`: ``plateau_patience`` epochs without
+    lowering the earlier lowest by ``plateau_delta`` nats) — drops it there, at epoch P, and keeps the paper's
     proportions 40 : 70 : 100 from it: the second drop at round(1.75 P), the end at round(2.5 P)
     (:func:`plateau_schedule`).  ``epochs`` is then the cap: without a plateau by its first milestone the run is
     the fixed schedule of ``epochs``.
@@ -90,9 +92,8 @@ class TrainConfig:
         if int(self.plateau_patience) != self.plateau_patience or self.plateau_patience < 0:
             raise ConfigError(f"plateau_patience must be a whole number of epochs >= 0, got {self.plateau_patience!r}")
         if not 0 <= self.plateau_delta < 1:
-            raise ConfigError(f"plateau_delta is an accuracy difference in [0, 1), got {self.plateau_delta!r}")
-        if self.plateau_patience and not self.val_size:
-            raise ConfigError("plateau_patience needs a validation hold-out (--val-size > 0) to measure the plateau")
+            raise ConfigError(f"plateau_delta is an accuracy gain (or a loss decrease in nats) in [0, 1), got "
+                              f"{self.plateau_delta!r}")
         if self.save_every < 0:
             raise ConfigError(f"save_every must be >= 0 steps, got {self.save_every}")
         if not (self.device == "cpu" or self.device.startswith("cuda")):
@@ -161,6 +162,25 @@ def plateau_reached(val_acc, patience, delta):
         return False
     before, recent = max(val_acc[:-patience]), max(val_acc[-patience:])
     return not recent > before + delta
+
+
+def loss_plateau_reached(losses, patience, delta):
+    """Whether a loss has plateaued: its last ``patience`` epochs did not lower the lowest before them by more than
+    ``delta`` (in the loss's units, nats for cross-entropy).
+
+    An absolute margin, because a training loss on a small subset falls towards zero: relative to itself it keeps
+    halving long after it has stopped mattering.  On a few hundred images the loss also sits near ln 10 for the
+    first epochs before it falls, so the patience must outlast that start.
+
+    >>> loss_plateau_reached([1.0, 0.5, 0.30, 0.295, 0.29], patience=2, delta=0.02)
+    True
+    >>> loss_plateau_reached([1.0, 0.5, 0.30, 0.27, 0.29], patience=2, delta=0.02)
+    False
+    """
+    if patience < 1 or len(losses) <= patience:
+        return False
+    before, recent = min(losses[:-patience]), min(losses[-patience:])
+    return not recent < before - delta
 
 
 def plateau_schedule(plateau_epoch):

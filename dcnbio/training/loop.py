@@ -39,7 +39,7 @@ from ..layers import tuning
 from ..models import build_model, nfe, ode_blocks, reset_nfe, srf_layers
 from ..signals import stop_requests
 from . import distributed
-from .config import TrainConfig, plateau_reached, plateau_schedule
+from .config import TrainConfig, loss_plateau_reached, plateau_reached, plateau_schedule
 from .machine import describe_machine
 
 RUN_FILES = ("config.json", "init.pt", "last.pt", "best.pt", "metrics.csv", "final.json")
@@ -175,13 +175,19 @@ def _stopped(state, paths):
 
 
 def _decide_plateau(config, state, scheduler, ctx, log):
-    """At the first learning rate of a plateau-scheduled run: once validation accuracy has plateaued, drop the
-    rate after this epoch and shorten the schedule to the paper's proportions from here (config docstring).
-    Every process takes the same decision from rank 0's validation accuracies."""
+    """At the first learning rate of a plateau-scheduled run: once validation accuracy (or, without a hold-out,
+    the training loss) has plateaued, drop the rate after this epoch and shorten the schedule to the paper's
+    proportions from here (config docstring).  Every process takes the same decision, rank 0's."""
     done = state["epoch"]
     cap = config.first_level_cap()
-    accs = [row["val_acc"] for row in state["metrics"]]
-    reached = plateau_reached(accs, config.plateau_patience, config.plateau_delta) if ctx.is_main else False
+    if config.val_size:
+        measured = "validation accuracy"
+        reached = plateau_reached([row["val_acc"] for row in state["metrics"]], config.plateau_patience,
+                                  config.plateau_delta) if ctx.is_main else False
+    else:  # no hold-out (small data): the training loss (rank 0's, broadcast below)
+        measured = "the training loss"
+        reached = loss_plateau_reached([row["train_loss"] for row in state["metrics"]], config.plateau_patience,
+                                       config.plateau_delta)
     reached = distributed.broadcast_flag(reached, ctx)
     if reached and done < cap:
         milestones, epochs = plateau_schedule(done)
@@ -190,7 +196,7 @@ def _decide_plateau(config, state, scheduler, ctx, log):
         for group in scheduler.optimizer.param_groups:
             group["lr"] *= config.gamma
         state.update(plateau_epoch=done, epochs=epochs)
-        log(f"validation accuracy plateaued after epoch {done}: learning rate ×{config.gamma} from epoch "
+        log(f"{measured} plateaued after epoch {done}: learning rate ×{config.gamma} from epoch "
             f"{done + 1}, second drop after epoch {milestones[1]}, {epochs} epochs in all")
     elif done >= cap:
         state["plateau_epoch"] = cap  # the fixed schedule of config.epochs, whose first drop is here
