@@ -453,7 +453,7 @@ def test_celu_implementation_is_exp_on_cpus_unless_overridden():
     """'exp' whatever ATen's CPU capability; DCNBIO_CELU overrides; bad names are refused."""
     from dcnbio.layers import activations
 
-    code = "import dcnbio.layers.activations as a; print(a.IMPLEMENTATION)"
+    code = "import dcnbio.layers.activations as a; print(a.default_implementation())"
     env = {k: v for k, v in os.environ.items() if k != "DCNBIO_CELU"}
     run = lambda **e: subprocess.run([sys.executable, "-c", code], env={**env, **e}, capture_output=True, text=True)
     assert run().stdout.strip() == "exp"
@@ -462,6 +462,9 @@ def test_celu_implementation_is_exp_on_cpus_unless_overridden():
     assert run(DCNBIO_CELU="exp").stdout.strip() == "exp" and run(DCNBIO_CELU="torch").stdout.strip() == "torch"
     bad = run(DCNBIO_CELU="fast")
     assert bad.returncode != 0 and "DCNBIO_CELU must be one of torch, exp" in bad.stderr
+    imported = subprocess.run([sys.executable, "-c", "import dcnbio.layers.activations"],
+                              env={**env, "DCNBIO_CELU": "fast"}, capture_output=True, text=True)
+    assert imported.returncode == 0, imported.stderr  # no environment variable is read at import
     with pytest.raises(ConfigError, match="unknown CELU implementation"):
         activations.celu(torch.zeros(2), 1.0, "fast")
 

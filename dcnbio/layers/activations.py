@@ -17,7 +17,7 @@
   the present one was not measured on the Xeon, where by the same ratio it would be about as fast as
   ``"torch"``.
 
-:data:`IMPLEMENTATION` is ``"exp"`` on CPUs (``DCNBIO_CELU=torch|exp`` overrides it): it is within about a
+:func:`default_implementation` is ``"exp"`` on CPUs (``DCNBIO_CELU=torch|exp``, read when a CELU runs, overrides it): it is within about a
 factor 1.1 of the fastest everywhere it was measured or estimated, where ``"torch"`` can be 4–6× slower; CUDA
 tensors always take ``"torch"``.  With :mod:`tuning <dcnbio.layers.tuning>` enabled (and no ``DCNBIO_CELU``) each
 CPU shape takes the formulation measured fastest on the machine instead.  The two agree to float rounding:
@@ -39,19 +39,22 @@ from . import tuning
 IMPLEMENTATIONS = ("torch", "exp")
 
 
-def _default_implementation():
+#: The CPU formulation unless ``DCNBIO_CELU`` says otherwise.
+DEFAULT_IMPLEMENTATION = "exp"
+
+
+def pinned_implementation():
+    """The formulation ``DCNBIO_CELU`` pins (read at each call, never at import), or ``None``; measured choices
+    (tuning) do not override a pinned one."""
     choice = os.environ.get("DCNBIO_CELU", "")
-    if choice:
-        if choice not in IMPLEMENTATIONS:
-            raise ConfigError(f"DCNBIO_CELU must be one of {', '.join(IMPLEMENTATIONS)}, got {choice!r}")
-        return choice
-    return "exp"
+    if choice and choice not in IMPLEMENTATIONS:
+        raise ConfigError(f"DCNBIO_CELU must be one of {', '.join(IMPLEMENTATIONS)}, got {choice!r}")
+    return choice or None
 
 
-#: The CPU formulation in use: ``"exp"`` unless ``DCNBIO_CELU`` says ``"torch"``.
-IMPLEMENTATION = _default_implementation()
-#: ``DCNBIO_CELU`` was given: measured choices (tuning) do not override it.
-PINNED = bool(os.environ.get("DCNBIO_CELU"))
+def default_implementation():
+    """The formulation in use when none is asked for: ``DCNBIO_CELU`` if set, else :data:`DEFAULT_IMPLEMENTATION`."""
+    return pinned_implementation() or DEFAULT_IMPLEMENTATION
 
 
 class _CELUFunction(torch.autograd.Function):
@@ -79,9 +82,10 @@ class _CELUFunction(torch.autograd.Function):
 
 
 def celu(x, alpha=1.0, implementation=None):
-    """``max(0, x) + min(0, α (exp(x / α) - 1))`` by ``implementation`` (default :data:`IMPLEMENTATION`)."""
-    how = implementation or IMPLEMENTATION
-    if implementation is None and not PINNED and tuning.enabled() and x.device.type == "cpu":
+    """``max(0, x) + min(0, α (exp(x / α) - 1))`` by ``implementation`` (default: :func:`default_implementation`)."""
+    pinned = pinned_implementation() if implementation is None else None
+    how = implementation or pinned or DEFAULT_IMPLEMENTATION
+    if implementation is None and pinned is None and tuning.enabled() and x.device.type == "cpu":
         how = _measured(x, float(alpha))
     if how not in IMPLEMENTATIONS:
         raise ConfigError(f"unknown CELU implementation {how!r}; choose one of {', '.join(IMPLEMENTATIONS)}")
@@ -103,7 +107,7 @@ def _measured(x, alpha):
                 torch.autograd.grad(y, xg, y)
             else:
                 celu(xd, alpha, how)
-        order = [IMPLEMENTATION] + [h for h in IMPLEMENTATIONS if h != IMPLEMENTATION]  # the fixed rule's first
+        order = [DEFAULT_IMPLEMENTATION] + [h for h in IMPLEMENTATIONS if h != DEFAULT_IMPLEMENTATION]  # rule first
         return {h: (lambda h=h: run(h)) for h in order}
     return tuning.choose(("celu", tuple(x.shape), x.dtype, grad), candidates)
 
