@@ -57,7 +57,7 @@ from dcnbio.analysis.report import Report
 from dcnbio.analysis.sigmas import extract_sigmas, select
 from dcnbio.analysis.v1 import compare_with_v1
 from dcnbio.checkpoint import load_checkpoint
-from dcnbio.io import write_report, DirectoryLock
+from dcnbio.io import DirectoryLock, load_v1_reference, write_report
 from dcnbio.io.atomic import atomic_write
 from dcnbio.cli import user_errors
 from dcnbio.errors import ConfigError, DataError
@@ -334,7 +334,7 @@ def sigma_ji_claims(results):
               f"{fit['skew']:.2f} (a log-normal of that SD: {fit['skew_lognormal']:.2f}), skew of log σ "
               f"{fit['skew_log']:.3f}")
     test = "; ".join(f"{name}: p = {row['pvalue']:.2g}" for name, row in gof.iterrows() if "pvalue" in row)
-    v1 = compare_with_v1(trained, groups=None, n_resamples=200)
+    v1 = compare_with_v1(trained, groups=None, n_resamples=200, reference=load_v1_reference())
     v1_row = v1[(v1["source"] != "model") & (v1["group"] == "pooled")]
     model_row = v1[(v1["source"] == "model") & (v1["group"] == "pooled")]
     if len(v1_row) and len(model_row):

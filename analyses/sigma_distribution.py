@@ -43,7 +43,7 @@ from dcnbio.analysis.sigmas import extract_sigmas, select, sigma_values, stack_s
 from dcnbio.checkpoint import load_checkpoint
 from dcnbio.cli import user_errors
 from dcnbio.errors import CheckpointError, ConfigError, DataError
-from dcnbio.io import save_figure, write_report
+from dcnbio.io import load_v1_reference, save_figure, write_report
 from dcnbio.io import prepare_output_dir, save_dataset
 
 REPO = Path(__file__).resolve().parents[1]
@@ -328,13 +328,16 @@ def main(argv=None):
         report.text("No init control: nothing to compare.")
 
     if per_channel:
+        reference = load_v1_reference()
         report.section("Against macaque V1 (shapes only)")
         report.text("Peak spatial frequency √n/(2πσ) with n the layer's derivative order, σ in input-image pixels. "
                     "log f = const − log σ: the log-SD carries over and the skew of log f is minus that of log σ. "
-                    "Locations are not compared (cycles/pixel vs cycles/degree). V1: " + v1.CITATION + ".")
-        cmp = v1.compare_with_v1(trained, n_resamples=args.n_boot, seed=args.seed)
+                    "Locations are not compared (cycles/pixel vs cycles/degree). V1: " + reference.attrs["citation"]
+                    + ".")
+        cmp = v1.compare_with_v1(trained, n_resamples=args.n_boot, seed=args.seed, reference=reference)
         if has_init:
-            ci = v1.compare_with_v1(select(ds, state="init"), n_resamples=args.n_boot, seed=args.seed)
+            ci = v1.compare_with_v1(select(ds, state="init"), n_resamples=args.n_boot, seed=args.seed,
+                                    reference=reference)
             ci = ci[ci["source"] == "model"].assign(source="model (init)")
             cmp = pd.concat([cmp[cmp["source"] == "model"], ci, cmp[cmp["source"] != "model"]])
         cmp.index = [f"{src}: {g}" for src, g in zip(cmp["source"], cmp["group"])]

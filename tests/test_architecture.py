@@ -61,3 +61,39 @@ def test_the_checks_catch_what_they_forbid(tmp_path):
     found = [(module, name) for _, module, name in imports(sample)
              if any(private(p) for p in module.lstrip(".").split(".") if p) or (name and private(name))]
     assert found == [("torchdiffeq._impl.odeint", "SOLVERS"), (".sigmas", "_mask")]
+
+
+#: Calls that touch the disk; the analysis layer takes models, tensors and xarray and makes none of them.
+DISK_CALLS = {"open", "read_csv", "read_table", "to_csv", "to_netcdf", "open_dataset", "open_mfdataset", "savefig",
+              "listdir", "scandir", "makedirs", "mkdir", "isfile", "isdir", "exists", "glob", "rglob", "unlink",
+              "rmtree", "read_text", "write_text", "read_bytes", "write_bytes"}
+#: The one exception left (see .importlinter): the small-data grid's planner and trainer.
+DISK_EXCEPTIONS = {"dcnbio/analysis/small_data.py"}
+
+
+def disk_calls(path):
+    tree = ast.parse(path.read_text(), str(path))
+    for node in ast.walk(tree):
+        if not isinstance(node, ast.Call):
+            continue
+        f = node.func
+        name = f.id if isinstance(f, ast.Name) else f.attr if isinstance(f, ast.Attribute) else None
+        torch_io = isinstance(f, ast.Attribute) and f.attr in ("save", "load") and \
+            isinstance(f.value, ast.Name) and f.value.id == "torch"
+        if name in DISK_CALLS or torch_io:
+            yield node.lineno, name
+
+
+def test_the_analysis_layer_makes_no_disk_call():
+    offences = [f"{path.relative_to(ROOT)}:{line} calls {name}"
+                for path in sorted((PACKAGE / "analysis").rglob("*.py"))
+                if str(path.relative_to(ROOT)) not in DISK_EXCEPTIONS
+                for line, name in disk_calls(path)]
+    assert offences == []
+
+
+def test_the_disk_call_check_finds_disk_calls(tmp_path):
+    sample = tmp_path / "m.py"
+    sample.write_text("import torch, pandas as pd\nx = pd.read_csv('a.csv')\ntorch.save(x, 'b.pt')\n"
+                      "fig.savefig('c.png')\ny = 'a'.replace('a', 'b')\n")
+    assert [name for _, name in disk_calls(sample)] == ["read_csv", "save", "savefig"]

@@ -10,6 +10,7 @@ import xarray as xr
 from dcnbio import filters
 from dcnbio.analysis import stats, v1
 from dcnbio.errors import ConfigError, DataError
+from dcnbio.io import load_v1_reference
 
 N = 4000
 
@@ -297,7 +298,7 @@ SPEC_COUNTS = {
 
 
 def test_v1_reference_holds_the_published_bins():
-    ref = v1.load_v1_reference()
+    ref = load_v1_reference()
     np.testing.assert_array_equal(np.append(ref["bin_low"].values, ref["bin_high"].values[-1]), SPEC_EDGES)
     for pop, counts in SPEC_COUNTS.items():
         np.testing.assert_array_equal(ref["count"].sel(population=pop).values, counts)
@@ -306,7 +307,7 @@ def test_v1_reference_holds_the_published_bins():
 
 
 def test_v1_shape_statistics_reproduce_spec():
-    df = v1.v1_shape_statistics()
+    df = v1.v1_shape_statistics(load_v1_reference())
     pooled = df.loc["pooled"]
     assert pooled["n"] == 363
     # SPEC quotes 2 significant digits (2.8 c/deg), 3 (1.04 octaves) and 1 (-0.06): tolerances half a last digit
@@ -319,13 +320,15 @@ def test_v1_shape_statistics_reproduce_spec():
 
 def test_v1_reference_bad_files(tmp_path):
     with pytest.raises(DataError, match="not found"):
-        v1.load_v1_reference(tmp_path / "missing.csv")
+        load_v1_reference(tmp_path / "missing.csv")
     bad = tmp_path / "bad.csv"
     bad.write_text("bin_low_cpd,bin_high_cpd,a\n1.0,0.5,3\n")
     with pytest.raises(DataError):
-        v1.load_v1_reference(bad)
+        load_v1_reference(bad)
     with pytest.raises(ConfigError):
-        v1.v1_shape_statistics(populations=["purkinje"])
+        v1.v1_shape_statistics(load_v1_reference(), populations=["purkinje"])
+    with pytest.raises(ConfigError, match="load_v1_reference"):
+        v1.v1_shape_statistics(None)
 
 
 def test_peak_frequency_closed_form_and_sampled_filter():
@@ -346,7 +349,7 @@ def test_peak_frequency_closed_form_and_sampled_filter():
 def test_compare_with_v1_mirrors_log_sigma_shape():
     ds = sigma_dataset().assign_coords(order=("filter", np.full(360, 2)))
     ds = ds.assign(sigma_input=ds["sigma"] * 2)
-    df = v1.compare_with_v1(ds, n_resamples=100, seed=0)
+    df = v1.compare_with_v1(ds, n_resamples=100, seed=0, reference=load_v1_reference())
     row = df[(df["source"] == "model") & (df["group"] == "block3")].iloc[0]
     x = ds["sigma_input"].values[(ds["block"].values == "block3") & ~ds["is_time_channel"].values]
     # log f = const - log σ: same log-SD, opposite skewness

@@ -7,10 +7,10 @@ unchanged and the skewness of log σ changes sign.  Model frequencies are in cyc
 cycles/degree, so only *shapes* are compared (SD of log2 f in octaves, skewness of log f), never locations.
 
 Reference: De Valois, Albrecht & Thorell (1982), Vision Res 22:545–559, peak spatial frequency histograms of
-macaque V1 cells, shipped as ``data/reference/devalois1982_peak_sf.csv`` (see the README there).
+macaque V1 cells, shipped as ``data/reference/devalois1982_peak_sf.csv`` (see the README there) and read by
+:func:`dcnbio.io.reference.load_v1_reference`; the functions here take the table, never a path.
 """
 import math
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -19,53 +19,16 @@ import xarray as xr
 from ..errors import ConfigError, DataError
 from .stats import shape_from_logs, bootstrap_summary
 
-#: The shipped reference table (repository ``data/reference``).
-REFERENCE_CSV = Path(__file__).resolve().parents[2] / "data" / "reference" / "devalois1982_peak_sf.csv"
 POPULATIONS = ("simple_foveal", "complex_foveal", "simple_parafoveal", "complex_parafoveal")
-CITATION = ("De Valois, R. L., Albrecht, D. G. & Thorell, L. G. (1982). Spatial frequency selectivity of cells in "
-            "macaque visual cortex. Vision Research 22(5), 545-559. doi:10.1016/0042-6989(82)90113-4")
 
 
-def load_v1_reference(path=None):
-    """The De Valois et al. (1982) peak spatial frequency histograms.
-
-    Parameters
-    ----------
-    path : str or Path, optional
-        CSV with columns ``bin_low_cpd, bin_high_cpd`` and one count column per population (default: the
-        shipped table).
-
-    Returns
-    -------
-    xarray.Dataset
-        ``count`` (population, bin): cells per bin.  Coordinates: ``population``; ``bin_low``, ``bin_high``
-        (c/deg) and ``bin_centre`` (c/deg, the bin's log-centre √(low·high)) on ``bin``.  Attrs ``citation``,
-        ``source``.
-    """
-    path = Path(path) if path is not None else REFERENCE_CSV
-    if not path.is_file():
-        raise DataError(f"V1 reference table not found at {path}; it ships in the repository's data/reference/")
-    try:
-        df = pd.read_csv(path)
-    except (OSError, ValueError, pd.errors.ParserError) as exc:
-        raise DataError(f"cannot read the V1 reference table {path}: {exc}") from None
-    missing = {"bin_low_cpd", "bin_high_cpd"} - set(df.columns)
-    populations = [c for c in df.columns if c not in ("bin_low_cpd", "bin_high_cpd")]
-    if missing or not populations:
-        raise DataError(f"{path} needs columns bin_low_cpd, bin_high_cpd and at least one count column")
-    low, high = df["bin_low_cpd"].to_numpy(float), df["bin_high_cpd"].to_numpy(float)
-    counts = df[populations].to_numpy()
-    if np.any(low <= 0) or np.any(high <= low) or np.any(counts < 0):
-        raise DataError(f"{path}: bin edges must be positive and increasing, counts non-negative")
-    return xr.Dataset(
-        {"count": (("population", "bin"), counts.T.astype(np.int64))},
-        coords={"population": populations, "bin_low": ("bin", low), "bin_high": ("bin", high),
-                "bin_centre": ("bin", np.sqrt(low * high))},
-        attrs={"citation": CITATION, "source": str(path),
-               "note": "bin counts digitised from the published histograms; frequencies in cycles/degree"})
+def _need(reference):
+    if reference is None:
+        raise ConfigError("pass the V1 reference table: reference=dcnbio.io.load_v1_reference()")
+    return reference
 
 
-def v1_shape_statistics(reference=None, populations=None):
+def v1_shape_statistics(reference, populations=None):
     """Shape of the V1 peak-frequency distributions, each cell placed at its bin's log-centre.
 
     Binned data: every cell in a bin is given the bin's log-centre ``√(low·high)`` (the centre on the log axis,
@@ -75,8 +38,8 @@ def v1_shape_statistics(reference=None, populations=None):
 
     Parameters
     ----------
-    reference : xarray.Dataset, optional
-        From :func:`load_v1_reference` (default: the shipped table).
+    reference : xarray.Dataset
+        From :func:`dcnbio.io.load_v1_reference` (the shipped table).
     populations : sequence of str, optional
         Populations to report (default: all), plus a ``pooled`` row over them.
 
@@ -88,10 +51,11 @@ def v1_shape_statistics(reference=None, populations=None):
 
     Examples
     --------
-    >>> round(float(v1_shape_statistics().loc["pooled", "log2_sd"]), 2)
+    >>> from dcnbio.io import load_v1_reference
+    >>> round(float(v1_shape_statistics(load_v1_reference()).loc["pooled", "log2_sd"]), 2)
     1.04
     """
-    ref = load_v1_reference() if reference is None else reference
+    ref = _need(reference)
     pops = list(ref.population.values) if populations is None else list(populations)
     unknown = set(pops) - set(ref.population.values)
     if unknown:
@@ -164,7 +128,8 @@ def compare_with_v1(ds, *, groups="block", variable="sigma_input", n_resamples=1
         correctly) or ``sigma``.
     n_resamples, seed : int
     time_channel : bool
-    reference : xarray.Dataset, optional
+    reference : xarray.Dataset
+        From :func:`dcnbio.io.load_v1_reference` (required).
 
     Returns
     -------
@@ -189,7 +154,7 @@ def compare_with_v1(ds, *, groups="block", variable="sigma_input", n_resamples=1
             row[f"{stat}_ci_low"] = part.loc[stat, "ci_low"]
             row[f"{stat}_ci_high"] = part.loc[stat, "ci_high"]
         rows.append(row)
-    v1 = v1_shape_statistics(reference)
+    v1 = v1_shape_statistics(_need(reference))
     for pop, r in v1.iterrows():
         rows.append({"source": "V1 (De Valois 1982)", "group": pop, "n": int(r["n"]), "log2_sd": r["log2_sd"],
                      "skew_log": r["skew_log"]})
