@@ -58,7 +58,7 @@ from dcnbio.analysis.sigmas import extract_sigmas, select
 from dcnbio.analysis.v1 import compare_with_v1
 from dcnbio.checkpoint import load_checkpoint
 from dcnbio.io import DirectoryLock, load_v1_reference, write_report
-from dcnbio.io.atomic import atomic_write
+from dcnbio.io.atomic import write_text
 from dcnbio.cli import user_errors
 from dcnbio.errors import ConfigError, DataError
 from dcnbio.io import open_results, prepare_output_dir
@@ -155,7 +155,7 @@ def _record_runtime(results, name, seconds, cmd):
            " ".join(["python"] + [os.path.relpath(c, REPO) if os.path.isabs(c) else c for c in cmd]))
     table.loc[name] = dict(zip(RUNTIME_COLUMNS, row))
     table = table.reindex([a for a in ANALYSES if a in table.index])
-    atomic_write(results / RUNTIMES, lambda f: f.write(table.to_csv().encode()))
+    write_text(results / RUNTIMES, table.to_csv())
 
 
 def read_runtimes(results):
@@ -555,7 +555,7 @@ def main(argv=None):
             f"Wall time of each analysis's last run into {results}/ (from {RUNTIMES}); "
             f"{times['minutes'].sum():.0f} min in all.").table(times[["minutes", "threads", "finished", "command"]])
     write_report(report, out)
-    atomic_write(out / "claims.csv", lambda f: f.write(table.to_csv().encode()))
+    write_text(out / "claims.csv", table.to_csv())
     for name, r in table.iterrows():
         log(f"  {r['verdict']:<24.24} {name}")
     log(f"wrote report.md/.tex and claims.csv to {out} in {time.time() - start:.0f} s")

@@ -43,8 +43,7 @@ def describe(run, thresholds, batch_size_default=128):
         segments, status = loop["segments"], f"epoch {last['epoch']}/{loop['epochs']}, step {last['step']}"
     config = json.loads((run / "config.json").read_text())["train_config"]
     train_seconds = sum(float(r["epoch_seconds"]) for r in rows)
-    images = sum(int(r["step"]) - int(p["step"]) for p, r in zip([{"step": 0}] + rows, rows)) * \
-        config.get("batch_size", batch_size_default)
+    images = (int(rows[-1]["step"]) if rows else 0) * config.get("batch_size", batch_size_default)
     machines = sorted({f"{s['machine']['cpu']} (family {s['machine']['cpu_family']} model "
                        f"{s['machine']['cpu_model']}, {s['machine']['aten_capability']}, "
                        f"{s['machine']['threads']} thread(s))" for s in segments})

@@ -12,6 +12,7 @@ import importlib
 import sys
 
 from .errors import DcnbioError
+from .io.atomic import WriteError
 from .io.lock import held, unlock_directory
 from .signals import Preempted
 from .layers import tuning
@@ -44,9 +45,7 @@ def user_errors(main):
         except OSError as exc:
             if exc.errno not in WRITE_ERRNOS:
                 raise
-            where = f" {exc.filename}" if exc.filename else ""
-            print(f"error: cannot write{where}: {exc.strerror}; fix the output location, then re-run",
-                  file=sys.stderr)
+            print(f"error: {WriteError(exc.filename, exc.errno)}", file=sys.stderr)
             return 2
         except KeyboardInterrupt:
             print("error: interrupted", file=sys.stderr)

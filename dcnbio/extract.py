@@ -40,7 +40,8 @@ from .analysis.trajectories import check_images, check_times, concat_batches, it
 from .checkpoint import load_checkpoint, sha256_file
 from .cli import user_errors
 from .errors import ConfigError, DataError, DcnbioError
-from .io import LOCK_NAME, TMP_PREFIX, lock_directory, prepare_output_dir, provenance_attrs, save_dataset, write_json
+from .io import (LOCK_NAME, TMP_PREFIX, discard, lock_directory, prepare_output_dir, provenance_attrs, save_dataset,
+                 write_json)
 from .layers.ode import ODEBlock
 from .models.network import Network
 from .signals import stop_requests
@@ -187,13 +188,6 @@ def _read_manifest(out):
     return manifest if isinstance(manifest, dict) else {}
 
 
-def _remove(path):
-    try:
-        os.unlink(path)
-    except FileNotFoundError:
-        pass
-
-
 def _clean(out, everything):
     """Remove temporary files left by a killed run; with ``everything`` also our shards and manifest."""
     dirs = [out] + [os.path.join(out, b) for b in ALL_BLOCKS if os.path.isdir(os.path.join(out, b))]
@@ -204,7 +198,7 @@ def _clean(out, everything):
                 continue
             ours = f == MANIFEST if d == out else (f.startswith("shard-") and f.endswith(".nc"))
             if f.startswith(TMP_PREFIX) or (everything and ours):
-                _remove(full)
+                discard(full)
 
 
 def _differences(a, b):

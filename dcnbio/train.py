@@ -113,7 +113,7 @@ def config_from_args(args, seed):
 
 def write_index(out, rows):
     """``OUT/runs.csv`` and ``OUT/runs.json``: every seed directory of OUT with its final metrics."""
-    from .io.atomic import atomic_write
+    from .io.atomic import write_text
 
     fields = ["seed", "dir", "epochs", "steps", "wall_seconds", "best_val_acc", "val_acc_last", "test_acc_best",
               "test_acc_last"]
@@ -121,8 +121,8 @@ def write_index(out, rows):
     writer = csv.DictWriter(buf, fieldnames=fields, extrasaction="ignore")
     writer.writeheader()
     writer.writerows(rows)
-    atomic_write(os.path.join(out, "runs.csv"), lambda f: f.write(buf.getvalue().encode()))
-    atomic_write(os.path.join(out, "runs.json"), lambda f: f.write(json.dumps(rows, indent=2).encode()))
+    write_text(os.path.join(out, "runs.csv"), buf.getvalue())
+    write_text(os.path.join(out, "runs.json"), json.dumps(rows, indent=2))
 
 
 def collect_runs(out):

@@ -5,6 +5,8 @@ The full disk is a small tmpfs mounted for the test (the suite runs as root, lik
 (SIGSTOP) at an arbitrary point after its first checkpoint or shard, the filesystem is filled to the last byte,
 and the process continues into the full disk.
 """
+import contextlib
+import contextlib
 import errno
 import hashlib
 import json
@@ -32,17 +34,22 @@ ENV = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
 
 
 # --- helpers -------------------------------------------------------------------------------------------------------
-@pytest.fixture
-def small_fs(tmp_path):
-    """A 32 MiB tmpfs of the test's own (unmounted afterwards)."""
-    mount = tmp_path / "fs"
+@contextlib.contextmanager
+def tmpfs(mount, options):
+    """A tmpfs of the test's own at ``mount`` (mount(8) ``-o options``), unmounted afterwards."""
     mount.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=32m", "tmpfs", str(mount)], check=True,
-                   capture_output=True)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(mount)], check=True, capture_output=True)
     try:
         yield mount
     finally:
         subprocess.run(["umount", "-l", str(mount)], check=False, capture_output=True)
+
+
+@pytest.fixture
+def small_fs(tmp_path):
+    """A 32 MiB tmpfs, to be filled."""
+    with tmpfs(tmp_path / "fs", "size=32m") as mount:
+        yield mount
 
 
 def fill(fs):
@@ -184,14 +191,8 @@ def test_extraction_into_a_disk_that_fills_mid_run_exits_2_without_a_crash_and_r
 
 @pytest.fixture
 def read_only_fs(tmp_path):
-    mount = tmp_path / "ro"
-    mount.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(mount)], check=True,
-                   capture_output=True)
-    try:
+    with tmpfs(tmp_path / "ro", "ro,size=1m") as mount:
         yield mount
-    finally:
-        subprocess.run(["umount", "-l", str(mount)], check=False, capture_output=True)
 
 
 @pytest.mark.parametrize("command", ["train", "extract", "script"])

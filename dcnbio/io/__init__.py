@@ -7,8 +7,8 @@
 * :mod:`dcnbio.io.netcdf` — xarray Datasets to and from netCDF-4 files and shard directories, with provenance
   attributes (imported on first use: it loads xarray).
 """
-from .atomic import (FAULT_ENV, TMP_PREFIX, WriteError, atomic_write, atomic_write_path, remove_stale_temporaries,
-                     save_figure, write_bytes, write_report, write_text)
+from .atomic import (FAULT_ENV, TMP_PREFIX, WriteError, atomic_write, atomic_write_path, discard,
+                     remove_stale_temporaries, save_figure, write_bytes, write_report, write_text)
 from .lock import LOCK_NAME, DirectoryLock, LockedError, lock_directory, unlock_directory
 
 _REFERENCE = ("load_v1_reference", "REFERENCE_CSV", "CITATION")
@@ -16,9 +16,9 @@ _NETCDF = ("ENGINE", "TIMESTAMP_ATTR", "COMPRESSION", "netcdf_attrs", "provenanc
            "save_results", "write_json", "prepare_output_dir", "open_results", "assert_same_results",
            "same_results")
 
-__all__ = ["FAULT_ENV", "TMP_PREFIX", "WriteError", "atomic_write", "atomic_write_path", "remove_stale_temporaries",
-           "save_figure", "write_bytes", "write_report", "write_text", "LOCK_NAME", "DirectoryLock", "LockedError", "lock_directory",
-           "unlock_directory", *_NETCDF, *_REFERENCE]
+__all__ = ["FAULT_ENV", "TMP_PREFIX", "WriteError", "atomic_write", "atomic_write_path", "discard",
+           "remove_stale_temporaries", "save_figure", "write_bytes", "write_report", "write_text", "LOCK_NAME",
+           "DirectoryLock", "LockedError", "lock_directory", "unlock_directory", *_NETCDF, *_REFERENCE]
 
 
 def __getattr__(name):

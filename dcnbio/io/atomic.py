@@ -41,15 +41,16 @@ class WriteError(DcnbioError):
 
     Attributes
     ----------
-    path : str
+    path : str or None
     errno : int or None
     """
 
-    def __init__(self, path, err, detail=""):
-        self.path = os.fspath(path)
-        cause = os.strerror(err) if err else (detail or "write failed")
+    def __init__(self, path, err):
+        self.path = os.fspath(path) if path is not None else None
+        cause = os.strerror(err) if err else "write failed"
         advice = _ADVICE.get(err, "check the output directory, then re-run")
-        super().__init__(f"cannot write {self.path}: {cause}; {advice}")
+        where = f" {self.path}" if self.path else ""
+        super().__init__(f"cannot write{where}: {cause}; {advice}")
         self.errno = err
 
 
@@ -77,9 +78,10 @@ def write_errno(exc, directory=None):
     return None
 
 
-def _cleanup(tmp):
+def discard(path):
+    """Remove ``path`` if it exists (a temporary, a stale shard)."""
     try:
-        os.unlink(tmp)
+        os.unlink(path)
     except FileNotFoundError:
         pass
 
@@ -111,16 +113,16 @@ def atomic_write_path(path, write):
         _maybe_inject_fault(path)
         os.replace(tmp, path)
     except DcnbioError:
-        _cleanup(tmp)
+        discard(tmp)
         raise
     except Exception as exc:
         err = write_errno(exc, directory)  # before the cleanup frees the space it would look at
-        _cleanup(tmp)
+        discard(tmp)
         if err is None:
             raise
         raise WriteError(path, err) from None
     except BaseException:  # KeyboardInterrupt, SystemExit, a signal turned into an exception
-        _cleanup(tmp)
+        discard(tmp)
         raise
     try:
         dir_fd = os.open(directory, os.O_RDONLY)
@@ -177,7 +179,7 @@ def remove_stale_temporaries(directory):
     """Delete ``.tmp-*`` files left in ``directory`` by a process killed mid-write."""
     for name in os.listdir(directory):
         if name.startswith(TMP_PREFIX):
-            _cleanup(os.path.join(directory, name))
+            discard(os.path.join(directory, name))
 
 
 def _maybe_inject_fault(path):

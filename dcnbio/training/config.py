@@ -177,10 +177,7 @@ def loss_plateau_reached(losses, patience, delta):
     >>> loss_plateau_reached([1.0, 0.5, 0.30, 0.27, 0.29], patience=2, delta=0.02)
     False
     """
-    if patience < 1 or len(losses) <= patience:
-        return False
-    before, recent = min(losses[:-patience]), min(losses[-patience:])
-    return not recent < before - delta
+    return plateau_reached([-loss for loss in losses], patience, delta)
 
 
 def plateau_schedule(plateau_epoch):

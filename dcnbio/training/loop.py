@@ -152,10 +152,6 @@ def _rng_state():
     return state
 
 
-def _write_text(path, text):
-    write_text(path, text)
-
-
 def _metrics_csv(rows):
     if not rows:
         return ""
@@ -167,11 +163,6 @@ def _metrics_csv(rows):
     writer.writeheader()
     writer.writerows(rows)
     return buf.getvalue()
-
-
-def _stopped(state, paths):
-    return (f"{paths['last.pt']} holds epoch {state['epoch']}, batch {state['batch']} (step {state['step']}); "
-            f"continue with --resume")
 
 
 def _decide_plateau(config, state, scheduler, ctx, log):
@@ -280,7 +271,7 @@ def _train(config, out_dir, resume, overwrite, ctx, log, stop):
                      plateau_epoch=extra.get("plateau_epoch"), segments=list(extra.get("segments", [])))
         log(f"resuming {out_dir} at epoch {state['epoch']}, batch {state['batch']} (step {state['step']})")
     elif ctx.is_main:
-        _write_text(paths["config.json"], json.dumps(
+        write_text(paths["config.json"], json.dumps(
             {"train_config": config.to_dict(), "model_config": net.config.to_dict()}, indent=2, sort_keys=True))
 
     def save(kind, path):
@@ -298,6 +289,12 @@ def _train(config, out_dir, resume, overwrite, ctx, log, stop):
 
     state["segments"].append({"machine": describe_machine(), "start_epoch": state["epoch"],
                               "start_step": state["step"], "end_epoch": state["epoch"], "end_step": state["step"]})
+    def preempt():
+        """Raise Preempted once last.pt holds the current state (a rank told by rank 0 reports SIGTERM)."""
+        stop.requested = stop.requested or signal.SIGTERM
+        stop.check(f"{paths['last.pt']} holds epoch {state['epoch']}, batch {state['batch']} (step {state['step']}); "
+                   f"continue with --resume")
+
     if not resume:
         save("init", paths["init.pt"])
     model = distributed.wrap(net, ctx)
@@ -356,8 +353,7 @@ def _train(config, out_dir, resume, overwrite, ctx, log, stop):
                 state["elapsed"] = time.perf_counter() - t_start
                 save("last", paths["last.pt"])
                 if stopping:
-                    stop.requested = stop.requested or signal.SIGTERM
-                    stop.check(_stopped(state, paths))
+                    preempt()
         bar.close()
         scheduler.step()
         epoch_seconds = time.perf_counter() - t_epoch
@@ -388,11 +384,10 @@ def _train(config, out_dir, resume, overwrite, ctx, log, stop):
         if improved or (val is None and ctx.is_main):
             save("best", paths["best.pt"])
         if ctx.is_main:
-            _write_text(paths["metrics.csv"], _metrics_csv(state["metrics"]))
+            write_text(paths["metrics.csv"], _metrics_csv(state["metrics"]))
         ctx.barrier()
         if distributed.broadcast_flag(stop.requested is not None, ctx):
-            stop.requested = stop.requested or signal.SIGTERM
-            stop.check(_stopped(state, paths))
+            preempt()
 
     final = {"epochs": state["epoch"], "steps": state["step"], "wall_seconds": state["elapsed"],
              "best_val_acc": state["best_val_acc"],
@@ -407,6 +402,6 @@ def _train(config, out_dir, resume, overwrite, ctx, log, stop):
             best_model, _ = ckpt_io.load_checkpoint(paths["best.pt"], map_location=ctx.device)
             final["test_acc_best"] = evaluate(best_model, test, config.eval_batch_size, ctx.device)["acc"]
             final["check"] = subset_check(net, best_model, test, config.eval_batch_size, ctx.device)
-        _write_text(paths["final.json"], json.dumps(final, indent=2, sort_keys=True))
+        write_text(paths["final.json"], json.dumps(final, indent=2, sort_keys=True))
     ctx.barrier()
     return final
