@@ -13,6 +13,8 @@ module                     what
 ``small_data``             accuracy vs training-set size over seeds; GLM/OLS model × log size
 ``reconstruction``         decoder on a frozen encoder; per-image MSE and paired tests
 ``meta``                   σ(t), α(t) curves of meta-parametrized models
+``responses``              grating responses of units over blocks and ODE time (in-silico recording)
+``physiology``             tuning: SF, orientation, F1/F0, Naka–Rushton contrast response, latency
 ``common``                 solver overrides, batched evaluation, checkpoint and image loading for scripts
 ``plots``, ``report``      figures and Markdown/LaTeX reports
 =========================  ======================================================================
