@@ -15,6 +15,7 @@ module                     what
 ``meta``                   σ(t), α(t) curves of meta-parametrized models
 ``responses``              grating responses of units over blocks and ODE time (in-silico recording)
 ``physiology``             tuning: SF, orientation, F1/F0, Naka–Rushton contrast response, latency
+``assembly``               activations as Brain-Score ``presentation × neuroid`` assemblies (layer = block@t)
 ``common``                 solver overrides, batched evaluation, checkpoint and image loading for scripts
 ``plots``, ``report``      figures and Markdown/LaTeX reports
 =========================  ======================================================================
