@@ -94,3 +94,24 @@ def test_bad_inputs(responses):
         grating_assembly(xr.Dataset(), model="m")
     with pytest.raises(DataError, match="no trajectories"):
         trajectory_assembly({}, model="m")
+
+
+def test_responses_written_in_shards_read_back_lazily_and_resume(model, tmp_path):
+    from dcnbio.io import save_shards
+
+    sfs = [[0.05, 0.1], [0.2], [0.3, 0.4]]
+    calls = []
+
+    def compute(i):
+        calls.append(i)
+        return grating_responses(model, "fashion-mnist", [0.0, 1.0], sf=sfs[i], orientation=[0, 90],
+                                 phase=[0, 180], contrast=[1.0], blocks=["block1"])
+
+    save_shards(compute, 2, tmp_path / "r")                         # a run stopped after two shards
+    save_shards(compute, 3, tmp_path / "r")                         # the same call continues
+    assert calls == [0, 1, 2]
+    lazy = open_results(tmp_path / "r", concat_dim="sf")
+    assert lazy.response.chunks is not None                       # dask-backed, nothing read yet
+    ref = xr.concat([compute(i).response for i in range(3)], dim="sf")
+    np.testing.assert_array_equal(lazy.response.sel(sf=0.2).values, ref.sel(sf=0.2).values.astype(np.float32))
+    assert list(lazy.sf.values) == [0.05, 0.1, 0.2, 0.3, 0.4] and lazy.blank.dims == ("readout", "time", "unit")

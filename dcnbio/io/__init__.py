@@ -13,8 +13,8 @@ from .lock import LOCK_NAME, DirectoryLock, LockedError, lock_directory, unlock_
 
 _REFERENCE = ("load_v1_reference", "REFERENCE_CSV", "CITATION")
 _NETCDF = ("ENGINE", "TIMESTAMP_ATTR", "COMPRESSION", "netcdf_attrs", "provenance_attrs", "save_dataset",
-           "save_results", "write_json", "prepare_output_dir", "open_results", "assert_same_results",
-           "same_results")
+           "save_shards", "save_results", "write_json", "prepare_output_dir", "open_results",
+           "assert_same_results", "same_results")
 
 __all__ = ["FAULT_ENV", "TMP_PREFIX", "WriteError", "atomic_write", "atomic_write_path", "discard",
            "remove_stale_temporaries", "save_figure", "write_bytes", "write_report", "write_text", "LOCK_NAME",

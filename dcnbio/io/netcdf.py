@@ -190,6 +190,36 @@ def save_results(results, path, *, overwrite=False):
     write_bytes(path, image.getvalue())
 
 
+def save_shards(compute, n_shards, directory):
+    """Write ``directory/shard-00000.nc`` … one by one, skipping shards already there: a resumable sharded result.
+
+    For results too large for memory, or too long to compute in one go (grating responses of a grid, block
+    trajectories): shard ``i`` is ``compute(i)``, written atomically by :func:`save_dataset` as soon as it
+    is computed, so a killed run leaves only complete shards and the same call continues where it stopped.
+    :func:`open_results` opens the directory lazily with dask, concatenated along the dim the shards split.
+
+    Parameters
+    ----------
+    compute : callable
+        ``compute(i) -> xarray.Dataset`` for ``i`` in ``range(n_shards)``; called only for missing shards.
+    n_shards : int
+    directory : str or PathLike
+        Created if missing; its other files are left alone.
+
+    Returns
+    -------
+    list of str
+        The shard paths, in order.
+    """
+    directory = os.fspath(directory)
+    os.makedirs(directory, exist_ok=True)
+    paths = [os.path.join(directory, f"shard-{i:05d}.nc") for i in range(int(n_shards))]
+    for i, path in enumerate(paths):
+        if not os.path.isfile(path):
+            save_dataset(compute(i), path)
+    return paths
+
+
 def write_json(obj, path):
     """Write ``obj`` as JSON atomically (temporary file, fsync, rename)."""
     write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n").encode())
