@@ -223,3 +223,54 @@ def test_phase_and_orientation_grids_are_checked():
     o = xr.DataArray(np.ones(3), dims="orientation", coords={"orientation": [0, 10, 20]})
     with pytest.raises(DataError, match="evenly spaced over 180"):
         ph.orientation_tuning(o)
+
+
+# --- against V1 and the init control -------------------------------------------------------------
+def _reference(counts, edges):
+    return xr.DataArray(np.asarray(counts), dims="bin",
+                        coords={"bin_low": ("bin", edges[:-1]), "bin_high": ("bin", edges[1:])})
+
+
+def test_histogram_quantiles_interpolate_within_bins():
+    ref = _reference([10, 30, 10], np.array([0.0, 1.0, 2.0, 4.0]))
+    assert ph.histogram_quantile(ref, 0.5) == pytest.approx(1.5)          # half of the middle bin
+    assert ph.histogram_quantile(ref, 0.1) == pytest.approx(0.5)
+    assert ph.histogram_quantile(ref, 0.9) == pytest.approx(3.0)
+    with pytest.raises(DataError, match="contiguous"):
+        ph.histogram_cdf(_reference([1, 1], np.array([0.0, 1.0, 2.0]))
+                         .assign_coords(bin_low=("bin", [0.0, 1.5])))
+
+
+def test_comparison_with_a_reference_uses_seed_medians():
+    edges = np.linspace(0, 90, 10)
+    ref = _reference(np.full(9, 20), edges)                                 # uniform on [0, 90): median 45
+    rng = np.random.default_rng(3)
+    vals = np.stack([rng.uniform(0, 90, 400) + shift for shift in (2.0, -1.0, 4.0)])
+    vals[0, :10] = np.nan
+    vals[2, 0] = 200.0                                                      # outside the sampled range
+    da = xr.DataArray(vals, dims=("seed", "unit"), coords={"seed": [1, 2, 3]})
+    res = ph.compare_with_reference(da, ref)
+    med = np.array([np.nanmedian(v) for v in vals])
+    np.testing.assert_allclose(res["median"].values, med)
+    r = st.ttest_1samp(med, 45.0)
+    assert float(res.t) == pytest.approx(r.statistic) and float(res.p) == pytest.approx(r.pvalue)
+    assert list(res.n_units.values) == [390, 400, 400] and float(res.reference_median) == 45.0
+    # KS distance at the edges against the uniform CDF, by hand
+    v = np.sort(vals[1])
+    d = np.max(np.abs(np.searchsorted(v, edges) / v.size - edges / 90))
+    assert float(res.ks_distance[1]) == pytest.approx(d)
+    assert float(res.fraction_in_range[2]) == pytest.approx(np.mean((vals[2] >= 0) & (vals[2] < 90)))
+
+
+def test_trained_init_control_is_a_paired_test_over_seeds():
+    rng = np.random.default_rng(4)
+    init = rng.uniform(20, 60, (3, 50))
+    trained = init.copy()
+    trained[:, :25] += np.array([[5.0], [3.0], [4.0]])
+    da = lambda v: xr.DataArray(v, dims=("seed", "unit"), coords={"seed": [1, 2, 3]})  # noqa: E731
+    res = ph.compare_trained_init(da(trained), da(init))
+    d = np.median(trained, 1) - np.median(init, 1)
+    np.testing.assert_allclose(res.median_change.values, d)
+    r = st.ttest_1samp(d, 0.0)
+    assert float(res.t) == pytest.approx(r.statistic) and float(res.p) == pytest.approx(r.pvalue)
+    np.testing.assert_allclose(res.fraction_changed.values, 0.5)

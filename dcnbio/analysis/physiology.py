@@ -32,9 +32,9 @@ import xarray as xr
 
 from ..errors import ConfigError, DataError
 
-__all__ = ["circular_variance", "evoked", "fit_naka_rushton", "half_rise_time", "latency_contrast_test",
-           "modulation_ratio", "naka_rushton", "orientation_tuning", "phase_harmonics", "sf_tuning",
-           "tuning_properties"]
+__all__ = ["circular_variance", "compare_trained_init", "compare_with_reference", "evoked", "fit_naka_rushton",
+           "half_rise_time", "histogram_cdf", "histogram_quantile", "latency_contrast_test", "modulation_ratio",
+           "naka_rushton", "orientation_tuning", "phase_harmonics", "sf_tuning", "tuning_properties"]
 
 
 def _need(da, dim):
@@ -392,3 +392,128 @@ def latency_contrast_test(latency, *, dim="contrast", cluster="seed"):
                        "fraction_negative": frac, "n_units": has.sum((cluster, "unit"))},
                       attrs={"test": f"one-sample t-test of the {cluster}s' mean slopes against 0 "
                                      f"(clusters: {cluster})"})
+
+
+# --- against V1 and against the untrained network ------------------------------------------------
+def histogram_cdf(reference, edges=None):
+    """Cumulative fraction of a binned reference distribution at its bin edges.
+
+    Parameters
+    ----------
+    reference : xarray.DataArray
+        Counts along ``bin`` with coords ``bin_low``, ``bin_high`` (contiguous bins; :mod:`dcnbio.io.reference`).
+
+    Returns
+    -------
+    edges : numpy.ndarray (n_bins + 1,)
+    cdf : numpy.ndarray (n_bins + 1,)
+        ``cdf[0] = 0``, ``cdf[-1] = 1``.
+    """
+    low, high = reference.bin_low.values.astype(float), reference.bin_high.values.astype(float)
+    if np.any(low[1:] != high[:-1]):
+        raise DataError("reference bins must be contiguous (each bin_low the previous bin_high)")
+    counts = np.asarray(reference.values, dtype=float)
+    if counts.sum() <= 0:
+        raise DataError("the reference histogram is empty")
+    return np.append(low, high[-1]), np.append(0.0, np.cumsum(counts) / counts.sum())
+
+
+def histogram_quantile(reference, q):
+    """Quantile of a binned distribution, interpolated linearly within the bin (cells uniform in their bin)."""
+    edges, cdf = histogram_cdf(reference)
+    return float(np.interp(q, cdf, edges))
+
+
+def compare_with_reference(values, reference, *, cluster="seed"):
+    """A model property's distribution against a binned V1 distribution, seeds as clusters.
+
+    Units of one network share their training run and are not independent samples of "a DCN", so no test
+    here treats them as such.  Per cluster (seed) the units' median and the Kolmogorov–Smirnov distance
+    ``D = max |F_model(e) - F_V1(e)|`` over the reference's bin edges ``e`` (binning makes the usual KS p
+    value meaningless, so ``D`` is descriptive); the test is a one-sample t-test of the clusters' medians
+    against the reference median (df = clusters - 1; with 3 seeds it has little power, which its p value
+    states).  ``fraction_in_range``: units inside the reference's sampled range (a model unit outside it
+    has no V1 counterpart in these data).
+
+    Parameters
+    ----------
+    values : xarray.DataArray
+        ``(cluster, unit)`` property values in the reference's units; NaN = undefined (excluded).
+    reference : xarray.DataArray
+        Counts along ``bin`` with ``bin_low``/``bin_high`` coords.
+    cluster : str
+
+    Returns
+    -------
+    xarray.Dataset
+        ``n_units, median, ks_distance, fraction_in_range (cluster)``; scalars ``reference_median``,
+        ``reference_n``, ``median_difference`` (mean over clusters of median - reference median), ``t``,
+        ``p``, ``n_clusters``.
+    """
+    _need(values, cluster)
+    edges, cdf = histogram_cdf(reference)
+    ref_median = float(np.interp(0.5, cdf, edges))
+    rows = []
+    for c in values[cluster].values:
+        v = np.asarray(values.sel({cluster: c}).values, dtype=float).ravel()
+        v = v[np.isfinite(v)]
+        if v.size == 0:
+            rows.append((0, np.nan, np.nan, np.nan))
+            continue
+        f = np.searchsorted(np.sort(v), edges, side="left") / v.size
+        rows.append((v.size, float(np.median(v)), float(np.max(np.abs(f - cdf))),
+                     float(np.mean((v >= edges[0]) & (v < edges[-1])))))
+    n, med, ks, frac = (np.array(x) for x in zip(*rows))
+    ok = np.isfinite(med)
+    t = p = np.nan
+    if ok.sum() >= 2 and np.ptp(med[ok]) > 0:
+        r = st.ttest_1samp(med[ok], ref_median)
+        t, p = float(r.statistic), float(r.pvalue)
+    coords = {cluster: values[cluster].values}
+    return xr.Dataset(
+        {"n_units": (cluster, n.astype(np.int64)), "median": (cluster, med), "ks_distance": (cluster, ks),
+         "fraction_in_range": (cluster, frac), "reference_median": ref_median,
+         "reference_n": int(np.asarray(reference.values).sum()),
+         "median_difference": float(np.nanmean(med - ref_median)) if ok.any() else np.nan,
+         "t": t, "p": p, "n_clusters": int(ok.sum())},
+        coords=coords,
+        attrs={"test": f"one-sample t-test of the {cluster}s' unit medians against the reference median; "
+                       f"KS distance at the reference's bin edges (descriptive)"})
+
+
+def compare_trained_init(trained, init, *, cluster="seed"):
+    """The control: does training change a property?  Trained against the same network at ``init.pt``.
+
+    Per cluster (seed) the difference of the units' medians, trained minus init, and the fraction of
+    units (defined in both) whose value changed; the test is a paired t-test over clusters of the medians
+    (df = clusters - 1).  Units are matched by position (the same channel of the same block) because a
+    network's channels keep their identity through training.
+
+    Parameters
+    ----------
+    trained, init : xarray.DataArray
+        ``(cluster, unit)``, same coordinates; NaN = undefined.
+
+    Returns
+    -------
+    xarray.Dataset
+        ``trained_median, init_median, median_change, fraction_changed (cluster)``; scalars
+        ``mean_median_change``, ``t``, ``p``, ``n_clusters``.
+    """
+    _need(trained, cluster)
+    trained, init = xr.align(trained, init, join="exact")
+    tm = trained.median("unit", skipna=True)
+    im = init.median("unit", skipna=True)
+    both = np.isfinite(trained) & np.isfinite(init)
+    changed = (np.abs(trained - init) > 1e-6 * np.maximum(np.abs(init), 1e-12)) & both
+    frac = changed.sum("unit") / both.sum("unit").where(both.sum("unit") > 0)
+    d = (tm - im).values
+    ok = np.isfinite(d)
+    t = p = np.nan
+    if ok.sum() >= 2 and np.ptp(d[ok]) > 0:
+        r = st.ttest_1samp(d[ok], 0.0)
+        t, p = float(r.statistic), float(r.pvalue)
+    return xr.Dataset({"trained_median": tm, "init_median": im, "median_change": tm - im,
+                       "fraction_changed": frac, "mean_median_change": float(np.nanmean(d)) if ok.any()
+                       else np.nan, "t": t, "p": p, "n_clusters": int(ok.sum())},
+                      attrs={"test": f"paired t-test over {cluster}s of the unit medians (trained - init)"})
