@@ -6,8 +6,8 @@ Run from the repository root::
     .venv/bin/python analyses/reproduce.py --no-run                              # judge results/ as it is
 
 Without ``--no-run`` it runs, in turn and each as its own process, ``sigma_distribution``, ``pattern_completion``,
-``contrast``, ``solver_audit`` (those three with ``--n-images``), ``small_data``, ``reconstruction`` and
-``meta_parametrization`` on their default (bundled) checkpoints, each writing ``<results>/<analysis>/`` (replaced),
+``contrast``, ``solver_audit`` (those three with ``--n-images``), ``small_data``, ``reconstruction``,
+``meta_parametrization`` and ``physiology`` on their default (bundled) checkpoints, each writing ``<results>/<analysis>/`` (replaced),
 and stops at the first that fails (``--only A …``: just those, the others' results kept); each one's wall time goes
 to ``<results>/runtimes.csv``, which the report's *Run time* section reads, with or without ``--no-run``.  It then
 reads their netCDF results and writes ``<out>/`` (default ``results/reproduction``): ``report.md`` /
@@ -77,13 +77,15 @@ DCNS = ("dcn-ode", "dcn-sigma-ji")
 HOLDS, FAILS, UNDECIDED = "holds", "does not hold", "undecided at this scale"
 #: The analyses in the order they run; the trajectory ones take --n-images.
 ANALYSES = ("sigma_distribution", "pattern_completion", "contrast", "solver_audit", "small_data", "reconstruction",
-            "meta_parametrization")
+            "meta_parametrization", "physiology")
 WITH_N_IMAGES = ("pattern_completion", "contrast", "solver_audit")
 #: ``--smoke``: every analysis on a handful of images (the pipeline end to end in minutes; numbers meaningless).
 SMOKE_ARGS = {"pattern_completion": ["--batch-size", "2"], "contrast": ["--batch-size", "2"],
               "solver_audit": ["--batch-size", "2"], "small_data": ["--n-images", "20"],
               "reconstruction": ["--n-images", "8", "--n-train", "16", "--steps", "2", "--n-examples", "2"],
-              "meta_parametrization": ["--n-images", "4"]}
+              "meta_parametrization": ["--n-images", "4"],
+              "physiology": ["--n-sf", "3", "--n-orientations", "3", "--n-phases", "3", "--contrasts", "0.25", "0.5",
+                             "1", "--n-times", "3"]}
 
 
 def build_parser():
@@ -513,6 +515,42 @@ def solver_claims(results):
                   HOLDS if all(independent) else FAILS, f"{len(parts)} runs, {n_images} test images")]
 
 
+def physiology_claims(results):
+    """Two questions of in-silico electrophysiology (not paper claims): V1-like latency and SF selectivity."""
+    from dcnbio.analysis import tuning_study
+    from dcnbio.io import load_reference_histogram
+
+    stacked = load(results, "physiology", "properties.nc")
+    stacked = {m: ds.load() for m, ds in (stacked.items() if isinstance(stacked, dict) else [("model", stacked)])}
+    ref = load_reference_histogram("schiller1976_sf_bandwidth")["count"].sum("population")
+    tables = tuning_study.summarize(stacked, {"sf_selectivity": ref})
+    cmd = "python analyses/physiology.py"
+    rows = []
+    lat = tables["latency"].set_index("model") if len(tables["latency"]) else None
+    if lat is not None:
+        dcn = lat.loc[[m for m in lat.index if m in DCNS]]
+        slopes = "; ".join(f"{m}: {r['mean slope (time per octave)']:.3g} per octave, p = {r['p']:.3g}, "
+                           f"{r['seeds']} seeds" for m, r in dcn.iterrows())
+        ok = [r["p"] < ALPHA and r["mean slope (time per octave)"] < 0 for _, r in dcn.iterrows()]
+        bad = [r["p"] < ALPHA and r["mean slope (time per octave)"] > 0 for _, r in dcn.iterrows()]
+        verdict = HOLDS if ok and all(ok) else FAILS if any(bad) else UNDECIDED
+        rows.append(claim("DCN units' latency grows as contrast falls, as in V1 (not a paper claim)",
+                          "Albrecht 1995; issue 25", cmd, slopes or "no DCN recorded",
+                          "t-test over seeds of the units' mean slope of half-rise time on log2 contrast",
+                          verdict, f"{len(dcn)} DCN models"))
+    props = tables["properties"]
+    sel = props[props["property"].str.startswith("SF selectivity") & props["model"].isin(DCNS)]
+    if len(sel):
+        text = "; ".join(f"{r['model']}: median {r['trained median']:.3g} % vs V1 {r['V1 median']:.3g} %, "
+                         f"p = {r['V1 p (seed medians)']:.3g}" for _, r in sel.iterrows())
+        differs = any(r["V1 p (seed medians)"] < ALPHA for _, r in sel.iterrows())
+        rows.append(claim("DCN units' SF selectivity is V1-like (Schiller 1976; not a paper claim)",
+                          "issue 25", cmd, text, "t-test over seeds of the units' median against the V1 median",
+                          FAILS if differs else UNDECIDED + " (no difference detected; not a proof of equality)",
+                          f"{len(sel)} DCN models"))
+    return rows
+
+
 # --- main -------------------------------------------------------------------------------------------------------
 
 @user_errors
@@ -538,7 +576,7 @@ def main(argv=None):
     for part in (parameter_claims, depth_claims, lambda: sigma_ji_claims(results), lambda: completion_claims(results),
                  lambda: contrast_claims(results), lambda: small_data_claims(results),
                  lambda: reconstruction_claims(results), lambda: meta_claims(results),
-                 lambda: solver_claims(results)):
+                 lambda: solver_claims(results), lambda: physiology_claims(results)):
         rows += part()
     table = pd.DataFrame(rows).set_index("claim")
     out = Path(prepare_output_dir(out, overwrite=args.overwrite))  # only now: a failure above leaves nothing

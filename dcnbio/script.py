@@ -176,3 +176,53 @@ def load_eval_images(name, *, split="test", n_images=1000, root=None, cache=None
     n = min(int(n_images), len(data))
     images, labels = data.batch(np.arange(n))
     return images, labels, data.indices[:n].numpy().astype(np.int64), data.info
+
+
+def with_init(runs, *, skip=False):
+    """Each loaded run followed by its ``init.pt`` (the untrained control), as ``(label, state, model, info)``.
+
+    ``state`` is ``"trained"`` or ``"init"``.  A run without an ``init.pt`` beside it, or whose init has another
+    model configuration, gets no control (the report's inputs table shows which have one).  ``skip``: no
+    controls at all.
+    """
+    out = []
+    for label, model, info in runs:
+        out.append((label, "trained", model, info))
+        init_path = os.path.join(os.path.dirname(info["path"]), "init.pt")
+        if skip or info.get("kind") == "init" or not os.path.isfile(init_path):
+            continue
+        init_model, init_info = load_checkpoint(init_path)
+        if init_model.config == model.config:
+            init_info.setdefault("train_config", info.get("train_config"))
+            out.append((label, "init", init_model, init_info))
+    return out
+
+
+def fresh_or_resumed(out, params, *, resume, subdir):
+    """Guard a resumable output: ``out/params.json`` records the parameters of the run that wrote ``subdir``.
+
+    Without ``resume`` the old ``out/subdir`` is removed (an ``--overwrite`` run recomputes everything); with
+    it, a run whose parameters differ from the recorded ones is refused, so shards of two grids never mix.
+
+    Raises
+    ------
+    ConfigError
+        ``resume`` with other parameters than the recorded ones.
+    """
+    import json
+    import shutil
+
+    from .io import write_text
+
+    record = os.path.join(os.fspath(out), "params.json")
+    params = json.loads(json.dumps(params, default=lambda v: np.asarray(v).tolist()))
+    if resume and os.path.isfile(record):
+        with open(record) as f:
+            old = json.load(f)
+        diff = sorted(k for k in set(old) | set(params) if old.get(k) != params.get(k))
+        if diff:
+            raise ConfigError(f"--resume: {record} was written with other {', '.join(diff)}; rerun with the "
+                              f"same options or use --overwrite")
+    elif not resume:
+        shutil.rmtree(os.path.join(os.fspath(out), subdir), ignore_errors=True)
+    write_text(record, json.dumps(params, indent=1, sort_keys=True) + "\n")

@@ -74,11 +74,11 @@ def _unit(props, name):
     return props.sel(unit=list(KERNELS).index(name))
 
 
-def _half_height(n):
+def _half_height(n, level=0.5):
     g = lambda u: u ** n * math.exp(-u * u / 2)  # noqa: E731
     peak = math.sqrt(n)
-    lo = opt.brentq(lambda u: g(u) - g(peak) / 2, 1e-6, peak)
-    hi = opt.brentq(lambda u: g(u) - g(peak) / 2, peak, 20)
+    lo = opt.brentq(lambda u: g(u) - g(peak) * level, 1e-6, peak)
+    hi = opt.brentq(lambda u: g(u) - g(peak) * level, peak, 20)
     return peak, math.log2(hi / lo)
 
 
@@ -163,6 +163,8 @@ def test_gaussian_derivative_units_have_their_closed_form_tuning(props, name, n,
     assert bool(u.responsive)
     assert float(u.preferred_sf) == pytest.approx(peak_u / (2 * math.pi * SIGMA), rel=0.02)
     assert float(u.sf_bandwidth) == pytest.approx(bandwidth, abs=0.05)
+    # Schiller et al.'s selectivity 100 f_low / f_high at 0.707 of the peak
+    assert float(u.sf_selectivity) == pytest.approx(100 * 2 ** -_half_height(n, 0.707)[1], abs=1.0)
     assert float(u.preferred_orientation) == 0.0
     assert float(u.orientation_hwhh) == pytest.approx(hwhh, abs=0.5)
     assert float(u.circular_variance) == pytest.approx(cv, abs=0.01)

@@ -34,7 +34,8 @@ from ..errors import ConfigError, DataError
 
 __all__ = ["circular_variance", "compare_trained_init", "compare_with_reference", "evoked", "fit_naka_rushton",
            "half_rise_time", "histogram_cdf", "histogram_quantile", "latency_contrast_test", "modulation_ratio",
-           "naka_rushton", "orientation_tuning", "phase_harmonics", "sf_tuning", "tuning_properties"]
+           "naka_rushton", "orientation_tuning", "phase_harmonics", "sf_selectivity", "sf_tuning",
+           "tuning_properties"]
 
 
 def _need(da, dim):
@@ -101,9 +102,9 @@ def modulation_ratio(rate, dim="phase"):
     return xr.where(h.f0 > 0, h.f1 / h.f0.where(h.f0 > 0), np.nan).rename("f1_f0")
 
 
-def _half_crossing(x, y, i_peak, step):
-    """First ``x`` from the peak in direction ``step`` where ``y`` falls to half the peak (linear in x)."""
-    half = 0.5 * y[i_peak]
+def _half_crossing(x, y, i_peak, step, level=0.5):
+    """First ``x`` from the peak in direction ``step`` where ``y`` falls to ``level`` × the peak (linear in x)."""
+    half = level * y[i_peak]
     i = i_peak
     while 0 <= i + step < y.size:
         j = i + step
@@ -125,12 +126,12 @@ def _refine_peak(logx, y, i):
     return logx[i] if a >= 0 else float(np.clip(-b / (2 * a), x0, x2))
 
 
-def _sf_one(y, logf):
+def _sf_one(y, logf, level=0.5):
     if not np.isfinite(y).all() or y.max() <= 0:
         return np.nan, np.nan, 0.0
     i = int(np.argmax(y))
-    lo = _half_crossing(logf, y, i, -1)
-    hi = _half_crossing(logf, y, i, +1)
+    lo = _half_crossing(logf, y, i, -1, level)
+    hi = _half_crossing(logf, y, i, +1, level)
     status = 0.0 if np.isfinite(lo) and np.isfinite(hi) else (1.0 if np.isnan(lo) else 2.0)
     return float(2 ** _refine_peak(logf, y, i)), float(hi - lo), status
 
@@ -162,6 +163,26 @@ def sf_tuning(curve, dim="sf"):
     return xr.Dataset({"preferred_sf": pref.assign_attrs(units="cycles/pixel"),
                        "sf_bandwidth": bw.where(status == 0).assign_attrs(units="octave"),
                        "sf_status": status})
+
+
+def sf_selectivity(curve, dim="sf", level=0.707):
+    """Schiller, Finlay & Volman's (1976) SF selectivity ``100 · f_low / f_high`` at ``level`` of the peak.
+
+    ``f_low``, ``f_high``: the frequencies either side of the peak where the response falls to ``level``
+    (0.707, as the Brain-Score digitisation of their histograms defines it; see ``data/reference/README.md``)
+    × its maximum, interpolated linearly in log2 f.  100 is infinitely narrow; 50 is one octave.  NaN where
+    the curve does not fall to ``level`` on both sides within the sampled range.
+
+    Returns
+    -------
+    xarray.DataArray ``sf_selectivity`` (percent)
+    """
+    _need(curve, dim)
+    f = np.asarray(curve[dim].values, dtype=np.float64)
+    _, bw, status = xr.apply_ufunc(_sf_one, curve, kwargs={"logf": np.log2(f), "level": level},
+                                   input_core_dims=[[dim]], output_core_dims=[[], [], []], vectorize=True)
+    return (100.0 * 2.0 ** -bw.where(status == 0)).rename("sf_selectivity").assign_attrs(
+        units="percent", long_name=f"100 f_low / f_high at {level:g} of the peak")
 
 
 def circular_variance(curve, dim="orientation"):
@@ -202,8 +223,9 @@ def orientation_tuning(curve, dim="orientation"):
     xarray.Dataset
         ``preferred_orientation`` (degrees, the grid maximum; the convention of :mod:`dcnbio.stimuli`),
         ``orientation_hwhh`` (degrees: half the width between the half-height crossings on either side of
-        the peak, interpolated linearly, as De Valois, Yund & Hepler 1982 report bandwidth; NaN where the
-        curve does not fall to half within ±90°), ``circular_variance``.
+        the peak, interpolated linearly; NaN where the curve does not fall to half within ±90°;
+        De Valois, Yund & Hepler 1982 report a *full* width at half amplitude, measured over direction of
+        motion, so their values are not this number's), ``circular_variance``.
     """
     _need(curve, dim)
     th = np.asarray(curve[dim].values, dtype=np.float64)
@@ -299,7 +321,8 @@ def tuning_properties(responses, *, readout="centre", rectify=True):
     -------
     xarray.Dataset
         Per unit: ``responsive``, ``pref_sf_index``/``pref_orientation_index`` (grid positions),
-        ``preferred_sf``, ``sf_bandwidth``, ``sf_status``, ``preferred_orientation``, ``orientation_hwhh``,
+        ``preferred_sf``, ``sf_bandwidth``, ``sf_status``, ``sf_selectivity``, ``preferred_orientation``,
+        ``orientation_hwhh``,
         ``circular_variance``, ``f1_f0``, ``r_max``, ``c50``, ``n``, ``r2``; per unit and contrast
         ``latency``; and the curves at the preferred stimulus: ``sf_curve (unit, sf)``,
         ``orientation_curve (unit, orientation)``, ``contrast_curve (unit, contrast)``,
@@ -322,6 +345,7 @@ def tuning_properties(responses, *, readout="centre", rectify=True):
     props = xr.merge([
         responsive, i_sf, i_ori,
         sf_tuning(sf_curve.transpose("unit", "sf")),
+        sf_selectivity(sf_curve.transpose("unit", "sf")),
         orientation_tuning(ori_curve.transpose("unit", "orientation")),
         modulation_ratio(at_pref.isel(contrast=-1, time=-1)),
         fit_naka_rushton(course.isel(time=-1).transpose("unit", "contrast")),
@@ -501,7 +525,7 @@ def compare_trained_init(trained, init, *, cluster="seed"):
         ``mean_median_change``, ``t``, ``p``, ``n_clusters``.
     """
     _need(trained, cluster)
-    trained, init = xr.align(trained, init, join="exact")
+    trained, init = xr.align(trained.reset_coords(drop=True), init.reset_coords(drop=True), join="exact")
     tm = trained.median("unit", skipna=True)
     im = init.median("unit", skipna=True)
     both = np.isfinite(trained) & np.isfinite(init)

@@ -184,3 +184,60 @@ class Report:
                 out += [payload[0], ""]
         out.append(r"\end{document}")
         return "\n".join(out) + "\n"
+
+
+def physiology_report(tables, runs, grid, *, n_times, missing=()):
+    """The report of ``analyses/physiology.py`` from :func:`dcnbio.analysis.tuning_study.summarize`'s tables.
+
+    Parameters
+    ----------
+    tables : dict of str → pandas.DataFrame
+    runs : list of (label, state, model, info)
+    grid : dict
+        The stimulus grid (:func:`~dcnbio.analysis.tuning_study.stimulus_grid`).
+    n_times : int
+    missing : sequence of str
+        Default checkpoints not found or not finished.
+    """
+    r = Report("In-silico electrophysiology: grating tuning of DCN units against macaque V1")
+    r.section("Inputs")
+    r.table(pd.DataFrame([{"run": label, "state": state, "checkpoint": info.get("path", ""),
+                           "epoch": info.get("epoch", ""), "blocks": ", ".join(model.blocks())}
+                          for label, state, model, info in runs]).set_index("run"), "Checkpoints")
+    if missing:
+        r.text("Default checkpoints not found or not finished (skipped): " + ", ".join(f"`{m}`" for m in missing))
+    r.text(f"Stimuli: full-field sinusoidal gratings around the training data's mean luminance, normalised like "
+           f"the training images; {grid['sf'].size} spatial frequencies log-spaced over "
+           f"{grid['sf'][0]:.3g}–{grid['sf'][-1]:.3g} cycles/pixel, {grid['orientation'].size} orientations, "
+           f"{grid['phase'].size} phases, Michelson contrasts {', '.join(f'{c:g}' for c in grid['contrast'])}. "
+           f"A unit is one channel of one block read at the centre of its map, at {n_times} ODE times in "
+           f"[0, T] (ResNet blocks: input and output). Evoked response: [h − h(blank)]₊; tuning at the best "
+           f"phase; preferred (SF, orientation) at full contrast and the last time (dcnbio.analysis.physiology).")
+    r.section("Units").table(tables["units"].set_index("model"), "Units recorded per network")
+    props = tables["properties"].set_index("model")
+    r.section("Tuning properties").table(props, "Medians over units (mean over seeds); control: paired t-test "
+                                                "over seeds of trained vs init medians; V1: one-sample t-test "
+                                                "of the seeds' medians against the V1 median")
+    r.text("Against V1: only the SF selectivity of Schiller, Finlay & Volman (1976; 100·f_low/f_high at 0.707 of "
+           "the peak) is on the model's own scale among the digitised V1 histograms that ship in data/reference/. "
+           "No digitised distribution of orientation bandwidth, SF bandwidth in octaves, circular variance, "
+           "F1/F0 or c50 was available offline (Ringach et al. 2002's data are a Brain-Score assembly that this "
+           "project could not fetch), so those properties are reported with their init control, not compared. "
+           "Units of one network are not independent: every test treats seeds as clusters; with 3 seeds a test "
+           "has little power, and its p value says so.")
+    if len(tables["population"]):
+        r.table(tables["population"].set_index("model"),
+                "Population statistics per seed against V1 (De Valois, Yund & Hepler 1982 preferred orientation; "
+                "De Valois, Albrecht & Thorell 1982 peak SF spread)")
+    r.figure("properties.png", "Property distributions: trained (filled), init (grey), V1 (black) where shipped")
+    r.figure("tuning_examples.png", "Most responsive unit of each block of the first model: SF, orientation, "
+                                    "contrast (Naka–Rushton fit), time course per contrast")
+    r.section("Response time course and contrast")
+    if len(tables["latency"]):
+        r.table(tables["latency"].set_index("model"),
+                "Slope of the half-rise time against log2 contrast (V1: latency grows as contrast falls, a "
+                "negative slope); t-test of the seeds' mean slopes against 0")
+    else:
+        r.text("No model with ODE blocks: no latencies.")
+    r.figure("latency.png", "Median half-rise time against contrast, per seed")
+    return r

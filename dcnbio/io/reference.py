@@ -51,3 +51,68 @@ def load_v1_reference(path=None):
                 "bin_centre": ("bin", np.sqrt(low * high))},
         attrs={"citation": CITATION, "source": str(path),
                "note": "bin counts digitised from the published histograms; frequencies in cycles/degree"})
+
+
+#: Histograms of ``data/reference/`` beyond the peak-SF table: file stem → (citation, what the bins measure).
+#: Values and provenance: ``data/reference/README.md``.
+HISTOGRAMS = {
+    "schiller1976_sf_bandwidth": (
+        "Schiller, P. H., Finlay, B. L. & Volman, S. F. (1976). Quantitative studies of single-cell properties in "
+        "monkey striate cortex. III. Spatial frequency. J. Neurophysiol. 39(6), 1334-1351. "
+        "doi:10.1152/jn.1976.39.6.1334 (digitised by Marques, Schrimpf & DiCarlo 2021 for Brain-Score)",
+        "SF selectivity 100 f_low / f_high at 0.707 of the peak (percent)"),
+    "devalois1982_preferred_orientation": (
+        "De Valois, R. L., Yund, E. W. & Hepler, N. (1982). The orientation and direction selectivity of cells in "
+        "macaque visual cortex. Vision Research 22(5), 531-544 (digitised by Marques, Schrimpf & DiCarlo 2021 "
+        "for Brain-Score)",
+        "preferred orientation (degree, 45-degree bins centred on 0, 45, 90, 135)"),
+    "cavanaugh2002_surround_suppression_index": (
+        "Cavanaugh, J. R., Bair, W. & Movshon, J. A. (2002). Nature and interaction of signals from the receptive "
+        "field center and surround in macaque V1 neurons. J. Neurophysiol. 88(5), 2530-2546. "
+        "doi:10.1152/jn.00692.2001 (digitised by Marques, Schrimpf & DiCarlo 2021 for Brain-Score)",
+        "surround suppression index (peak - largest-grating response) / peak"),
+    "cavanaugh2002_size_tuning_diameters": (
+        "Cavanaugh, J. R., Bair, W. & Movshon, J. A. (2002), as above",
+        "grating summation field and surround diameter (degree of visual angle)"),
+}
+
+
+def load_reference_histogram(name, directory=None):
+    """One binned V1 distribution of ``data/reference/`` as a labelled dataset.
+
+    Parameters
+    ----------
+    name : str
+        A key of :data:`HISTOGRAMS` (the CSV's file stem).
+    directory : str or Path, optional
+        Where the CSV lies (default: the repository's ``data/reference``).
+
+    Returns
+    -------
+    xarray.Dataset
+        ``count (population, bin)``; coords ``population``, ``bin_low``, ``bin_high`` (lower edge inclusive);
+        attrs ``citation``, ``measure``, ``units`` (the suffix of the CSV's bin columns), ``source``.
+    """
+    if name not in HISTOGRAMS:
+        raise DataError(f"unknown reference histogram {name!r}; choose one of {', '.join(HISTOGRAMS)}")
+    path = (Path(directory) if directory is not None else REFERENCE_CSV.parent) / f"{name}.csv"
+    if not path.is_file():
+        raise DataError(f"reference table not found at {path}; it ships in the repository's data/reference/")
+    try:
+        df = pd.read_csv(path)
+    except (OSError, ValueError, pd.errors.ParserError) as exc:
+        raise DataError(f"cannot read the reference table {path}: {exc}") from None
+    low = [c for c in df.columns if c.startswith("bin_low")]
+    high = [c for c in df.columns if c.startswith("bin_high")]
+    populations = [c for c in df.columns if c not in low + high]
+    if len(low) != 1 or len(high) != 1 or not populations:
+        raise DataError(f"{path} needs one bin_low*, one bin_high* column and at least one count column")
+    lo, hi = df[low[0]].to_numpy(float), df[high[0]].to_numpy(float)
+    counts = df[populations].to_numpy()
+    if np.any(hi <= lo) or np.any(counts < 0):
+        raise DataError(f"{path}: bin edges must increase and counts be non-negative")
+    citation, measure = HISTOGRAMS[name]
+    return xr.Dataset({"count": (("population", "bin"), counts.T.astype(np.int64))},
+                      coords={"population": populations, "bin_low": ("bin", lo), "bin_high": ("bin", hi)},
+                      attrs={"citation": citation, "measure": measure, "units": low[0][len("bin_low"):].strip("_"),
+                             "source": str(path)})

@@ -1,0 +1,114 @@
+"""In-silico electrophysiology: grating tuning of every unit over blocks and ODE time, trained vs init, against V1.
+
+Run from the repository root::
+
+    OMP_NUM_THREADS=1 .venv/bin/python analyses/physiology.py
+
+records every channel of every block of the bundled DCN-ODE, DCN σ_ji, ODE-Net and ResNet checkpoints
+(``data/checkpoints/<model>/seed*/last.pt``) and of each run's ``init.pt`` (the control) at the centre of its
+map, for a factorial grid of gratings (spatial frequency, orientation, phase, Michelson contrast) at 11 ODE times
+per block; derives each unit's preferred SF, SF bandwidth and selectivity, orientation bandwidth, circular
+variance, F1/F0, Naka–Rushton fit and half-rise latency per contrast (:mod:`dcnbio.analysis.physiology`); and
+compares them with macaque V1 where a digitised distribution on the same scale ships (``data/reference/``),
+seeds as clusters.  Outputs (``--out``): ``responses/<run>/shard-*.nc`` (one shard per SF band, resumable:
+re-running with ``--resume`` skips finished shards), ``properties.nc`` (one group per model: dims state × seed
+× unit), ``tuning_examples.png``, ``properties.png``, ``latency.png``, ``report.md``/``report.tex``.
+"""
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from dcnbio.analysis import physiology as ph
+from dcnbio.analysis import tuning_study as study
+from dcnbio.analysis.plots import plot_latency_contrast, plot_property_histograms, plot_tuning_examples
+from dcnbio.analysis.report import physiology_report
+from dcnbio.analysis.responses import grating_responses
+from dcnbio.analysis.v1 import v1_shape_statistics
+from dcnbio.cli import user_errors
+from dcnbio.io import (load_reference_histogram, load_v1_reference, open_results, prepare_output_dir, save_figure,
+                       save_results, save_shards, write_report)
+from dcnbio.script import (ScriptParser, dataset_of, fresh_or_resumed, load_models, resolve_checkpoints,
+                           with_init)
+
+REPO = Path(__file__).resolve().parents[1]
+DEFAULTS = tuple(f"data/checkpoints/{m}/seed*/last.pt" for m in ("dcn-ode", "dcn-sigma-ji", "odenet",
+                                                                  "resnet-blocks"))
+
+
+def build_parser():
+    p = ScriptParser(prog="analyses/physiology.py", description=__doc__.split("\n")[0])
+    p.add_argument("--checkpoint", nargs="+", default=None, metavar="PATH",
+                   help="checkpoint(s); default: the bundled " + ", ".join(DEFAULTS))
+    p.add_argument("--out", default="results/physiology", help="output directory")
+    p.add_argument("--overwrite", action="store_true", help="write into a non-empty output directory")
+    p.add_argument("--resume", action="store_true", help="continue a stopped run in --out (finished shards kept)")
+    p.add_argument("--n-sf", type=int, default=12, help="spatial frequencies, log-spaced 0.02-0.45 cycles/pixel")
+    p.add_argument("--n-orientations", type=int, default=12, help="orientations, evenly over 180 degrees")
+    p.add_argument("--n-phases", type=int, default=8, help="phases, evenly over 360 degrees")
+    p.add_argument("--contrasts", type=float, nargs="+", default=[0.0625, 0.125, 0.25, 0.5, 1.0])
+    p.add_argument("--n-times", type=int, default=11, help="ODE times per block, evenly over [0, T]")
+    p.add_argument("--sf-per-shard", type=int, default=2, help="spatial frequencies per response shard")
+    p.add_argument("--batch-size", type=int, default=256, help="stimuli per solve")
+    p.add_argument("--no-init", action="store_true", help="skip the init.pt control")
+    return p
+
+
+def record(model, info, grid, args, directory):
+    """Grating responses of one network, written in SF shards; returns the lazily opened result."""
+    name, times = dataset_of(info, model), np.linspace(0.0, model.config.T, args.n_times)
+    bands = [grid["sf"][i:i + args.sf_per_shard] for i in range(0, grid["sf"].size, args.sf_per_shard)]
+    save_shards(lambda i: grating_responses(model, name, times, **{**grid, "sf": bands[i]}, info=info,
+                                            batch_size=args.batch_size), len(bands), directory)
+    return open_results(directory, concat_dim="sf").load()
+
+
+@user_errors
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    start = time.time()
+    grid = study.stimulus_grid(args.n_sf, args.n_orientations, args.n_phases, args.contrasts)
+    paths, missing = resolve_checkpoints(args.checkpoint, DEFAULTS, REPO, analysis="physiology")
+    runs = with_init(load_models(paths, analysis="physiology"), skip=args.no_init)
+    out = Path(prepare_output_dir(args.out, overwrite=args.overwrite or args.resume))
+    fresh_or_resumed(out, {**grid, "n_times": args.n_times, "sf_per_shard": args.sf_per_shard,
+                           "batch_size": args.batch_size, "checkpoints": paths}, resume=args.resume,
+                     subdir="responses")
+    per_run, examples = [], {}
+    for label, state, model, info in runs:
+        t0 = time.time()
+        resp = record(model, info, grid, args, out / "responses" / (label + ("" if state == "trained" else "-init")))
+        props = ph.tuning_properties(resp)
+        seed = (info.get("train_config") or {}).get("seed", 0)
+        per_run.append((model.config.name, seed, state, props))
+        examples.setdefault((model.config.name, state), props)
+        print(f"{label} ({state}): {resp.sizes['unit']} units, {int(props.responsive.sum())} responsive, "
+              f"{time.time() - t0:.0f} s", flush=True)
+    stacked = study.stack_runs(per_run)
+    save_results(stacked, out / "properties.nc", overwrite=True)
+    refs = {"sf_selectivity": load_reference_histogram("schiller1976_sf_bandwidth")["count"].sum("population"),
+            "preferred_orientation": load_reference_histogram("devalois1982_preferred_orientation")["count"]
+            .sum("population"),
+            "peak_sf_log2_sd": float(v1_shape_statistics(load_v1_reference()).loc["pooled", "log2_sd"])}
+    tables = study.summarize(stacked, refs)
+    first = next(iter(stacked))
+    ex = examples[(first, "trained")]
+    top = ex.contrast_curve.isel(contrast=-1).fillna(0)
+    best = [int(top.unit[top.block == b][int(np.argmax(top[top.block == b].values))]) for b in dict.fromkeys(ex.block.values)]
+    save_figure(plot_tuning_examples(ex, best), out / "tuning_examples.png", dpi=110)
+    values = {k: (np.concatenate([study.property_values(ds, k).values.ravel() for ds in stacked.values()]),
+                  None if args.no_init else np.concatenate([study.property_values(ds, k, "init").values.ravel()
+                                                            for ds in stacked.values()]), label)
+              for k, (label, _) in study.PROPERTIES.items() if k != "preferred_sf"}
+    save_figure(plot_property_histograms(values, {"sf_selectivity": refs["sf_selectivity"]}),
+                out / "properties.png", dpi=110)
+    lat = {m: study.property_values(ds, "latency") for m, ds in stacked.items() if ds.sizes.get("time", 0) > 2}
+    save_figure(plot_latency_contrast(lat), out / "latency.png", dpi=110)
+    write_report(physiology_report(tables, runs, grid, n_times=args.n_times, missing=missing), out)
+    print(f"wrote responses/, properties.nc, figures and report.md/.tex to {out} in {time.time() - start:.0f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

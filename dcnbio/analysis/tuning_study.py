@@ -1,0 +1,204 @@
+"""The tuning study of ``analyses/physiology.py``: tuning properties of every unit of several networks, trained
+and at initialisation, summarised against macaque V1 with seeds as clusters.
+
+Data layout: one Dataset per model name (dims ``state`` = trained/init, ``seed``, ``unit``, and the curves'
+own dims), stacked from :func:`~dcnbio.analysis.physiology.tuning_properties` by :func:`stack_runs`; the
+summaries are :class:`pandas.DataFrame` tables for the report.
+"""
+import numpy as np
+import pandas as pd
+import scipy.stats as st
+import xarray as xr
+
+from ..errors import ConfigError
+from ..stimuli import check_grating_parameters
+from . import physiology as ph
+
+__all__ = ["CARDINAL", "PROPERTIES", "cardinal_fraction", "property_values", "stack_runs", "stimulus_grid",
+           "summarize"]
+
+#: Property → (axis label with units, key of the V1 reference it is compared with, or None).  Only the SF
+#: selectivity of Schiller et al. (1976) is on the model's own scale among the digitised V1 histograms that
+#: ship (``data/reference/README.md``); orientation bandwidth, F1/F0 and circular variance have no bundled V1
+#: distribution, so they are described and controlled (trained vs init) but not compared.
+PROPERTIES = {
+    "preferred_sf": ("preferred spatial frequency (cycles/pixel)", None),
+    "sf_bandwidth": ("SF bandwidth (octaves, full width at half height)", None),
+    "sf_selectivity": ("SF selectivity 100 f_low/f_high at 0.707 (%)", "sf_selectivity"),
+    "orientation_hwhh": ("orientation bandwidth (degree, half width at half height)", None),
+    "circular_variance": ("circular variance", None),
+    "f1_f0": ("modulation ratio F1/F0", None),
+    "c50": ("semi-saturation contrast c50", None),
+}
+#: Cardinal bins of the preferred-orientation histogram (De Valois, Yund & Hepler 1982): 0 ± 22.5 and 90 ± 22.5
+#: degrees; the fraction of cardinal preferences does not depend on whether orientation names the bars or
+#: the wave vector (they differ by 90°).
+CARDINAL = ((-22.5, 22.5), (67.5, 112.5))
+
+
+def stimulus_grid(n_sf=12, n_orientation=12, n_phase=8, contrasts=(0.0625, 0.125, 0.25, 0.5, 1.0),
+                  sf_range=(0.02, 0.45)):
+    """The factorial grating grid: SF log-spaced over ``sf_range`` (cycles/pixel), orientations evenly over
+    180°, phases evenly over 360° (as F1/F0 and circular variance need).
+
+    Returns
+    -------
+    dict with keys ``sf, orientation, phase, contrast`` (numpy arrays)
+    """
+    if min(n_sf, n_orientation, n_phase) < 3:
+        raise ConfigError(f"the grid needs >= 3 spatial frequencies, orientations and phases, got "
+                          f"{n_sf}, {n_orientation}, {n_phase}")
+    grid = {"sf": np.geomspace(*sf_range, n_sf), "orientation": np.arange(n_orientation) * 180.0 / n_orientation,
+            "phase": np.arange(n_phase) * 360.0 / n_phase, "contrast": np.asarray(sorted(contrasts), float)}
+    check_grating_parameters(**grid)  # a bad value fails here, before any output exists
+    return grid
+
+
+def stack_runs(runs):
+    """Stack per-run tuning properties into one Dataset per model.
+
+    Parameters
+    ----------
+    runs : iterable of (model, seed, state, props)
+        ``state`` is ``"trained"`` or ``"init"``; ``props`` from
+        :func:`~dcnbio.analysis.physiology.tuning_properties`.
+
+    Returns
+    -------
+    dict of str → xarray.Dataset
+        Dims ``(state, seed, unit, …)``; a missing (state, seed) is NaN.  Attrs: the first run's, minus the
+        checkpoint-specific ones.
+    """
+    by_model = {}
+    for model, seed, state, props in runs:
+        by_model.setdefault(model, {}).setdefault(state, {})[int(seed)] = props
+    out = {}
+    for model, states in by_model.items():
+        parts = []
+        for state, seeds in states.items():
+            ds = xr.concat([seeds[s].drop_attrs() for s in sorted(seeds)], dim="seed", join="outer")
+            parts.append(ds.assign_coords(seed=sorted(seeds)).expand_dims(state=[state]))
+        ds = xr.concat(parts, dim="state", join="outer")
+        first = next(iter(next(iter(states.values())).values()))
+        ds.attrs = {k: v for k, v in first.attrs.items() if not k.startswith("checkpoint_") and k != "created"}
+        ds.attrs["model"] = model
+        out[model] = ds
+    return out
+
+
+def property_values(ds, name, state="trained"):
+    """``(seed, unit)`` values of one property, NaN where the unit does not respond or is undefined."""
+    if state not in ds.state.values:
+        return None
+    da = ds[name].sel(state=state).drop_vars("state")
+    return da.where(ds.responsive.sel(state=state).drop_vars("state").astype(bool))
+
+
+def summarize(stacked, references=None):
+    """The study's tables.
+
+    Parameters
+    ----------
+    stacked : dict of str → xarray.Dataset
+        From :func:`stack_runs`.
+    references : dict, optional
+        :data:`PROPERTIES` reference key → binned V1 counts (``bin`` with ``bin_low``/``bin_high``);
+        ``"preferred_orientation"`` → the De Valois, Yund & Hepler (1982) counts; ``"peak_sf_log2_sd"`` →
+        the SD of log2 peak SF of V1 (octaves; :func:`dcnbio.analysis.v1.v1_shape_statistics`).
+
+    Returns
+    -------
+    dict of str → pandas.DataFrame
+        ``units`` (units and responsive fraction per model and state), ``properties`` (per model and property:
+        trained/init medians over seeds, the control's paired test, and, where a reference exists, the V1
+        median, the seed-cluster test and the KS distance), ``population`` (cardinal fraction of preferred
+        orientations and spread of preferred SF against V1), ``latency`` (per model: the latency–contrast
+        slope test over seeds).
+    """
+    references = references or {}
+    units, rows, lat, extra = [], [], [], []
+    for model, ds in stacked.items():
+        for state in ds.state.values:
+            r = ds.responsive.sel(state=state)
+            units.append({"model": model, "state": str(state), "seeds": int(ds.sizes["seed"]),
+                          "units per seed": int(ds.sizes["unit"]),
+                          "responsive (%)": 100 * float(r.astype(float).mean())})
+        for name, (label, ref_key) in PROPERTIES.items():
+            trained = property_values(ds, name)
+            init = property_values(ds, name, "init")
+            row = {"model": model, "property": label,
+                   "trained median": float(trained.median("unit").mean()),
+                   "units defined": int(np.isfinite(trained).sum())}
+            if init is not None:
+                ctrl = ph.compare_trained_init(trained, init)
+                row.update({"init median": float(ctrl.init_median.mean()),
+                            "change (trained - init)": float(ctrl.mean_median_change),
+                            "control p (paired over seeds)": float(ctrl.p)})
+            ref = references.get(ref_key) if ref_key else None
+            if ref is not None:
+                cmp = ph.compare_with_reference(trained, ref)
+                row.update({"V1 median": float(cmp.reference_median), "V1 n": int(cmp.reference_n),
+                            "V1 p (seed medians)": float(cmp.p),
+                            "KS distance (mean over seeds)": float(cmp.ks_distance.mean()),
+                            "in V1 range (%)": 100 * float(cmp.fraction_in_range.mean())})
+            rows.append(row)
+        extra.extend(_shape_rows(model, ds, references))
+        if ds.sizes.get("time", 0) > 2:
+            test = ph.latency_contrast_test(property_values(ds, "latency"))
+            lat.append({"model": model, "mean slope (time per octave)": float(test.cluster_mean_slope.mean()),
+                        "units with a slope": int(test.n_units), "negative (%)": 100 * float(test.fraction_negative),
+                        "t": float(test.t), "p": float(test.p), "seeds": int(test.n_clusters)})
+    return {"units": pd.DataFrame(units), "properties": pd.DataFrame(rows),
+            "population": pd.DataFrame(extra), "latency": pd.DataFrame(lat)}
+
+
+def cardinal_fraction(orientation):
+    """Fraction of defined preferred orientations (degrees, any 180° range) in the :data:`CARDINAL` bins."""
+    o = np.mod(np.asarray(orientation, float) + 22.5, 180.0) - 22.5
+    o = o[np.isfinite(o)]
+    if o.size == 0:
+        return np.nan
+    return float(np.mean([any(lo <= v < hi for lo, hi in CARDINAL) for v in o]))
+
+
+def _seed_test(per_seed, reference):
+    v = np.asarray(per_seed, float)
+    v = v[np.isfinite(v)]
+    if v.size < 2 or np.ptp(v) == 0:
+        return np.nan, np.nan
+    r = st.ttest_1samp(v, reference)
+    return float(r.statistic), float(r.pvalue)
+
+
+def _shape_rows(model, ds, references):
+    """Population statistics compared with V1, per seed: the cardinal fraction of preferred orientations and
+    the spread (SD of log2, octaves) of preferred SF; seed values t-tested against the V1 value."""
+    rows = []
+    ori = property_values(ds, "preferred_orientation")
+    per = [cardinal_fraction(ori.sel(seed=s).values) for s in ori.seed.values]
+    init = property_values(ds, "preferred_orientation", "init")
+    row = {"model": model, "statistic": "cardinal fraction of preferred orientations",
+           "trained (mean over seeds)": float(np.nanmean(per)),
+           "init (mean over seeds)": np.nan if init is None else
+           float(np.nanmean([cardinal_fraction(init.sel(seed=s).values) for s in init.seed.values]))}
+    ref = references.get("preferred_orientation")
+    if ref is not None:
+        centres = 0.5 * (ref.bin_low.values + ref.bin_high.values)
+        v1 = float(np.asarray(ref.values)[[any(lo <= c < hi for lo, hi in CARDINAL) for c in centres]].sum()
+                   / np.asarray(ref.values).sum())
+        row.update({"V1": v1, "V1 n": int(np.asarray(ref.values).sum())})
+        row["t"], row["p"] = _seed_test(per, v1)
+    rows.append(row)
+    sf = property_values(ds, "preferred_sf")
+    per = [float(np.nanstd(np.log2(sf.sel(seed=s).values))) for s in sf.seed.values]
+    init = property_values(ds, "preferred_sf", "init")
+    row = {"model": model, "statistic": "SD of log2 preferred SF (octaves)",
+           "trained (mean over seeds)": float(np.nanmean(per)),
+           "init (mean over seeds)": np.nan if init is None else
+           float(np.nanmean([np.nanstd(np.log2(init.sel(seed=s).values)) for s in init.seed.values]))}
+    ref = references.get("peak_sf_log2_sd")
+    if ref is not None:
+        row.update({"V1": float(ref), "V1 n": np.nan})
+        row["t"], row["p"] = _seed_test(per, float(ref))
+    rows.append(row)
+    return rows
