@@ -6,13 +6,15 @@ Run from the repository root::
 
 records every channel of every block of the bundled DCN-ODE, DCN σ_ji, ODE-Net and ResNet checkpoints
 (``data/checkpoints/<model>/seed*/last.pt``) and of each run's ``init.pt`` (the control) at the centre of its
-map, for a factorial grid of gratings (spatial frequency, orientation, phase, Michelson contrast) at 11 ODE times
-per block; derives each unit's preferred SF, SF bandwidth and selectivity, orientation bandwidth, circular
-variance, F1/F0, Naka–Rushton fit and half-rise latency per contrast (:mod:`dcnbio.analysis.physiology`); and
-compares them with macaque V1 where a digitised distribution on the same scale ships (``data/reference/``),
-seeds as clusters.  Outputs (``--out``): ``responses/<run>/shard-*.nc`` (one shard per SF band, resumable:
-re-running with ``--resume`` skips finished shards), ``properties.nc`` (one group per model: dims state × seed
-× unit), ``tuning_examples.png``, ``properties.png``, ``latency.png``, ``report.md``/``report.tex``.
+map, for a factorial grid of gratings (10 spatial frequencies × 8 orientations × 8 phases × 4 Michelson
+contrasts) at 9 ODE times per block; derives each unit's preferred SF, SF bandwidth and selectivity,
+orientation bandwidth, circular variance, F1/F0, Naka–Rushton fit and half-rise latency per contrast
+(:mod:`dcnbio.analysis.physiology`); and compares them with macaque V1 where a digitised distribution on the
+same scale ships (``data/reference/``), seeds as clusters.
+
+Outputs (``--out``): ``responses/<run>/shard-*.nc`` (one shard per SF band; ``--resume`` continues a stopped
+run, skipping finished shards), ``properties.nc`` (one group per model: dims state × seed × unit),
+``tuning_examples.png``, ``properties.png``, ``latency.png``, ``report.md``/``report.tex``.
 """
 import sys
 import time
@@ -44,11 +46,12 @@ def build_parser():
     p.add_argument("--out", default="results/physiology", help="output directory")
     p.add_argument("--overwrite", action="store_true", help="write into a non-empty output directory")
     p.add_argument("--resume", action="store_true", help="continue a stopped run in --out (finished shards kept)")
-    p.add_argument("--n-sf", type=int, default=12, help="spatial frequencies, log-spaced 0.02-0.45 cycles/pixel")
-    p.add_argument("--n-orientations", type=int, default=12, help="orientations, evenly over 180 degrees")
+    p.add_argument("--n-sf", type=int, default=10, help="spatial frequencies, log-spaced 0.02-0.45 cycles/pixel")
+    p.add_argument("--n-orientations", type=int, default=8, help="orientations, evenly over 180 degrees")
     p.add_argument("--n-phases", type=int, default=8, help="phases, evenly over 360 degrees")
-    p.add_argument("--contrasts", type=float, nargs="+", default=[0.0625, 0.125, 0.25, 0.5, 1.0])
-    p.add_argument("--n-times", type=int, default=11, help="ODE times per block, evenly over [0, T]")
+    p.add_argument("--contrasts", type=float, nargs="+", default=[0.125, 0.25, 0.5, 1.0],
+                   help="Michelson contrasts (>= 4 for the Naka-Rushton fit, >= 3 for latency slopes)")
+    p.add_argument("--n-times", type=int, default=9, help="ODE times per block, evenly over [0, T]")
     p.add_argument("--sf-per-shard", type=int, default=2, help="spatial frequencies per response shard")
     p.add_argument("--batch-size", type=int, default=256, help="stimuli per solve")
     p.add_argument("--no-init", action="store_true", help="skip the init.pt control")

@@ -102,6 +102,19 @@ def test_grating_is_the_formula_around_the_dataset_mean():
     assert float(stimuli.blank_image("fashion-mnist").abs().max()) < 1e-6
 
 
+def test_cifar10_gratings_are_grey_and_normalised_per_channel():
+    """On CIFAR-10 (32×32 RGB) a grating modulates each channel around that channel's mean (a grey grating in
+    the dataset's colour balance); normalised, every channel is the same c·cos(...) scaled by mean/std."""
+    images, _ = stimuli.grating_set("cifar10", sf=[0.1], orientation=[0.0], phase=[0.0], contrast=[0.5],
+                                    dtype=torch.float64)
+    mean, std = np.array([0.4914, 0.4822, 0.4465]), np.array([0.2470, 0.2435, 0.2616])
+    assert images.shape == (1, 3, 32, 32)
+    lum = images[0].numpy() * std[:, None, None] + mean[:, None, None]
+    x = np.arange(32) - 15.5
+    expect = 1 + 0.5 * np.cos(2 * math.pi * 0.1 * x)
+    np.testing.assert_allclose(lum / mean[:, None, None], np.broadcast_to(expect, (3, 32, 32)), atol=1e-6)
+
+
 def test_windows_leave_the_mean_luminance_outside():
     g = stimuli.grating(28, 0.2, 0.0, mean_luminance=0.5, window="circle", window_size=5)
     assert float(g[0, 0]) == 0.5 and float(g[13, 13]) != 0.5

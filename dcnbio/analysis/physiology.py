@@ -247,19 +247,28 @@ def naka_rushton(c, r_max, c50, n):
     return r_max * c ** n / (c ** n + c50 ** n)
 
 
+#: Bounds of the Naka–Rushton fit (``r_max`` is bounded by 10 × the largest response).
+NR_BOUNDS = {"c50": (1e-3, 10.0), "n": (0.1, 10.0)}
+
+
 def _nr_one(y, c):
     if not np.isfinite(y).all() or y.max() <= 0 or y.size < 4:
         return np.nan, np.nan, np.nan, np.nan
     top = float(y.max())
     p0 = (top, float(np.median(c)), 2.0)
     try:
-        p, _ = opt.curve_fit(naka_rushton, c, y, p0=p0, bounds=([0.0, 1e-3, 0.1], [10 * top, 10.0, 10.0]),
+        p, _ = opt.curve_fit(naka_rushton, c, y, p0=p0, bounds=([0.0, NR_BOUNDS["c50"][0], NR_BOUNDS["n"][0]],
+                                                                 [10 * top, NR_BOUNDS["c50"][1], NR_BOUNDS["n"][1]]),
                              maxfev=20000)
     except (RuntimeError, ValueError):
         return np.nan, np.nan, np.nan, np.nan
     ss_res = float(((y - naka_rushton(c, *p)) ** 2).sum())
     ss_tot = float(((y - y.mean()) ** 2).sum())
-    return float(p[0]), float(p[1]), float(p[2]), 1.0 - ss_res / ss_tot if ss_tot > 0 else np.nan
+    r2 = 1.0 - ss_res / ss_tot if ss_tot > 0 else np.nan
+    if not (NR_BOUNDS["c50"][0] * 1.01 < p[1] < NR_BOUNDS["c50"][1] * 0.99
+            and NR_BOUNDS["n"][0] * 1.01 < p[2] < NR_BOUNDS["n"][1] * 0.99 and p[0] < 10 * top * 0.99):
+        return np.nan, np.nan, np.nan, r2  # on a bound: the sampled contrasts do not identify the parameters
+    return float(p[0]), float(p[1]), float(p[2]), r2
 
 
 def fit_naka_rushton(curve, dim="contrast"):
@@ -271,6 +280,9 @@ def fit_naka_rushton(curve, dim="contrast"):
     xarray.Dataset
         ``r_max``, ``c50`` (Michelson contrast), ``n``, and ``r2`` (coefficient of determination of the
         fit, the goodness of fit); all NaN for an unresponsive unit, fewer than 4 contrasts or a failed fit.
+        A fit that ends on a bound (within 1 %) is not identified by the sampled contrasts — e.g. a response
+        that is still linear at the highest contrast has no c50 below it — so its parameters are NaN (its
+        ``r2`` is kept).
     """
     _need(curve, dim)
     c = np.asarray(curve[dim].values, dtype=np.float64)

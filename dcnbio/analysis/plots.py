@@ -236,11 +236,12 @@ def plot_tuning_examples(props, units, axes=None):
         p = props.sel(unit=u)
         name = f"{p.block.item()} ch {int(p.channel)}" if "block" in p.coords else f"unit {u}"
         row[0].plot(p.sf.values, p.sf_curve.values, "o-", ms=3)
-        row[0].set(xscale="log", xlabel="spatial frequency (cycles/pixel)", ylabel="evoked response",
-                   title=f"{name}: pref {float(p.preferred_sf):.3g} c/px, bw {float(p.sf_bandwidth):.2g} oct")
+        row[0].set(xscale="log", xlabel="spatial frequency (cycles/pixel)", ylabel="evoked response")
+        row[0].set_title(f"{name}: pref {float(p.preferred_sf):.3g} c/px, bw {float(p.sf_bandwidth):.2g} oct",
+                         fontsize=8)
         row[1].plot(p.orientation.values, p.orientation_curve.values, "o-", ms=3)
-        row[1].set(xlabel="orientation (degree)", title=f"HWHH {float(p.orientation_hwhh):.3g}°, "
-                                                        f"CV {float(p.circular_variance):.2f}")
+        row[1].set(xlabel="orientation (degree)")
+        row[1].set_title(f"HWHH {float(p.orientation_hwhh):.3g}°, CV {float(p.circular_variance):.2f}", fontsize=8)
         c = p.contrast.values
         row[2].plot(c, p.contrast_curve.values, "o", ms=4)
         if np.isfinite(float(p.r_max)):
@@ -248,11 +249,15 @@ def plot_tuning_examples(props, units, axes=None):
             row[2].plot(cc, naka_rushton(cc, float(p.r_max), float(p.c50), float(p.n)), "-",
                         label=f"c50 {float(p.c50):.2g}, n {float(p.n):.2g}")
             row[2].legend(fontsize=7)
-        row[2].set(xscale="log", xlabel="Michelson contrast", title=f"F1/F0 {float(p.f1_f0):.2f}")
+        row[2].set(xscale="log", xlabel="Michelson contrast")
+        row[2].set_title(f"F1/F0 {float(p.f1_f0):.2f}", fontsize=8)
+        for ax in row[:3:2]:
+            ax.xaxis.set_minor_formatter(NullFormatter())
         for k, ci in enumerate(c):
             row[3].plot(p.time.values, p.time_course.isel(contrast=k).values, color=sns.color_palette(
                 "viridis", len(c))[k], label=f"c={ci:g}")
-        row[3].set(xlabel="ODE time t", title="evoked response h(t) − h_blank(t)")
+        row[3].set(xlabel="ODE time t")
+        row[3].set_title("evoked h(t) − h_blank(t)", fontsize=8)
         row[3].legend(fontsize=6)
     return axes[0][0].figure
 
@@ -271,7 +276,11 @@ def plot_property_histograms(values, references=None, axes=None):
     """
     references = references or {}
     if axes is None:
-        _, axes = _new_axes(len(values))
+        rows = math.ceil(len(values) / 3)
+        fig = Figure(figsize=(12, 3.2 * rows), layout="constrained")
+        axes = fig.subplots(rows, 3, squeeze=False).ravel()
+        for ax in axes[len(values):]:
+            ax.set_visible(False)
     for ax, (name, (trained, init, label)) in zip(axes, values.items()):
         trained = np.asarray(trained, float)[np.isfinite(trained)]
         ref = references.get(name)
@@ -317,5 +326,6 @@ def plot_latency_contrast(latency, ax=None):
             ax.plot(med.contrast.values, med.sel(seed=s).values, "o-", ms=3, color=f"C{k}",
                     label=name if j == 0 else None)
     ax.set(xscale="log", xlabel="Michelson contrast", ylabel="median time to half rise (ODE time)")
+    ax.xaxis.set_minor_formatter(NullFormatter())
     ax.legend(fontsize=7)
     return ax.figure
