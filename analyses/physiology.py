@@ -14,8 +14,10 @@ same scale ships (``data/reference/``), seeds as clusters.
 
 Outputs (``--out``): ``responses/<run>/shard-*.nc`` (one shard per SF band; ``--resume`` continues a stopped
 run, skipping finished shards), ``properties.nc`` (one group per model: dims state × seed × unit),
-``tuning_examples.png``, ``properties.png``, ``latency.png``, ``report.md``/``report.tex``.
+``tuning-<model>.png`` (curves of each block's most responsive unit), ``properties-<model>.png`` (property
+histograms, trained vs init, V1 overlaid where on the same scale), ``latency.png``, ``report.md``/``report.tex``.
 """
+import argparse
 import sys
 import time
 from pathlib import Path
@@ -27,16 +29,21 @@ from dcnbio.analysis import tuning_study as study
 from dcnbio.analysis.plots import plot_latency_contrast, plot_property_histograms, plot_tuning_examples
 from dcnbio.analysis.report import physiology_report
 from dcnbio.analysis.responses import grating_responses
-from dcnbio.analysis.v1 import v1_shape_statistics
 from dcnbio.cli import user_errors
-from dcnbio.io import (load_reference_histogram, load_v1_reference, open_results, prepare_output_dir, save_figure,
-                       save_results, save_shards, write_report)
-from dcnbio.script import (ScriptParser, dataset_of, fresh_or_resumed, load_models, resolve_checkpoints,
-                           with_init)
+from dcnbio.io import open_results, prepare_output_dir, save_figure, save_results, save_shards, write_report
+from dcnbio.script import (ScriptParser, dataset_of, fresh_or_resumed, load_models, load_tuning_references,
+                           resolve_checkpoints, with_init)
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULTS = tuple(f"data/checkpoints/{m}/seed*/last.pt" for m in ("dcn-ode", "dcn-sigma-ji", "odenet",
                                                                   "resnet-blocks"))
+
+
+def reference_arg(text):
+    name, _, path = text.partition("=")
+    if name not in study.PROPERTIES or not path:
+        raise argparse.ArgumentTypeError(f"expected PROPERTY=CSV with PROPERTY one of {', '.join(study.PROPERTIES)}")
+    return name, path
 
 
 def build_parser():
@@ -55,6 +62,9 @@ def build_parser():
     p.add_argument("--sf-per-shard", type=int, default=2, help="spatial frequencies per response shard")
     p.add_argument("--batch-size", type=int, default=256, help="stimuli per solve")
     p.add_argument("--no-init", action="store_true", help="skip the init.pt control")
+    p.add_argument("--reference", nargs="+", type=reference_arg, default=[], metavar="PROPERTY=CSV",
+                   help="compare PROPERTY with your own binned V1 histogram (data/reference/ layout); one of "
+                        + ", ".join(study.PROPERTIES))
     return p
 
 
@@ -72,6 +82,7 @@ def main(argv=None):
     args = build_parser().parse_args(argv)
     start = time.time()
     grid = study.stimulus_grid(args.n_sf, args.n_orientations, args.n_phases, args.contrasts)
+    refs = load_tuning_references(args.reference)
     paths, missing = resolve_checkpoints(args.checkpoint, DEFAULTS, REPO, analysis="physiology")
     runs = with_init(load_models(paths, analysis="physiology"), skip=args.no_init)
     out = Path(prepare_output_dir(args.out, overwrite=args.overwrite or args.resume))
@@ -85,30 +96,19 @@ def main(argv=None):
         props = ph.tuning_properties(resp)
         seed = (info.get("train_config") or {}).get("seed", 0)
         per_run.append((model.config.name, seed, state, props))
-        examples.setdefault((model.config.name, state), props)
+        if state == "trained":
+            examples.setdefault(model.config.name, props)
         print(f"{label} ({state}): {resp.sizes['unit']} units, {int(props.responsive.sum())} responsive, "
               f"{time.time() - t0:.0f} s", flush=True)
     stacked = study.stack_runs(per_run)
     save_results(stacked, out / "properties.nc", overwrite=True)
-    refs = {"sf_selectivity": load_reference_histogram("schiller1976_sf_bandwidth")["count"].sum("population"),
-            "preferred_orientation": load_reference_histogram("devalois1982_preferred_orientation")["count"]
-            .sum("population"),
-            "peak_sf_log2_sd": float(v1_shape_statistics(load_v1_reference()).loc["pooled", "log2_sd"])}
     tables = study.summarize(stacked, refs)
-    first = next(iter(stacked))
-    ex = examples[(first, "trained")]
-    top = ex.contrast_curve.isel(contrast=-1).fillna(0)
-    best = [int(top.unit[top.block == b][int(np.argmax(top[top.block == b].values))]) for b in dict.fromkeys(ex.block.values)]
-    save_figure(plot_tuning_examples(ex, best), out / "tuning_examples.png", dpi=110)
-    values = {k: (np.concatenate([study.property_values(ds, k).values.ravel() for ds in stacked.values()]),
-                  None if args.no_init else np.concatenate([study.property_values(ds, k, "init").values.ravel()
-                                                            for ds in stacked.values()]), label)
-              for k, (label, _) in study.PROPERTIES.items() if k != "preferred_sf"}
-    save_figure(plot_property_histograms(values, {"sf_selectivity": refs["sf_selectivity"]}),
-                out / "properties.png", dpi=110)
+    for m, ds in stacked.items():
+        save_figure(plot_tuning_examples(examples[m], study.example_units(examples[m])), out / f"tuning-{m}.png")
+        save_figure(plot_property_histograms(study.histogram_values(ds), refs), out / f"properties-{m}.png")
     lat = {m: study.property_values(ds, "latency") for m, ds in stacked.items() if ds.sizes.get("time", 0) > 2}
     save_figure(plot_latency_contrast(lat), out / "latency.png", dpi=110)
-    write_report(physiology_report(tables, runs, grid, n_times=args.n_times, missing=missing), out)
+    write_report(physiology_report(tables, runs, grid, list(stacked), n_times=args.n_times, missing=missing), out)
     print(f"wrote responses/, properties.nc, figures and report.md/.tex to {out} in {time.time() - start:.0f} s")
     return 0
 

@@ -226,3 +226,23 @@ def fresh_or_resumed(out, params, *, resume, subdir):
     elif not resume:
         shutil.rmtree(os.path.join(os.fspath(out), subdir), ignore_errors=True)
     write_text(record, json.dumps(params, indent=1, sort_keys=True) + "\n")
+
+
+def load_tuning_references(extra=()):
+    """The V1 references of the tuning study (:func:`dcnbio.analysis.tuning_study.summarize`).
+
+    Every bundled histogram on a property's own scale (:data:`~dcnbio.analysis.tuning_study.PROPERTIES`),
+    the user's ``(property, csv)`` pairs (:func:`dcnbio.io.read_histogram`; they replace a bundled one), the
+    De Valois, Yund & Hepler (1982) preferred orientations and the spread of the De Valois, Albrecht & Thorell
+    (1982) peak frequencies (SD of log2, octaves).
+    """
+    from .analysis.tuning_study import PROPERTIES
+    from .analysis.v1 import v1_shape_statistics
+    from .io import load_reference_histogram, load_v1_reference, read_histogram
+
+    refs = {k: load_reference_histogram(stem)["count"].sum("population")
+            for k, (_, stem) in PROPERTIES.items() if stem}
+    refs.update({k: read_histogram(path)["count"].sum("population") for k, path in extra})
+    refs["preferred_orientation"] = load_reference_histogram("devalois1982_preferred_orientation")["count"][0]
+    refs["peak_sf_log2_sd"] = float(v1_shape_statistics(load_v1_reference()).loc["pooled", "log2_sd"])
+    return refs

@@ -33,8 +33,8 @@ def run(script, tmp_path_factory):
 
 
 def test_outputs_and_layout(run):
-    for f in ("properties.nc", "tuning_examples.png", "properties.png", "latency.png", "report.md", "report.tex",
-              "params.json"):
+    for f in ("properties.nc", "tuning-dcn-ode.png", "properties-resnet-blocks.png", "latency.png", "report.md",
+              "report.tex", "params.json"):
         assert (run / f).stat().st_size > 0, f
     shards = sorted((run / "responses" / "dcn-ode-seed1").glob("shard-*.nc"))
     assert [p.name for p in shards] == ["shard-00000.nc", "shard-00001.nc"]
@@ -55,11 +55,17 @@ def test_properties_equal_a_recomputation_from_the_shards(run):
         np.testing.assert_allclose(stored[name].values, again[name].values, rtol=1e-6, equal_nan=True)
 
 
-def test_resume_skips_finished_shards_and_refuses_another_grid(script, run, capsys):
+def test_resume_skips_finished_shards_and_refuses_another_grid(script, run, capsys, tmp_path):
     shard = run / "responses" / "dcn-ode-seed1" / "shard-00001.nc"
     before = shard.stat().st_mtime_ns
     (run / "responses" / "dcn-ode-seed1" / "shard-00000.nc").unlink()     # as if stopped mid-run
-    assert script.main(["--checkpoint", *CKPTS, "--out", str(run), "--resume", *GRID]) == 0
+    # a user's own V1 histogram for a property without a bundled one
+    (tmp_path / "f1f0.csv").write_text("bin_low_ratio,bin_high_ratio,cells\n0,1,30\n1,2,10\n")
+    assert script.main(["--checkpoint", *CKPTS, "--out", str(run), "--resume", *GRID,
+                        "--reference", f"f1_f0={tmp_path / 'f1f0.csv'}"]) == 0
+    row = [line for line in (run / "report.md").read_text().splitlines()
+           if line.startswith("| dcn-ode | modulation ratio F1/F0")][0]
+    assert "| 0.6667 | 40 |" in row                                     # V1 median 2/3, n = 40
     assert shard.stat().st_mtime_ns == before
     assert (run / "responses" / "dcn-ode-seed1" / "shard-00000.nc").is_file()
     rc = script.main(["--checkpoint", *CKPTS, "--out", str(run), "--resume", *GRID[:-1], "3"])
@@ -68,6 +74,8 @@ def test_resume_skips_finished_shards_and_refuses_another_grid(script, run, caps
 
 
 def test_bad_grid_is_one_line(script, tmp_path, capsys):
+    rc = script.main(["--checkpoint", CKPTS[0], "--out", str(tmp_path / "o"), "--reference", "peak=x.csv"])
+    assert rc == 2 and "expected PROPERTY=CSV with PROPERTY one of" in capsys.readouterr().err
     rc = script.main(["--checkpoint", CKPTS[0], "--out", str(tmp_path / "o"), "--n-phases", "2"])
     assert rc == 2 and "needs >= 3" in capsys.readouterr().err
     rc = script.main(["--checkpoint", CKPTS[0], "--out", str(tmp_path / "o"), "--contrasts", "1.5"])

@@ -186,7 +186,7 @@ class Report:
         return "\n".join(out) + "\n"
 
 
-def physiology_report(tables, runs, grid, *, n_times, missing=()):
+def physiology_report(tables, runs, grid, models, *, n_times, missing=()):
     """The report of ``analyses/physiology.py`` from :func:`dcnbio.analysis.tuning_study.summarize`'s tables.
 
     Parameters
@@ -195,6 +195,8 @@ def physiology_report(tables, runs, grid, *, n_times, missing=()):
     runs : list of (label, state, model, info)
     grid : dict
         The stimulus grid (:func:`~dcnbio.analysis.tuning_study.stimulus_grid`).
+    models : list of str
+        Model names with figures ``properties-<model>.png`` and ``tuning-<model>.png``.
     n_times : int
     missing : sequence of str
         Default checkpoints not found or not finished.
@@ -229,9 +231,11 @@ def physiology_report(tables, runs, grid, *, n_times, missing=()):
         r.table(tables["population"].set_index("model"),
                 "Population statistics per seed against V1 (De Valois, Yund & Hepler 1982 preferred orientation; "
                 "De Valois, Albrecht & Thorell 1982 peak SF spread)")
-    r.figure("properties.png", "Property distributions: trained (filled), init (grey), V1 (black) where shipped")
-    r.figure("tuning_examples.png", "Most responsive unit of each block of the first model: SF, orientation, "
-                                    "contrast (Naka–Rushton fit), time course per contrast")
+    for m in models:
+        r.figure(f"properties-{m}.png", f"{m}: property distributions, trained (filled), init (grey), V1 (black) "
+                                        f"where on the same scale")
+        r.figure(f"tuning-{m}.png", f"{m}: the most responsive unit of each block (first seed): SF, orientation, "
+                                    f"contrast (Naka–Rushton fit), time course per contrast")
     r.section("Response time course and contrast")
     if len(tables["latency"]):
         r.table(tables["latency"].set_index("model"),

@@ -14,17 +14,18 @@ from ..errors import ConfigError
 from ..stimuli import check_grating_parameters
 from . import physiology as ph
 
-__all__ = ["CARDINAL", "PROPERTIES", "cardinal_fraction", "property_values", "stack_runs", "stimulus_grid",
-           "summarize"]
+__all__ = ["CARDINAL", "PROPERTIES", "cardinal_fraction", "example_units", "histogram_values", "property_values",
+           "stack_runs", "stimulus_grid", "summarize"]
 
-#: Property → (axis label with units, key of the V1 reference it is compared with, or None).  Only the SF
+#: Property → (axis label with units, the bundled V1 histogram on its scale, or None).  Only the SF
 #: selectivity of Schiller et al. (1976) is on the model's own scale among the digitised V1 histograms that
 #: ship (``data/reference/README.md``); orientation bandwidth, F1/F0 and circular variance have no bundled V1
-#: distribution, so they are described and controlled (trained vs init) but not compared.
+#: distribution, so they are described and controlled (trained vs init), and compared only with a histogram
+#: the user passes (``references[name]``; ``analyses/physiology.py --reference NAME=CSV``).
 PROPERTIES = {
     "preferred_sf": ("preferred spatial frequency (cycles/pixel)", None),
     "sf_bandwidth": ("SF bandwidth (octaves, full width at half height)", None),
-    "sf_selectivity": ("SF selectivity 100 f_low/f_high at 0.707 (%)", "sf_selectivity"),
+    "sf_selectivity": ("SF selectivity 100 f_low/f_high at 0.707 (%)", "schiller1976_sf_bandwidth"),
     "orientation_hwhh": ("orientation bandwidth (degree, half width at half height)", None),
     "circular_variance": ("circular variance", None),
     "f1_f0": ("modulation ratio F1/F0", None),
@@ -102,7 +103,7 @@ def summarize(stacked, references=None):
     stacked : dict of str → xarray.Dataset
         From :func:`stack_runs`.
     references : dict, optional
-        :data:`PROPERTIES` reference key → binned V1 counts (``bin`` with ``bin_low``/``bin_high``);
+        :data:`PROPERTIES` name → binned V1 counts (``bin`` with ``bin_low``/``bin_high``);
         ``"preferred_orientation"`` → the De Valois, Yund & Hepler (1982) counts; ``"peak_sf_log2_sd"`` →
         the SD of log2 peak SF of V1 (octaves; :func:`dcnbio.analysis.v1.v1_shape_statistics`).
 
@@ -123,7 +124,7 @@ def summarize(stacked, references=None):
             units.append({"model": model, "state": str(state), "seeds": int(ds.sizes["seed"]),
                           "units per seed": int(ds.sizes["unit"]),
                           "responsive (%)": 100 * float(r.astype(float).mean())})
-        for name, (label, ref_key) in PROPERTIES.items():
+        for name, (label, _) in PROPERTIES.items():
             trained = property_values(ds, name)
             init = property_values(ds, name, "init")
             row = {"model": model, "property": label,
@@ -134,7 +135,7 @@ def summarize(stacked, references=None):
                 row.update({"init median": float(ctrl.init_median.mean()),
                             "change (trained - init)": float(ctrl.mean_median_change),
                             "control p (paired over seeds)": float(ctrl.p)})
-            ref = references.get(ref_key) if ref_key else None
+            ref = references.get(name)
             if ref is not None:
                 cmp = ph.compare_with_reference(trained, ref)
                 row.update({"V1 median": float(cmp.reference_median), "V1 n": int(cmp.reference_n),
@@ -202,3 +203,22 @@ def _shape_rows(model, ds, references):
         row["t"], row["p"] = _seed_test(per, float(ref))
     rows.append(row)
     return rows
+
+
+def example_units(props):
+    """The ``unit`` of each block's most responsive unit (largest evoked response at full contrast)."""
+    top = props.contrast_curve.isel(contrast=-1).fillna(0)
+    return [int(top.unit[top.block == b][int(np.argmax(top[top.block == b].values))])
+            for b in dict.fromkeys(props.block.values)]
+
+
+def histogram_values(ds):
+    """One model's pooled unit values per property (except preferred SF, in cycles/pixel), trained and init, for
+    :func:`~dcnbio.analysis.plots.plot_property_histograms`."""
+    out = {}
+    for name, (label, _) in PROPERTIES.items():
+        if name == "preferred_sf":
+            continue
+        init = property_values(ds, name, "init")
+        out[name] = (property_values(ds, name).values.ravel(), None if init is None else init.values.ravel(), label)
+    return out

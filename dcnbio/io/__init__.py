@@ -11,7 +11,8 @@ from .atomic import (FAULT_ENV, TMP_PREFIX, WriteError, atomic_write, atomic_wri
                      remove_stale_temporaries, save_figure, write_bytes, write_report, write_text)
 from .lock import LOCK_NAME, DirectoryLock, LockedError, lock_directory, unlock_directory
 
-_REFERENCE = ("load_v1_reference", "REFERENCE_CSV", "CITATION", "HISTOGRAMS", "load_reference_histogram")
+_REFERENCE = ("load_v1_reference", "REFERENCE_CSV", "CITATION", "HISTOGRAMS", "load_reference_histogram",
+              "read_histogram")
 _NETCDF = ("ENGINE", "TIMESTAMP_ATTR", "COMPRESSION", "netcdf_attrs", "provenance_attrs", "save_dataset",
            "save_shards", "save_results", "write_json", "prepare_output_dir", "open_results",
            "assert_same_results", "same_results")

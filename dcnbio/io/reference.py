@@ -98,6 +98,22 @@ def load_reference_histogram(name, directory=None):
     path = (Path(directory) if directory is not None else REFERENCE_CSV.parent) / f"{name}.csv"
     if not path.is_file():
         raise DataError(f"reference table not found at {path}; it ships in the repository's data/reference/")
+    return read_histogram(path, *HISTOGRAMS[name])
+
+
+def read_histogram(path, citation="", measure=""):
+    """A binned distribution from any CSV laid out like ``data/reference/``'s: one ``bin_low*`` and one
+    ``bin_high*`` column (lower edge inclusive; the suffix names the units) and one count column per
+    population — e.g. a user's own digitisation of a V1 figure.
+
+    Returns
+    -------
+    xarray.Dataset
+        As :func:`load_reference_histogram`.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"reference table not found at {path}")
     try:
         df = pd.read_csv(path)
     except (OSError, ValueError, pd.errors.ParserError) as exc:
@@ -111,7 +127,6 @@ def load_reference_histogram(name, directory=None):
     counts = df[populations].to_numpy()
     if np.any(hi <= lo) or np.any(counts < 0):
         raise DataError(f"{path}: bin edges must increase and counts be non-negative")
-    citation, measure = HISTOGRAMS[name]
     return xr.Dataset({"count": (("population", "bin"), counts.T.astype(np.int64))},
                       coords={"population": populations, "bin_low": ("bin", lo), "bin_high": ("bin", hi)},
                       attrs={"citation": citation, "measure": measure, "units": low[0][len("bin_low"):].strip("_"),
