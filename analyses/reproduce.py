@@ -7,8 +7,8 @@ Run from the repository root::
 
 Without ``--no-run`` it runs, in turn and each as its own process, ``sigma_distribution``, ``pattern_completion``,
 ``contrast``, ``solver_audit`` (those three with ``--n-images``), ``small_data``, ``reconstruction``,
-``meta_parametrization`` and ``physiology`` on their default (bundled) checkpoints, each writing ``<results>/<analysis>/`` (replaced),
-and stops at the first that fails (``--only A …``: just those, the others' results kept); each one's wall time goes
+``meta_parametrization`` and ``physiology`` on their default (bundled) checkpoints, each writing
+``<results>/<analysis>/`` (replaced), and stops at the first that fails (``--only A …``: just those, the others' results kept); each one's wall time goes
 to ``<results>/runtimes.csv``, which the report's *Run time* section reads, with or without ``--no-run``.  It then
 reads their netCDF results and writes ``<out>/`` (default ``results/reproduction``): ``report.md`` /
 ``report.tex`` (one row per claim: the result as mean ± SD over training runs, the test across runs and a verdict;

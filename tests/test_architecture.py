@@ -6,10 +6,14 @@
 * Here, from the syntax tree of every module: no module imports another module's private name (``_x``) or a
   private module (``torchdiffeq._impl``, ``dcnbio.x._y``), and nothing in ``dcnbio/`` imports ``analyses`` or
   ``benchmarks`` (they are scripts built on the library, never the reverse).
+* Here, from the tokens of every module: no comment or docstring in ``dcnbio/`` holds a date, a CPU model or a
+  timing (measurements belong in ``benchmarks/RESULTS.md``).
 """
 import ast
+import re
 import subprocess
 import sys
+import tokenize
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -97,3 +101,28 @@ def test_the_disk_call_check_finds_disk_calls(tmp_path):
     sample.write_text("import torch, pandas as pd\nx = pd.read_csv('a.csv')\ntorch.save(x, 'b.pt')\n"
                       "fig.savefig('c.png')\ny = 'a'.replace('a', 'b')\n")
     assert [name for _, name in disk_calls(sample)] == ["read_csv", "save", "savefig"]
+
+
+#: What a lab notebook writes and a library's documentation does not: dates, CPU models, timings.
+MEASUREMENT = re.compile(r"\b20\d\d-\d\d-\d\d\b|\bEPYC\b|\bXeon\b|\bZen ?\d\b|\bfamily \d+ model \d+|"
+                         r"\d(\.\d+)?( ?[–-] ?\d+(\.\d+)?)? ?ms\b")
+
+
+def measurements(path):
+    """``(line, match)`` of every comment or string literal (docstrings included) of ``path`` that holds one."""
+    with open(path, "rb") as f:
+        return [(tok.start[0], m.group()) for tok in tokenize.tokenize(f.readline)
+                if tok.type in (tokenize.COMMENT, tokenize.STRING) and (m := MEASUREMENT.search(tok.string))]
+
+
+def test_docstrings_and_comments_hold_no_dates_machines_or_timings():
+    """Measurements go to ``benchmarks/RESULTS.md``; the code says what and why (issue 23)."""
+    hits = [f"{p.relative_to(ROOT)}:{line}: {m}" for p in sorted(PACKAGE.rglob("*.py")) for line, m in measurements(p)]
+    assert not hits, "measurements in dcnbio/ (move them to benchmarks/RESULTS.md):\n" + "\n".join(hits)
+
+
+def test_the_measurement_check_finds_them(tmp_path):
+    bad = tmp_path / "m.py"
+    bad.write_text('"""Fast: 3.1–3.4 ms on a fast machine."""\nx = 1  # on an AMD EPYC\ny = "AVX512"  # 2 s\n'
+                   'z = 2  # measured 2026-12-03\n')
+    assert measurements(bad) == [(1, "3.1–3.4 ms"), (2, "EPYC"), (4, "2026-12-03")]

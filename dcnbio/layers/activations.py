@@ -3,24 +3,17 @@
 ``celu(x) = max(0, x) + min(0, α (exp(x / α) - 1))``, torch's ``nn.CELU``, in one of two ways:
 
 * ``"torch"``: PyTorch's own kernel (``F.celu``, through ``expm1``): one pass forward, one backward.  Used on
-  every GPU.  How fast it is on a CPU depends on the machine: on an Intel Xeon family 6 model 167 (2026-12-02,
-  2 threads, a (128, 8, 26, 26) float32 tensor) 0.43 ms forward, 0.82 ms forward + backward; on an AMD EPYC
-  family 25 model 17 (2026-12-03, same tensor) 3.1–3.4 ms forward and 3.4–3.9 ms forward + backward with ATen's
-  AVX-512 kernels, 1.1–2.0 ms with its AVX2 ones; with ATen's non-vectorised kernels (capability ``DEFAULT``)
-  5.2 / 8.8 ms on the Xeon.
+  every GPU.  On CPUs its speed depends strongly on which of ATen's vectorised kernels the machine runs
+  (``benchmarks/RESULTS.md``: from the fastest of the two to several times slower).
 * ``"exp"``: ``max(x, α (exp(min(x, 0) / α) − 1))`` (the clamped exponential is 0 for ``x > 0`` and at least
   ``x`` otherwise) in a custom autograd function: forward one new tensor and four elementwise passes at α = 1,
   backward ATen's ELU backward from the result in one pass (``d celu / dx = 1`` for ``y > 0``,
-  ``y / α + 1 = exp(x / α)`` otherwise).  On the EPYC: 0.38–0.45 ms forward, 0.54–0.86 ms forward + backward
-  (0.57–1.0 ms with ATen's AVX2 kernels).  Its first version (seven passes and four new tensors forward, four
-  passes backward) took 0.97–2.0 ms there, and 1.9 ms on the Xeon, where it was 2× slower than ``"torch"``;
-  the present one was not measured on the Xeon, where by the same ratio it would be about as fast as
-  ``"torch"``.
+  ``y / α + 1 = exp(x / α)`` otherwise).  Its cost varies little between machines.
 
-:func:`default_implementation` is ``"exp"`` on CPUs (``DCNBIO_CELU=torch|exp``, read when a CELU runs, overrides it): it is within about a
-factor 1.1 of the fastest everywhere it was measured or estimated, where ``"torch"`` can be 4–6× slower; CUDA
-tensors always take ``"torch"``.  With :mod:`tuning <dcnbio.layers.tuning>` enabled (and no ``DCNBIO_CELU``) each
-CPU shape takes the formulation measured fastest on the machine instead.  The two agree to float rounding:
+:func:`default_implementation` is ``"exp"`` on CPUs (``DCNBIO_CELU=torch|exp``, read when a CELU runs,
+overrides it) because it is close to the fastest on every CPU measured, where ``"torch"`` can be several times
+slower; CUDA tensors always take ``"torch"``.  With :mod:`tuning <dcnbio.layers.tuning>` enabled (and no
+``DCNBIO_CELU``) each CPU shape takes the formulation measured fastest on the machine instead.  The two agree to float rounding:
 ``exp(z) - 1`` for ``z <= 0`` has an absolute error of at most one rounding of 1.0 (6e-8 in float32, 1.1e-16 in
 float64) where ``expm1`` has a relative one; for activations of order one (the input comes from a GroupNorm)
 that is rounding, not a change of function (``tests/test_formulations.py`` checks both against

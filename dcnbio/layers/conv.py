@@ -2,8 +2,8 @@
 run on any of PyTorch's three CPU convolution backends (one of them two ways).
 
 On CPU, oneDNN's backward-data kernel for convolutions with few channels runs several times slower than a
-forward convolution of the same size (measured: 8 → 8 channels, 26×26, 7×7 kernels, batch 128, one thread:
-37 ms against 9 ms; ``benchmarks/RESULTS.md``).  For stride 1 the input gradient *is* a forward convolution:
+forward convolution of the same size (about four times slower for block 1 of a width-0.25 DCN;
+``benchmarks/RESULTS.md``).  For stride 1 the input gradient *is* a forward convolution:
 with ``y = x ⋆ W`` (cross-correlation, padding p), ``∂L/∂x = (∂L/∂y) ⋆ flip(W)ᵀ`` with padding ``k − 1 − p``,
 where ``flip`` reverses both spatial axes and ``ᵀ`` swaps the output and input channels.  :func:`conv2d` uses
 that identity in its backward pass and leaves the weight gradient to PyTorch; the values agree with autograd's
@@ -13,18 +13,16 @@ higher-order gradients work too.
 Backends of the forward-type convolutions (the forward and the input gradient), all PyTorch's own:
 ``"onednn"`` (PyTorch's default on CPU), ``"grouped"`` (oneDNN on ``k`` images folded into the channels of one,
 ``groups = k``, so that a few-channel convolution fills oneDNN's channel blocks instead of padding them: see
-:func:`group_factor`; 2.9–3.2 against 5.1–5.3 ms back to back for block 1's 8-channel 7×7 convolution at batch
-128 on an AMD EPYC family 25 model 17 with AVX-512, about 5 % of a width-0.25 dcn-ode step inside it; no gain
-with AVX2, whose blocks are 8 channels), ``"nnpack"`` (NNPACK's tiled transform convolution, oneDNN switched off
+:func:`group_factor`; it pays with 16-float (AVX-512) channel blocks and not with 8-float (AVX2) ones, whose
+blocks an 8-channel convolution already fills), ``"nnpack"`` (NNPACK's tiled transform convolution, oneDNN switched off
 for the call; float32, batches of 16 or more, kernels under 17 taps, padding under the kernel size) and ``"gemm"``
 (PyTorch's im2col + matrix-product convolution, oneDNN and NNPACK switched off).  With :mod:`tuning
 <dcnbio.layers.tuning>` disabled (default) the fast backward is used up to :data:`MAX_CHANNELS` channels and every
 convolution runs on oneDNN, grouped where :func:`group_factor` applies (:func:`default_backend`).  With tuning
 enabled, every stride-1 CPU convolution takes the fast backward, and the backend of each forward-type
-convolution is measured per shape, where it runs (on an AMD EPYC family 25 model 17, NNPACK ran the 7×7,
-8-channel convolution of block 1 on 26-pixel maps, batch 128, in 2.3–2.6 ms back to back where oneDNN took 4.8,
-but 8.0 against 5.6 ms inside a training step, next to OpenMP's workers: candidates are timed right after a
-small OpenMP-parallel operation, see :func:`_openmp_context`).
+convolution is measured per shape, where it runs: a backend can win back to back and lose inside a training
+step, next to OpenMP's workers (NNPACK did, ``benchmarks/RESULTS.md``), so candidates are timed right after a
+small OpenMP-parallel operation (:func:`_openmp_context`).
 oneDNN's weight gradient is kept in every case (the im2col backend's was 4–17× slower).  Elsewhere (CUDA,
 stride ≠ 1, groups ≠ 1) it is plain ``F.conv2d``.
 """

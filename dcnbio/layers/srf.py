@@ -189,13 +189,13 @@ class SRFConv2d(nn.Module):
         ``benchmarks/RESULTS.md``), because oneDNN's direct convolution scales differently with the kernel
         size on the two vector widths:
 
-        * ``"AVX2"`` (an AMD EPYC with AVX2; also used where ATen reports another capability): the direct
+        * ``"AVX2"`` (also used where ATen reports another capability): the direct
           conv costs 2.5–3.5× more at 9×9 (radius 4) than at 7×7.  From radius 4, with one σ per layer
           ``separable`` on maps under 20 pixels or at radius ≥ 7 on maps up to 32, ``spectral`` otherwise, and
           for σ_ji ``spectral``; at radius 3 with at least 32 input channels on maps of at most 13 pixels,
           ``spectral`` from 10 pixels, below that ``separable`` (one σ per layer) or ``spectral`` (σ_ji, from
           64 input channels); ``dense`` otherwise.
-        * ``"AVX512"`` (an AMD EPYC family 25 with AVX-512; an Intel Xeon agreed on the spectral side): the
+        * ``"AVX512"`` (measured on two AVX-512 CPUs, which agreed on the spectral side): the
           direct conv grows smoothly up to 13×13 (radius 6) and falls off a cliff at 15×15.  Radius ≥ 7 as
           above; on maps of 26 pixels or more, ``spectral`` from 32 input channels at radius 3 and from 16 at
           radius 4–6; on maps of 13–25 pixels, from 32 input channels (16 at radius 6), ``separable`` (one σ
@@ -228,7 +228,7 @@ class SRFConv2d(nn.Module):
         if radius <= 2:
             return "dense"
         if isa == "AVX512":
-            # Zen 4 grid (fwd+bwd / dense): 26 px: r3 C32 0.78, r4 C16 0.90, r5-6 C16 0.60-0.71, C8 0.97-1.38;
+            # AVX-512 grid (fwd+bwd / dense): 26 px: r3 C32 0.78, r4 C16 0.90, r5-6 C16 0.60-0.71, C8 0.97-1.38;
             # 13 px: C32 0.69-0.89, C64 0.43-0.65, r6 C16 0.72 (separable); 6 px: separable C128 0.58-0.92,
             # r5-6 C64 0.84-0.88, C32 1.21-1.43 and spectral 0.85-2.6 (σ_ji keeps dense there, except as below).
             if m >= 26:
@@ -244,8 +244,8 @@ class SRFConv2d(nn.Module):
             if basis_first and radius >= 5 and in_channels >= 64:
                 return "separable"
             return "dense"
-        # AVX2 (AMD EPYC): at r = 3 with >= 33 input channels the transform wins on 13-px maps (0.51-0.57; an Intel
-        # Xeon: 0.75-0.96) and the separable passes on 6-px maps (0.60-0.91).  At 9x9 the separable passes cost
+        # AVX2: at r = 3 with >= 33 input channels the transform wins on 13-px maps (0.51-0.57; on a second CPU
+        # 0.75-0.96) and the separable passes on 6-px maps (0.60-0.91).  At 9x9 the separable passes cost
         # 0.26-0.53 of the direct conv on 6- and 13-px maps and the transform 0.35-0.42 on 26-px maps.
         if radius >= 4:  # σ_ji (one σ per layer took the branch above): the transform, 0.35-0.58 of dense
             return "spectral"
@@ -485,8 +485,8 @@ class _SpectralCorrelation(torch.autograd.Function):
     Forward: ``y = irfft2(rfft2(pad(x)) · W)[:ho:s, :wo:s]``, one real product of (re, im) pairs per frequency
     (autograd through a complex ``bmm`` resolves conjugates matrix by matrix, which measured slower than the
     product itself).  The backward is written out because autograd's own goes through ``rfft2``'s generic
-    backward, a full complex-to-complex transform of a zero-filled spectrum (11.5 of 29 ms forward + backward
-    on the 8-channel 26-px maps of a width-0.25 DCN): with ``G = rfft2(pad(∂y))``,
+    backward, a full complex-to-complex transform of a zero-filled spectrum (about 40 % of the forward +
+    backward time on block 1 of a width-0.25 DCN, ``benchmarks/RESULTS.md``): with ``G = rfft2(pad(∂y))``,
 
     * ``∂x = crop(irfft2(G · Wᴴ))``, the correlation's adjoint: the half-spectrum weights of ``irfft2`` cancel
       against those of the adjoint of ``irfft2``;

@@ -1,13 +1,12 @@
 """Measured choices between exact formulations (the CPU counterpart of ``torch.backends.cudnn.benchmark``).
 
 Several operations of a DCN can be computed in more than one exact way, and which way is fastest depends on
-the machine and on what runs around the operation, not only on the shapes.  On an Intel Xeon (AVX-512) PyTorch's
-CELU kernel was 2× faster than the first ``exp`` formulation; on an AMD EPYC of family 25 model 17 (also AVX-512)
-it was 3× slower (forward + backward).  There, NNPACK ran the 8-channel 7×7 convolution of block 1 in half oneDNN's
-time back to back, but slower than oneDNN inside a training step, where its thread pool competes with OpenMP's
-spinning workers; and the separable SRF formulation, faster than the dense one on 6-px maps on an AMD EPYC of
-family 25 model 1 (AVX2), cost 1.5× the dense one on the model 17 (AVX-512), which is why the SRF rule now has
-one variant per vector width (``benchmarks/RESULTS.md``).  Rules fixed in the code cannot follow all of that.
+the machine and on what runs around the operation, not only on the shapes: PyTorch's CELU kernel was faster
+than the ``exp`` formulation on one AVX-512 CPU and several times slower on another; NNPACK's convolution won
+back to back and lost inside a training step, where its thread pool competes with OpenMP's spinning workers;
+the separable SRF formulation won on small maps with AVX2 and lost with AVX-512, which is why the SRF rule has
+one variant per vector width (figures in ``benchmarks/RESULTS.md``).  Rules fixed in the code cannot follow all
+of that.
 
 With tuning **enabled**, each such choice is made by timing the candidates on the call's own shapes the first
 time the shapes occur in the process, where the call happens (inside a training step the measurement includes
@@ -106,9 +105,9 @@ def choose(key, candidates, *, rounds=ROUNDS, margin=MARGIN, clock=time.perf_cou
     Notes
     -----
     The median, not the fastest round: a candidate whose cost varies from call to call where it runs should be
-    judged by its typical call.  NNPACK's block-1 convolution next to OpenMP's workers (AMD EPYC family 25 model
-    17, 2 cores) took 3.9–4.5 ms in its best of five rounds but 6.3–9.1 ms in its median, against 5.5–5.7 ms
-    for oneDNN in both; chosen by its best round it made the training step slower.  Disturbances from outside
+    judged by its typical call: NNPACK's block-1 convolution next to OpenMP's workers was faster than oneDNN in
+    its best round and slower in its median, and chosen by its best round it made the training step slower
+    (``benchmarks/RESULTS.md``).  Disturbances from outside
     hit the alternating rounds of every candidate alike, and the median ignores up to two disturbed rounds of
     five.
     """
