@@ -36,10 +36,12 @@ import pandas as pd
 from dcnbio.analysis.common import evaluate
 from dcnbio.script import ScriptParser, dataset_of, load_eval_images
 from dcnbio.analysis.report import Report
-from dcnbio.analysis.small_data import (DCN, DEFAULT_EPOCHS_BUDGET, MODEL_ORDER, PAPER_SIZES, PAPER_TABLE_2A,
-                                        assess_small_data_advantage, check_models, check_sizes, describe_run,
-                                        fit_small_data, format_summary, plan_runs, plot_small_data,
-                                        recipe_differences, summarize_accuracy, tabulate_runs, train_missing)
+from dcnbio.analysis.small_data import (DCN, MODEL_ORDER, PAPER_SIZES, PAPER_TABLE_2A, assess_small_data_advantage,
+                                        describe_run, fit_small_data, format_summary, plot_small_data,
+                                        summarize_accuracy, tabulate_runs)
+from dcnbio.data import check_sizes
+from dcnbio.training.grid import (DEFAULT_EPOCHS_BUDGET, check_models, plan_runs, recipe_differences,
+                                  train_missing)
 from dcnbio.cli import user_errors
 from dcnbio.errors import CheckpointError, ConfigError, DataError
 from dcnbio.io import save_figure, write_report

@@ -24,7 +24,7 @@ import os
 import numpy as np
 import torch
 
-from .errors import DataError
+from .errors import ConfigError, DataError
 
 DEBIAN_FASHION_MNIST = "/usr/share/datasets/fashion-mnist"
 
@@ -44,6 +44,17 @@ DATASETS = {
     "fashion-mnist": DatasetInfo("fashion-mnist", 1, 28, 10, (0.2860,), (0.3530,), 60000),
     "cifar10": DatasetInfo("cifar10", 3, 32, 10, (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616), 50000),
 }
+
+
+def check_sizes(sizes):
+    """Validate training-set sizes (images per class): positive integers, no repeats; returns a sorted list."""
+    sizes = list(sizes)
+    for s in sizes:
+        if isinstance(s, bool) or not isinstance(s, (int, np.integer)) or s < 1:
+            raise ConfigError(f"a size is a number of training images per class >= 1, got {s!r}")
+    if len(set(sizes)) != len(sizes):
+        raise ConfigError(f"sizes repeat: {sizes}")
+    return sorted(int(s) for s in sizes)
 
 
 def dataset_info(name):

@@ -71,8 +71,6 @@ def test_the_checks_catch_what_they_forbid(tmp_path):
 DISK_CALLS = {"open", "read_csv", "read_table", "to_csv", "to_netcdf", "open_dataset", "open_mfdataset", "savefig",
               "listdir", "scandir", "makedirs", "mkdir", "isfile", "isdir", "exists", "glob", "rglob", "unlink",
               "rmtree", "read_text", "write_text", "read_bytes", "write_bytes"}
-#: The one exception left (see .importlinter): the small-data grid's planner and trainer.
-DISK_EXCEPTIONS = {"dcnbio/analysis/small_data.py"}
 
 
 def disk_calls(path):
@@ -91,7 +89,6 @@ def disk_calls(path):
 def test_the_analysis_layer_makes_no_disk_call():
     offences = [f"{path.relative_to(ROOT)}:{line} calls {name}"
                 for path in sorted((PACKAGE / "analysis").rglob("*.py"))
-                if str(path.relative_to(ROOT)) not in DISK_EXCEPTIONS
                 for line, name in disk_calls(path)]
     assert offences == []
 

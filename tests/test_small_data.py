@@ -17,9 +17,10 @@ import torch
 import xarray as xr
 from scipy.special import expit
 
-from dcnbio.analysis.small_data import (DCN, assess_small_data_advantage, check_models, check_sizes, describe_run,
-                                        epochs_for, fit_small_data, format_summary, recipe_differences,
-                                        run_path, small_data_config, summarize_accuracy, tabulate_runs)
+from dcnbio.analysis.small_data import (DCN, assess_small_data_advantage, describe_run, fit_small_data,
+                                        format_summary, summarize_accuracy, tabulate_runs)
+from dcnbio.data import check_sizes
+from dcnbio.training.grid import check_models, epochs_for, recipe_differences, run_path, small_data_config
 from dcnbio.errors import CheckpointError, ConfigError, DataError
 from dcnbio.io import open_results, same_results
 
