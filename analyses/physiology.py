@@ -85,6 +85,8 @@ def main(argv=None):
     refs = load_tuning_references(args.reference)
     paths, missing = resolve_checkpoints(args.checkpoint, DEFAULTS, REPO, analysis="physiology")
     runs = with_init(load_models(paths, analysis="physiology"), skip=args.no_init)
+    study.check_unique_runs([(m.config.name, (i.get("train_config") or {}).get("seed", 0), st)
+                             for _, st, m, i in runs])  # before any work
     out = Path(prepare_output_dir(args.out, overwrite=args.overwrite or args.resume))
     fresh_or_resumed(out, {**grid, "n_times": args.n_times, "sf_per_shard": args.sf_per_shard,
                            "batch_size": args.batch_size, "checkpoints": paths}, resume=args.resume,
@@ -94,8 +96,7 @@ def main(argv=None):
         t0 = time.time()
         resp = record(model, info, grid, args, out / "responses" / (label + ("" if state == "trained" else "-init")))
         props = ph.tuning_properties(resp)
-        seed = (info.get("train_config") or {}).get("seed", 0)
-        per_run.append((model.config.name, seed, state, props))
+        per_run.append((model.config.name, (info.get("train_config") or {}).get("seed", 0), state, props))
         if state == "trained":
             examples.setdefault(model.config.name, props)
         print(f"{label} ({state}): {resp.sizes['unit']} units, {int(props.responsive.sum())} responsive, "

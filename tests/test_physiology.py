@@ -289,3 +289,14 @@ def test_trained_init_control_is_a_paired_test_over_seeds():
     r = st.ttest_1samp(d, 0.0)
     assert float(res.t) == pytest.approx(r.statistic) and float(res.p) == pytest.approx(r.pvalue)
     np.testing.assert_allclose(res.fraction_changed.values, 0.5)
+
+
+def test_stacking_refuses_two_runs_of_one_model_seed_and_state(props):
+    from dcnbio.analysis.tuning_study import stack_runs
+
+    _, p = props
+    stacked = stack_runs([("m", 1, "trained", p), ("m", 2, "trained", p), ("m", 1, "init", p)])
+    assert stacked["m"].sizes["seed"] == 2 and list(stacked["m"].state.values) == ["trained", "init"]
+    assert np.isnan(stacked["m"].preferred_sf.sel(state="init", seed=2)).all()
+    with pytest.raises(DataError, match="two trained runs of m seed 1: give one checkpoint per model and seed"):
+        stack_runs([("m", 1, "trained", p), ("m", 1, "trained", p)])

@@ -74,6 +74,10 @@ def test_resume_skips_finished_shards_and_refuses_another_grid(script, run, caps
 
 
 def test_bad_grid_is_one_line(script, tmp_path, capsys):
+    best = CKPTS[0].replace("last.pt", "best.pt")
+    rc = script.main(["--checkpoint", CKPTS[0], best, "--out", str(tmp_path / "o"), "--no-init"])
+    assert rc == 2 and "two trained runs of dcn-ode seed 1" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
     rc = script.main(["--checkpoint", CKPTS[0], "--out", str(tmp_path / "o"), "--reference", "peak=x.csv"])
     assert rc == 2 and "expected PROPERTY=CSV with PROPERTY one of" in capsys.readouterr().err
     rc = script.main(["--checkpoint", CKPTS[0], "--out", str(tmp_path / "o"), "--n-phases", "2"])

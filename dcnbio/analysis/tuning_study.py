@@ -10,12 +10,12 @@ import pandas as pd
 import scipy.stats as st
 import xarray as xr
 
-from ..errors import ConfigError
+from ..errors import ConfigError, DataError
 from ..stimuli import check_grating_parameters
 from . import physiology as ph
 
-__all__ = ["CARDINAL", "PROPERTIES", "cardinal_fraction", "example_units", "histogram_values", "property_values",
-           "stack_runs", "stimulus_grid", "summarize"]
+__all__ = ["CARDINAL", "PROPERTIES", "cardinal_fraction", "check_unique_runs", "example_units", "histogram_values",
+           "property_values", "stack_runs", "stimulus_grid", "summarize"]
 
 #: Property → (axis label with units, the bundled V1 histogram on its scale, or None).  Only the SF
 #: selectivity of Schiller et al. (1976) is on the model's own scale among the digitised V1 histograms that
@@ -55,6 +55,21 @@ def stimulus_grid(n_sf=12, n_orientation=12, n_phase=8, contrasts=(0.0625, 0.125
     return grid
 
 
+def check_unique_runs(keys):
+    """Refuse two runs of one ``(model, seed, state)``: they would be indistinguishable in :func:`stack_runs`.
+
+    Raises
+    ------
+    DataError
+    """
+    seen = set()
+    for model, seed, state in keys:
+        if (model, int(seed), state) in seen:
+            raise DataError(f"two {state} runs of {model} seed {seed}: give one checkpoint per model and seed "
+                            f"(e.g. last.pt or best.pt, not both)")
+        seen.add((model, int(seed), state))
+
+
 def stack_runs(runs):
     """Stack per-run tuning properties into one Dataset per model.
 
@@ -69,7 +84,14 @@ def stack_runs(runs):
     dict of str → xarray.Dataset
         Dims ``(state, seed, unit, …)``; a missing (state, seed) is NaN.  Attrs: the first run's, minus the
         checkpoint-specific ones.
+
+    Raises
+    ------
+    DataError
+        Two runs of one model, seed and state (:func:`check_unique_runs`).
     """
+    runs = list(runs)
+    check_unique_runs([r[:3] for r in runs])
     by_model = {}
     for model, seed, state, props in runs:
         by_model.setdefault(model, {}).setdefault(state, {})[int(seed)] = props
