@@ -100,6 +100,8 @@ def test_smoke_run_judges_every_claim(rp, smoke):
     expected = {"DCNs need fewer parameters", "learned σ grow with depth", "small-data advantage",
                 "DCN-ODE reconstructs best", "contrast scaling of T keeps accuracy", "… and cuts NFE",
                 "… and the NFE saving survives atol·c",
+                "DCN units' latency grows as contrast falls, as in V1 (not a paper claim)",
+                "DCN units' SF selectivity is V1-like (Schiller 1976; not a paper claim)",
                 *(f"D(t) decreases within block 1, normaliser {n}" for n in ("amplitude_t", "amplitude_0",
                                                                               "per_element"))}
     assert expected <= set(claims.index)
