@@ -251,6 +251,7 @@ def plot_tuning_examples(props, units, axes=None):
             row[2].legend(fontsize=7)
         row[2].set(xscale="log", xlabel="Michelson contrast")
         row[2].set_title(f"F1/F0 {float(p.f1_f0):.2f}", fontsize=8)
+        row[2].set_xticks(c, [f"{v:g}" for v in c])
         for ax in row[:3:2]:
             ax.xaxis.set_minor_formatter(NullFormatter())
         for k, ci in enumerate(c):
@@ -326,6 +327,9 @@ def plot_latency_contrast(latency, ax=None):
             ax.plot(med.contrast.values, med.sel(seed=s).values, "o-", ms=3, color=f"C{k}",
                     label=name if j == 0 else None)
     ax.set(xscale="log", xlabel="Michelson contrast", ylabel="median time to half rise (ODE time)")
+    if latency:
+        c = next(iter(latency.values())).contrast.values
+        ax.set_xticks(c, [f"{v:g}" for v in c])
     ax.xaxis.set_minor_formatter(NullFormatter())
     ax.legend(fontsize=7)
     return ax.figure
