@@ -23,21 +23,17 @@ Outputs (in ``--out``, default ``results/meta_parametrization``):
     σ at t = 0, T/2, T per layer, its change over the block in octaves, and test accuracy beside Table 4's.
 """
 import argparse
-import os
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 
 from dcnbio.analysis.common import evaluate
-from dcnbio.script import ScriptParser, dataset_of, load_eval_images, load_models, resolve_checkpoints
-from dcnbio.analysis.meta import META_MODELS, compute_meta_curves, plot_meta_curves
-from dcnbio.analysis.report import Report
-from dcnbio.checkpoint import load_checkpoint
+from dcnbio.script import ScriptParser, dataset_of, load_eval_images, load_models, resolve_checkpoints, with_init
+from dcnbio.analysis.meta import META_MODELS, compute_meta_curves, meta_report, plot_meta_curves
 from dcnbio.cli import user_errors
-from dcnbio.errors import CheckpointError, ConfigError
+from dcnbio.errors import ConfigError
 from dcnbio.io import save_figure, write_report
 from dcnbio.io import prepare_output_dir, save_results
 
@@ -64,69 +60,22 @@ def build_parser():
     return p
 
 
-def log(msg):
-    print(msg, flush=True)
-
-
-def resolve(paths):
-    try:
-        return resolve_checkpoints(paths, DEFAULTS, REPO, analysis="meta-parametrization")
-    except CheckpointError:
-        raise CheckpointError(f"no meta-parametrized checkpoint is bundled ({', '.join(DEFAULTS)}); make one with "
-                              f"`{TRAIN_COMMAND}` or pass --checkpoint PATH") from None
-
-
-def init_curves(info, model, times):
-    """Curves of the ``init.pt`` beside the checkpoint (None when absent, itself, or of another configuration)."""
-    path = os.path.join(os.path.dirname(os.path.abspath(info["path"])), "init.pt")
-    if info.get("kind") == "init" or not os.path.isfile(path) or os.path.abspath(info["path"]) == path:
-        return None
-    init_model, init_info = load_checkpoint(path)
-    if init_model.config != model.config:
-        return None
-    return compute_meta_curves(init_model, times, info=init_info)
-
-
-def sigma_table(curves):
-    rows = []
-    for label, (ds, init) in curves.items():
-        T = float(ds["time"].values[-1])
-        for k, layer in enumerate(ds["layer"].values):
-            s = ds["sigma"].isel(layer=k)
-            row = {"model / layer": f"{label} / {layer}", "σ(0)": float(s.sel(time=0.0, method="nearest")),
-                   "σ(T/2)": float(s.sel(time=T / 2, method="nearest")), "σ(T)": float(s.isel(time=-1)),
-                   "log2 σ(T)/σ(0) (oct)": float(ds["log2_sigma"].isel(layer=k)[-1] - ds["log2_sigma"].isel(layer=k)[0])}
-            if init is not None:
-                row["init: log2 σ(T)/σ(0) (oct)"] = float(init["log2_sigma"].isel(layer=k)[-1]
-                                                          - init["log2_sigma"].isel(layer=k)[0])
-            rows.append(row)
-    return pd.DataFrame(rows).set_index("model / layer")
-
-
-def alpha_table(curves):
-    rows = []
-    for label, (ds, _) in curves.items():
-        if not np.any(ds["alpha"].values == "linear-t"):
-            continue
-        for o in np.unique(ds["basis_order"].values):
-            a = ds["alpha_rms"].isel(basis=np.flatnonzero(ds["basis_order"].values == o)).mean(("layer", "basis"))
-            rows.append({"model / order": f"{label} / {int(o)}", "RMS α(0)": float(a[0]), "RMS α(T)": float(a[-1]),
-                         "ratio": float(a[-1] / a[0])})
-    return pd.DataFrame(rows).set_index("model / order") if rows else pd.DataFrame()
-
-
 @user_errors
 def main(argv=None):
     args = build_parser().parse_args(argv)
     if args.n_images < 1 or args.batch_size < 1 or args.n_times < 2:
         raise ConfigError("--n-images and --batch-size must be >= 1 and --n-times >= 2")
     start = time.time()
-    paths, missing = resolve(args.checkpoint)
+    paths, missing = resolve_checkpoints(args.checkpoint, DEFAULTS, REPO, analysis="meta-parametrization",
+                                         make=TRAIN_COMMAND)
     runs = load_models(paths)
+    inits = {label: (m, i) for label, state, m, i in with_init(runs) if state == "init"}
     curves, data, cache = {}, {}, {}
     for label, model, info in runs:  # curves first: a model that is not meta-parametrized fails before any output
         times = np.linspace(0.0, float(model.config.T), args.n_times)
-        curves[label] = (compute_meta_curves(model, times, info=info), init_curves(info, model, times))
+        init = inits.get(label)
+        curves[label] = (compute_meta_curves(model, times, info=info),
+                         None if init is None else compute_meta_curves(init[0], times, info=init[1]))
         name = dataset_of(info, model)
         data[label] = load_eval_images(name, split=args.split, n_images=args.n_images, root=args.data_root,
                                        cache=cache) + (name,)
@@ -144,39 +93,21 @@ def main(argv=None):
         ds, init = curves[label]
         ds.attrs.update({"dataset": name, "split": args.split, "accuracy": res.attrs["accuracy"],
                          "n_images": int(images.shape[0])})
-        log(f"{label}: accuracy {100 * res.attrs['accuracy']:.1f}% on {images.shape[0]} images "
+        print(f"{label}: accuracy {100 * res.attrs['accuracy']:.1f}% on {images.shape[0]} images "
             f"({time.time() - t0:.1f} s)")
-    groups = {}
-    for label, (ds, init) in curves.items():
-        groups[label] = ds
-        if init is not None:
-            groups[f"{label}-init"] = init
+    groups = {**{label: ds for label, (ds, _) in curves.items()},
+              **{f"{label}-init": init for label, (_, init) in curves.items() if init is not None}}
     save_results(groups, out / "meta.nc", overwrite=args.overwrite)
     save_figure(plot_meta_curves(curves), out / "meta_curves.png", dpi=120)
 
-    report = Report("Meta-parametrized SRF filters: σ(t) and α(t)")
-    report.section("Inputs")
-    acc = pd.DataFrame(accuracy).T
-    acc.index.name = "checkpoint"
-    acc.insert(0, "path", [info["path"] for _, _, info in runs])
-    acc.insert(1, "init control", ["yes" if curves[label][1] is not None else "no" for label, _, _ in runs])
-    report.table(acc, f"Checkpoints and {args.split} accuracy (Table 4's CIFAR-10 values for context only)")
-    if missing:
-        report.text("Default checkpoints not found (skipped): " + ", ".join(f"`{m}`" for m in missing) + ".")
-    report.text("σ is in pixels of each layer's input map, evaluated on a grid over [0, T] "
-                "(t' = 0.5·clip(t, −0.5, 2.5)). α(t) is summarised per basis function as the RMS over the out × in "
-                "filter pairs; static α gives flat lines.")
-    report.section("σ(t)").table(sigma_table(curves), "σ at the start, middle and end of each block")
-    report.figure("meta_curves.png", "σ(t) per layer (top) and mean RMS α(t) per derivative order (bottom); "
-                                     "dashed: init")
-    at = alpha_table(curves)
-    if len(at):
-        report.section("α(t)").table(at, "Mean RMS α per derivative order at t = 0 and t = T")
+    inits = ["yes" if curves[label][1] is not None else "no" for label, _, _ in runs]
+    report = meta_report(curves, accuracy, [info["path"] for _, _, info in runs], inits, split=args.split,
+                         missing=missing)
     write_report(report, out)
     for label, (ds, _) in curves.items():
         d = (ds["log2_sigma"][:, -1] - ds["log2_sigma"][:, 0]).values
-        log(f"  {label}: log2 σ(T)/σ(0) per layer {np.array2string(d, precision=2)} oct")
-    log(f"  wrote meta.nc, meta_curves.png and report.md/.tex to {out} in {time.time() - start:.1f} s")
+        print(f"  {label}: log2 σ(T)/σ(0) per layer {np.array2string(d, precision=2)} oct")
+    print(f"  wrote meta.nc, meta_curves.png and report.md/.tex to {out} in {time.time() - start:.1f} s")
     return 0
 
 

@@ -32,7 +32,7 @@ def is_finished_run(checkpoint):
     return os.path.isfile(os.path.join(os.path.dirname(os.fspath(checkpoint)), "final.json"))
 
 
-def resolve_checkpoints(paths, defaults, repo, *, analysis):
+def resolve_checkpoints(paths, defaults, repo, *, analysis, make=None):
     """The checkpoints to analyse: ``paths`` if given, else the default bundled ones of finished runs.
 
     A default match whose run has not finished (:func:`is_finished_run`: a run still training next to the bundled
@@ -48,6 +48,8 @@ def resolve_checkpoints(paths, defaults, repo, *, analysis):
         Repository root.
     analysis : str
         Named in the error message.
+    make : str, optional
+        The command that makes a default checkpoint, named in the error message (default: ``dcnbio train --help``).
 
     Returns
     -------
@@ -73,8 +75,9 @@ def resolve_checkpoints(paths, defaults, repo, *, analysis):
                     for h in hits if h not in done]
     if not found:
         raise CheckpointError(f"no bundled checkpoints for the {analysis} analysis (looked for "
-                              f"{', '.join(defaults)} under {repo}); train them (dcnbio train --help) or pass "
-                              "--checkpoint PATH")
+                              f"{', '.join(defaults)} under {repo}); "
+                              + (f"make one with `{make}`" if make else "train them (dcnbio train --help)")
+                              + " or pass --checkpoint PATH")
     return found, missing
 
 

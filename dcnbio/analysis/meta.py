@@ -16,6 +16,7 @@ model                 parametrization (``t' = 0.5·clip(t, −0.5, 2.5)``)
 magnitude with which the layer uses Gaussian derivative ``f`` at depth t (a static α gives a flat line).
 """
 import numpy as np
+import pandas as pd
 import torch
 import xarray as xr
 from matplotlib.figure import Figure
@@ -24,9 +25,10 @@ from .. import filters
 from ..errors import ConfigError, DataError
 from ..provenance import provenance_attrs
 from ..models import srf_layers
+from .report import Report
 from .sigmas import extract_sigmas
 
-__all__ = ["META_MODELS", "compute_meta_curves", "plot_meta_curves"]
+__all__ = ["META_MODELS", "alpha_table", "compute_meta_curves", "meta_report", "plot_meta_curves", "sigma_table"]
 
 #: The registered meta-parametrized models (Table 3).
 META_MODELS = ("dcn-sigma-t", "dcn-sigma-t2", "dcn-sigma-alpha-t")
@@ -142,3 +144,68 @@ def plot_meta_curves(results, axes=None):
         axes[0, col].legend(fontsize="xx-small", frameon=False)
         axes[1, col].legend(fontsize="x-small", frameon=False)
     return fig
+
+
+def sigma_table(curves):
+    """σ at t = 0, T/2, T per layer of each model and its change over the block (octaves), with the init's."""
+    rows = []
+    for label, (ds, init) in curves.items():
+        T = float(ds["time"].values[-1])
+        for k, layer in enumerate(ds["layer"].values):
+            s = ds["sigma"].isel(layer=k)
+            row = {"model / layer": f"{label} / {layer}", "σ(0)": float(s.sel(time=0.0, method="nearest")),
+                   "σ(T/2)": float(s.sel(time=T / 2, method="nearest")), "σ(T)": float(s.isel(time=-1)),
+                   "log2 σ(T)/σ(0) (oct)": float(ds["log2_sigma"].isel(layer=k)[-1] - ds["log2_sigma"].isel(layer=k)[0])}
+            if init is not None:
+                row["init: log2 σ(T)/σ(0) (oct)"] = float(init["log2_sigma"].isel(layer=k)[-1]
+                                                          - init["log2_sigma"].isel(layer=k)[0])
+            rows.append(row)
+    return pd.DataFrame(rows).set_index("model / layer")
+
+
+def alpha_table(curves):
+    """Mean RMS α per derivative order at t = 0 and t = T of the models with α(t) (``linear-t``)."""
+    rows = []
+    for label, (ds, _) in curves.items():
+        if not np.any(ds["alpha"].values == "linear-t"):
+            continue
+        for o in np.unique(ds["basis_order"].values):
+            a = ds["alpha_rms"].isel(basis=np.flatnonzero(ds["basis_order"].values == o)).mean(("layer", "basis"))
+            rows.append({"model / order": f"{label} / {int(o)}", "RMS α(0)": float(a[0]), "RMS α(T)": float(a[-1]),
+                         "ratio": float(a[-1] / a[0])})
+    return pd.DataFrame(rows).set_index("model / order") if rows else pd.DataFrame()
+
+
+def meta_report(curves, accuracy, paths, inits, *, split, missing=()):
+    """The report of ``analyses/meta_parametrization.py``.
+
+    Parameters
+    ----------
+    curves : dict of str → (xarray.Dataset, xarray.Dataset or None)
+        Label → (:func:`compute_meta_curves` of the checkpoint, of its ``init.pt`` or None).
+    accuracy : dict of str → dict
+        Label → the inputs table's row (model, dataset, images, accuracy, NFE, the paper's value).
+    paths, inits : list of str
+        Checkpoint path and whether it has an init control, in the order of ``accuracy``.
+    split : str
+    missing : sequence of str
+    """
+    report = Report("Meta-parametrized SRF filters: σ(t) and α(t)")
+    report.section("Inputs")
+    acc = pd.DataFrame(accuracy).T
+    acc.index.name = "checkpoint"
+    acc.insert(0, "path", list(paths))
+    acc.insert(1, "init control", list(inits))
+    report.table(acc, f"Checkpoints and {split} accuracy (Table 4's CIFAR-10 values for context only)")
+    if missing:
+        report.text("Default checkpoints not found (skipped): " + ", ".join(f"`{m}`" for m in missing) + ".")
+    report.text("σ is in pixels of each layer's input map, evaluated on a grid over [0, T] "
+                "(t' = 0.5·clip(t, −0.5, 2.5)). α(t) is summarised per basis function as the RMS over the out × in "
+                "filter pairs; static α gives flat lines.")
+    report.section("σ(t)").table(sigma_table(curves), "σ at the start, middle and end of each block")
+    report.figure("meta_curves.png", "σ(t) per layer (top) and mean RMS α(t) per derivative order (bottom); "
+                                     "dashed: init")
+    at = alpha_table(curves)
+    if len(at):
+        report.section("α(t)").table(at, "Mean RMS α per derivative order at t = 0 and t = T")
+    return report
