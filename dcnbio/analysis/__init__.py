@@ -16,7 +16,8 @@ module                     what
 ``responses``              grating responses of units over blocks and ODE time (in-silico recording)
 ``physiology``             tuning: SF, orientation, F1/F0, Naka–Rushton contrast response, latency
 ``assembly``               activations as Brain-Score ``presentation × neuroid`` assemblies (layer = block@t)
-``common``                 solver overrides, batched evaluation, checkpoint and image loading for scripts
+``tuning_study``           the physiology study: networks × seeds × trained/init stacked; against V1, seed clusters
+``common``                 solver overrides and batched evaluation (finding and loading runs: :mod:`dcnbio.script`)
 ``plots``, ``report``      figures and Markdown/LaTeX reports
 =========================  ======================================================================
 """
