@@ -11,6 +11,7 @@ from dcnbio import create_model
 from dcnbio.analysis.completion import mask_fill
 from dcnbio.checkpoint import make_checkpoint, save_checkpoint
 from dcnbio.data import DATASETS, load_dataset
+from dcnbio.analysis.completion_report import run_values
 from dcnbio.io import open_results
 
 SCRIPTS = Path(__file__).resolve().parents[1] / "analyses"
@@ -100,7 +101,7 @@ def test_pattern_completion(scripts, ckpts, fmnist, tmp_path, capsys):
     assert np.allclose(float(results["dcn-ode-seed1"].attrs["fill"].strip("[]")), -info.mean[0] / info.std[0])
     assert mask_fill(info, "mean") == [0.0]
     assert list(results["dcn-ode-seed1"]["time"].values) == [0.0, 1.0, 2.0]
-    values = scripts["pattern_completion"].run_values(results, 6)  # one value per run, pooled by model
+    values = run_values(results, 6)  # one value per run, pooled by model
     d = results["dcn-ode-seed1"]["D_mean"].sel(mask=6, block="block1", normalizer="amplitude_0").values
     assert values["block1 D(end)/D(0), amplitude_0"]["dcn-ode-seed1"] == pytest.approx(d[-1] / d[0])
     assert values["accuracy n=6 (%)"]["resnet-blocks-seed1"] == pytest.approx(

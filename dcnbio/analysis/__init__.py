@@ -8,6 +8,7 @@ module                     what
 ``stats``                  log-normal fits, goodness of fit, AIC, bootstrap, trained vs init, depth
 ``v1``                     De Valois et al. (1982) macaque V1 reference and σ → peak frequency
 ``completion``             pattern completion: D(t) under centre masks, three normalisers
+``completion_report``      its tables across runs and its report
 ``contrast``               contrast c·x: naive, block-1 T·c, all blocks, atol·c control; accuracy and NFE
 ``solver_audit``           accuracy and NFE under other solvers; solver-independence verdict
 ``small_data``             accuracy vs training-set size over seeds; GLM/OLS model × log size
