@@ -47,9 +47,9 @@ import pandas as pd
 import scipy.stats as st
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # the sibling analyses, also when imported
-import contrast as contrast_script  # noqa: E402
 import reconstruction as reconstruction_script  # noqa: E402
 import sigma_distribution as sigma_script  # noqa: E402
+from dcnbio.analysis import contrast_report
 from dcnbio.analysis import runs as runstats
 from dcnbio.analysis import small_data, solver_audit, stats
 from dcnbio.script import ScriptParser, is_finished_run
@@ -393,7 +393,7 @@ def completion_claims(results):
 
 def contrast_claims(results):
     data = load(results, "contrast", "contrast.nc")
-    values = contrast_script.run_values(data)
+    values = contrast_report.run_values(data)
     if not values:
         raise DataError("contrast.nc has no c = 1 baseline: rerun analyses/contrast.py with the default contrasts")
     first = next(iter(data.values()))

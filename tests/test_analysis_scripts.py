@@ -12,6 +12,7 @@ from dcnbio.analysis.completion import mask_fill
 from dcnbio.checkpoint import make_checkpoint, save_checkpoint
 from dcnbio.data import DATASETS, load_dataset
 from dcnbio.analysis.completion_report import run_values
+from dcnbio.analysis.contrast_report import run_values as contrast_run_values
 from dcnbio.io import open_results
 
 SCRIPTS = Path(__file__).resolve().parents[1] / "analyses"
@@ -132,7 +133,7 @@ def test_contrast(scripts, ckpts, fmnist, tmp_path, capsys):
         assert float(ds["identity_error"].sel(contrast=1.0).max()) == 0.0
     report = (out / "report.md").read_text()
     assert "The paper's claim" in report and "identity_error" in report and "heuristic" in report
-    values = scripts["contrast"].run_values(results)  # one value per run: NFE ratio to c = 1, accuracy change
+    values = contrast_run_values(results)  # one value per run: NFE ratio to c = 1, accuracy change
     nfe = results["odenet-seed1"]["nfe_total"].sel(condition="all-blocks")
     assert values[("NFE ratio", "all-blocks", 0.25)]["odenet-seed1"] == pytest.approx(
         float(nfe.sel(contrast=0.25)) / float(nfe.sel(contrast=1.0)))

@@ -10,6 +10,7 @@ module                     what
 ``completion``             pattern completion: D(t) under centre masks, three normalisers
 ``completion_report``      its tables across runs and its report
 ``contrast``               contrast c·x: naive, block-1 T·c, all blocks, atol·c control; accuracy and NFE
+``contrast_report``        its tables across runs and its report
 ``solver_audit``           accuracy and NFE under other solvers; solver-independence verdict
 ``small_data``             accuracy vs training-set size over seeds; GLM/OLS model × log size
 ``reconstruction``         decoder on a frozen encoder; per-image MSE and paired tests
