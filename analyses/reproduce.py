@@ -47,9 +47,8 @@ import pandas as pd
 import scipy.stats as st
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # the sibling analyses, also when imported
-import reconstruction as reconstruction_script  # noqa: E402
 import sigma_distribution as sigma_script  # noqa: E402
-from dcnbio.analysis import contrast_report
+from dcnbio.analysis import contrast_report, reconstruction_report
 from dcnbio.analysis import runs as runstats
 from dcnbio.analysis import small_data, solver_audit, stats
 from dcnbio.script import ScriptParser, is_finished_run
@@ -458,7 +457,7 @@ def small_data_claims(results):
 
 def reconstruction_claims(results):
     data = load(results, "reconstruction", "reconstruction.nc")
-    mse = reconstruction_script.run_values(data)
+    mse = reconstruction_report.run_values(data)
     pooled = runstats.pool_runs(mse)
     comparisons = runstats.compare_models(mse)
     rel = dcn_differences(comparisons) if "dcn-ode" in pooled.index else []

@@ -249,3 +249,56 @@ def load_tuning_references(extra=()):
     refs["preferred_orientation"] = load_reference_histogram("devalois1982_preferred_orientation")["count"][0]
     refs["peak_sf_log2_sd"] = float(v1_shape_statistics(load_v1_reference()).loc["pooled", "log2_sd"])
     return refs
+
+
+def split_of(info):
+    """``(val_size, split_seed)`` the checkpoint was trained with (its validation split)."""
+    config = info.get("train_config") or {}
+    if "val_size" not in config or "split_seed" not in config:
+        raise CheckpointError(f"{info.get('path', 'checkpoint')} does not record its validation split "
+                              "(train_config val_size and split_seed); its held-out images cannot be found")
+    val_size, split_seed = int(config["val_size"]), int(config["split_seed"])
+    if val_size < 1:
+        raise CheckpointError(f"{info.get('path', 'checkpoint')} was trained without a validation split "
+                              "(val_size 0): no training-split image is held out from it")
+    return val_size, split_seed
+
+
+def load_split(name, split, n, *, val_size, split_seed, root, cache):
+    """The first ``n`` normalised images of a split and their indices in the official training file."""
+    key = (name, split, val_size, split_seed, root)
+    if key not in cache:
+        cache[key] = load_dataset(name, split, root, val_size=val_size, split_seed=split_seed, download=False)
+    data = cache[key]
+    n = min(n, len(data))
+    images, _ = data.batch(np.arange(n))
+    return images, data.indices[:n].numpy().astype(np.int64)
+
+
+def held_out_splits(info, model, n_train, n_images, *, root=None, cache=None):
+    """The images of a reconstruction run: the first ``n_train`` of the checkpoint's own training split and the
+    first ``n_images`` of its validation split (images the classifier never trained on).
+
+    Returns
+    -------
+    dict
+        ``dataset``, ``val_size``, ``split_seed``, ``train`` and ``val`` (each ``(images, indices in the official
+        training file)``).
+
+    Raises
+    ------
+    CheckpointError
+        The checkpoint does not record its validation split, or has none.
+    DataError
+        The two splits overlap (they cannot with :func:`dcnbio.data.load_dataset`; the analysis rests on it).
+    """
+    from .errors import DataError
+
+    name = dataset_of(info, model)
+    val_size, split_seed = split_of(info)
+    kw = dict(val_size=val_size, split_seed=split_seed, root=root, cache={} if cache is None else cache)
+    train = load_split(name, "train", n_train, **kw)
+    val = load_split(name, "val", n_images, **kw)
+    if np.intersect1d(train[1], val[1]).size:
+        raise DataError(f"{info.get('path', 'checkpoint')}: training and validation images overlap")
+    return {"dataset": name, "val_size": val_size, "split_seed": split_seed, "train": train, "val": val}

@@ -14,6 +14,7 @@ from dcnbio import create_model
 from dcnbio.analysis.reconstruction import (Decoder, center_crop, compare_models, compute_reconstruction,
                                             compute_reconstruction_error, encode, plot_reconstructions, reconstruct,
                                             train_decoder)
+from dcnbio.analysis.reconstruction_report import run_values
 from dcnbio.checkpoint import make_checkpoint, save_checkpoint
 from dcnbio.data import epoch_permutation, load_dataset
 from dcnbio.errors import ConfigError, DataError
@@ -330,7 +331,7 @@ def test_script_on_the_bundled_checkpoints(tmp_path, capsys):
     assert "Wilcoxon signed-rank" in report and "normalised input space" in report
     assert (out / "report.tex").exists()
     assert "dcn-ode-seed1 vs odenet-seed1" in printed
-    per_run = script.run_values(results)  # pooled over seeds per model in the report
+    per_run = run_values(results)  # pooled over seeds per model in the report
     assert per_run["odenet-seed1"] == pytest.approx(float(results["odenet-seed1"]["mse"].mean()))
     assert "## Across training runs" in report
     for m in MODELS:

@@ -14,6 +14,7 @@ module                     what
 ``solver_audit``           accuracy and NFE under other solvers; solver-independence verdict
 ``small_data``             accuracy vs training-set size over seeds; GLM/OLS model × log size
 ``reconstruction``         decoder on a frozen encoder; per-image MSE and paired tests
+``reconstruction_report``  its tables across runs and its report
 ``meta``                   σ(t), α(t) curves of meta-parametrized models
 ``responses``              grating responses of units over blocks and ODE time (in-silico recording)
 ``physiology``             tuning: SF, orientation, F1/F0, Naka–Rushton contrast response, latency
