@@ -34,7 +34,7 @@ from ..errors import ConfigError, DataError
 
 __all__ = ["circular_variance", "compare_trained_init", "compare_with_reference", "evoked", "fit_naka_rushton",
            "half_rise_time", "histogram_cdf", "histogram_quantile", "latency_contrast_test", "modulation_ratio",
-           "naka_rushton", "orientation_tuning", "phase_harmonics", "sf_selectivity", "sf_tuning",
+           "naka_rushton", "one_sample_t", "orientation_tuning", "phase_harmonics", "sf_selectivity", "sf_tuning",
            "tuning_properties"]
 
 
@@ -460,6 +460,17 @@ def histogram_quantile(reference, q):
     return float(np.interp(q, cdf, edges))
 
 
+def one_sample_t(values, reference):
+    """Two-sided one-sample t-test of the finite ``values`` against ``reference``: ``(t, p)``, NaN with fewer than
+    two values or none that differ (no test then, rather than a degenerate one)."""
+    v = np.asarray(values, dtype=float)
+    v = v[np.isfinite(v)]
+    if v.size < 2 or np.ptp(v) == 0:
+        return np.nan, np.nan
+    r = st.ttest_1samp(v, reference)
+    return float(r.statistic), float(r.pvalue)
+
+
 def compare_with_reference(values, reference, *, cluster="seed"):
     """A model property's distribution against a binned V1 distribution, seeds as clusters.
 
@@ -501,10 +512,7 @@ def compare_with_reference(values, reference, *, cluster="seed"):
                      float(np.mean((v >= edges[0]) & (v < edges[-1])))))
     n, med, ks, frac = (np.array(x) for x in zip(*rows))
     ok = np.isfinite(med)
-    t = p = np.nan
-    if ok.sum() >= 2 and np.ptp(med[ok]) > 0:
-        r = st.ttest_1samp(med[ok], ref_median)
-        t, p = float(r.statistic), float(r.pvalue)
+    t, p = one_sample_t(med, ref_median)
     coords = {cluster: values[cluster].values}
     return xr.Dataset(
         {"n_units": (cluster, n.astype(np.int64)), "median": (cluster, med), "ks_distance": (cluster, ks),
@@ -545,10 +553,7 @@ def compare_trained_init(trained, init, *, cluster="seed"):
     frac = changed.sum("unit") / both.sum("unit").where(both.sum("unit") > 0)
     d = (tm - im).values
     ok = np.isfinite(d)
-    t = p = np.nan
-    if ok.sum() >= 2 and np.ptp(d[ok]) > 0:
-        r = st.ttest_1samp(d[ok], 0.0)
-        t, p = float(r.statistic), float(r.pvalue)
+    t, p = one_sample_t(d, 0.0)
     return xr.Dataset({"trained_median": tm, "init_median": im, "median_change": tm - im,
                        "fraction_changed": frac, "mean_median_change": float(np.nanmean(d)) if ok.any()
                        else np.nan, "t": t, "p": p, "n_clusters": int(ok.sum())},

@@ -7,7 +7,6 @@ summaries are :class:`pandas.DataFrame` tables for the report.
 """
 import numpy as np
 import pandas as pd
-import scipy.stats as st
 import xarray as xr
 
 from ..errors import ConfigError, DataError
@@ -184,15 +183,6 @@ def cardinal_fraction(orientation):
     return float(np.mean([any(lo <= v < hi for lo, hi in CARDINAL) for v in o]))
 
 
-def _seed_test(per_seed, reference):
-    v = np.asarray(per_seed, float)
-    v = v[np.isfinite(v)]
-    if v.size < 2 or np.ptp(v) == 0:
-        return np.nan, np.nan
-    r = st.ttest_1samp(v, reference)
-    return float(r.statistic), float(r.pvalue)
-
-
 def _shape_rows(model, ds, references):
     """Population statistics compared with V1, per seed: the cardinal fraction of preferred orientations and
     the spread (SD of log2, octaves) of preferred SF; seed values t-tested against the V1 value."""
@@ -210,7 +200,7 @@ def _shape_rows(model, ds, references):
         v1 = float(np.asarray(ref.values)[[any(lo <= c < hi for lo, hi in CARDINAL) for c in centres]].sum()
                    / np.asarray(ref.values).sum())
         row.update({"V1": v1, "V1 n": int(np.asarray(ref.values).sum())})
-        row["t"], row["p"] = _seed_test(per, v1)
+        row["t"], row["p"] = ph.one_sample_t(per, v1)
     rows.append(row)
     sf = property_values(ds, "preferred_sf")
     per = [float(np.nanstd(np.log2(sf.sel(seed=s).values))) for s in sf.seed.values]
@@ -222,7 +212,7 @@ def _shape_rows(model, ds, references):
     ref = references.get("peak_sf_log2_sd")
     if ref is not None:
         row.update({"V1": float(ref), "V1 n": np.nan})
-        row["t"], row["p"] = _seed_test(per, float(ref))
+        row["t"], row["p"] = ph.one_sample_t(per, float(ref))
     rows.append(row)
     return rows
 

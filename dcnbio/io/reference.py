@@ -14,6 +14,16 @@ CITATION = ("De Valois, R. L., Albrecht, D. G. & Thorell, L. G. (1982). Spatial 
             "macaque visual cortex. Vision Research 22(5), 545-559. doi:10.1016/0042-6989(82)90113-4")
 
 
+def _read_csv(path, what, hint=""):
+    """The CSV at ``path``, or a one-line :class:`DataError` naming ``what`` is missing or unreadable."""
+    if not path.is_file():
+        raise DataError(f"{what} not found at {path}{hint}")
+    try:
+        return pd.read_csv(path)
+    except (OSError, ValueError, pd.errors.ParserError) as exc:
+        raise DataError(f"cannot read the {what} {path}: {exc}") from None
+
+
 def load_v1_reference(path=None):
     """The De Valois et al. (1982) peak spatial frequency histograms.
 
@@ -31,12 +41,7 @@ def load_v1_reference(path=None):
         ``source``.
     """
     path = Path(path) if path is not None else REFERENCE_CSV
-    if not path.is_file():
-        raise DataError(f"V1 reference table not found at {path}; it ships in the repository's data/reference/")
-    try:
-        df = pd.read_csv(path)
-    except (OSError, ValueError, pd.errors.ParserError) as exc:
-        raise DataError(f"cannot read the V1 reference table {path}: {exc}") from None
+    df = _read_csv(path, "V1 reference table", "; it ships in the repository's data/reference/")
     missing = {"bin_low_cpd", "bin_high_cpd"} - set(df.columns)
     populations = [c for c in df.columns if c not in ("bin_low_cpd", "bin_high_cpd")]
     if missing or not populations:
@@ -112,12 +117,7 @@ def read_histogram(path, citation="", measure=""):
         As :func:`load_reference_histogram`.
     """
     path = Path(path)
-    if not path.is_file():
-        raise DataError(f"reference table not found at {path}")
-    try:
-        df = pd.read_csv(path)
-    except (OSError, ValueError, pd.errors.ParserError) as exc:
-        raise DataError(f"cannot read the reference table {path}: {exc}") from None
+    df = _read_csv(path, "reference table")
     low = [c for c in df.columns if c.startswith("bin_low")]
     high = [c for c in df.columns if c.startswith("bin_high")]
     populations = [c for c in df.columns if c not in low + high]
