@@ -302,3 +302,205 @@ def held_out_splits(info, model, n_train, n_images, *, root=None, cache=None):
     if np.intersect1d(train[1], val[1]).size:
         raise DataError(f"{info.get('path', 'checkpoint')}: training and validation images overlap")
     return {"dataset": name, "val_size": val_size, "split_seed": split_seed, "train": train, "val": val}
+
+
+def seed_of(info):
+    """The training seed of a checkpoint as a label (``train_config['seed']``; else its directory's name)."""
+    seed = (info.get("train_config") or {}).get("seed")
+    if seed is not None:
+        return str(seed)
+    return os.path.basename(os.path.dirname(os.path.abspath(info["path"]))) or info["path"]
+
+
+def load_sigma_study(paths):
+    """Every σ of one SRF model over seeds, trained and (where an ``init.pt`` lies beside it) at initialisation.
+
+    Parameters
+    ----------
+    paths : list of str
+        One checkpoint per seed, all of one model.
+
+    Returns
+    -------
+    ds : xr.Dataset
+        :func:`dcnbio.analysis.sigmas.stack_sigmas` of the parts, coordinates ``state`` (``trained``/``init``)
+        and ``seed``.
+    inputs : list of (seed, info, control)
+        Each checkpoint's info and its control: ``"init.pt"`` or ``"missing: <why>"``.
+
+    Raises
+    ------
+    DataError
+        A model without SRF layers.
+    ConfigError
+        Checkpoints of two models, or two checkpoints of one seed.
+    """
+    from .analysis.sigmas import extract_sigmas, stack_sigmas
+
+    parts, inputs, seen, model_name = [], [], {}, None
+    for path in paths:
+        model, info = load_checkpoint(path)
+        trained = extract_sigmas(model, info=info)  # DataError if the model has no SRF layers
+        if model_name is None:
+            model_name = model.config.name
+        elif model.config.name != model_name:
+            raise ConfigError(f"{path} is a {model.config.name!r} model but earlier checkpoints are {model_name!r}; "
+                              "analyse one model at a time")
+        seed = seed_of(info)
+        if seed in seen:
+            raise ConfigError(f"{path} and {seen[seed]} both have seed {seed}; pass one checkpoint per seed")
+        seen[seed] = path
+        parts.append((trained, {"state": "trained", "seed": seed}))
+        init_path = os.path.join(os.path.dirname(os.path.abspath(path)), "init.pt")
+        if os.path.abspath(path) == init_path or info.get("kind") == "init":
+            control = "missing: the checkpoint is itself the init state"
+        elif not os.path.isfile(init_path):
+            control = f"missing: no init.pt beside {path}"
+        else:
+            init_model, init_info = load_checkpoint(init_path)
+            if init_model.config != model.config:
+                control = f"missing: {init_path} has another model configuration"
+            else:
+                parts.append((extract_sigmas(init_model, info=init_info), {"state": "init", "seed": seed}))
+                control = "init.pt"
+        inputs.append((seed, info, control))
+    return stack_sigmas(parts), inputs
+
+
+def check_small_data_options(*, train=False, checkpoint=None, models=None, sizes=None, seeds=None, width=0.25,
+                             epochs_budget=1, batch_size=1, n_images=1, eval_batch_size=1):
+    """Refuse a bad ``analyses/small_data.py`` command line before anything is loaded, trained or written.
+
+    ``--train`` analyses the grid it trains and ``--checkpoint`` the given runs, so the two exclude each other
+    and ``--models``/``--sizes``/``--seeds`` (a grid, or a selection of the bundled runs) go with neither
+    ``--checkpoint``.
+
+    Raises
+    ------
+    ConfigError
+        A count below 1, exclusive options together, an unknown or repeated model, a bad or repeated size, a
+        repeated seed, or (with ``train``) a width or an epochs budget out of range.
+    """
+    from .data import check_sizes
+    from .training.grid import check_models
+
+    if n_images < 1 or eval_batch_size < 1 or batch_size < 1:
+        raise ConfigError("--n-images, --eval-batch-size and --batch-size must be >= 1")
+    if train and checkpoint:
+        raise ConfigError("--train analyses the grid it trains; give either --train or --checkpoint")
+    if checkpoint and any(v is not None for v in (models, sizes, seeds)):
+        raise ConfigError("--models/--sizes/--seeds select a grid (--train) or bundled runs, not --checkpoint files")
+    if models is not None:
+        check_models(models)
+    if sizes is not None:
+        check_sizes(sizes)
+    if seeds is not None and len(set(seeds)) != len(seeds):
+        raise ConfigError(f"--seeds repeat: {seeds}")
+    if train:
+        if not width > 0:
+            raise ConfigError(f"--width must be > 0, got {width:g}")
+        if epochs_budget < 1:
+            raise ConfigError(f"--epochs-budget must be >= 1, got {epochs_budget}")
+
+
+def find_small_data_runs(repo, pattern):
+    """Every ``last.pt`` of the bundled small-data grid (``pattern`` under ``repo``), finished or not, sorted.
+
+    Raises
+    ------
+    CheckpointError
+        There is none.
+    """
+    paths = sorted(glob.glob(os.path.join(os.fspath(repo), pattern)))
+    if not paths:
+        raise CheckpointError(f"no bundled small-data runs ({pattern} under {repo}); train them "
+                              "(analyses/small_data.py --train, see data/checkpoints/small-data/README.md) or "
+                              "pass --checkpoint PATH")
+    return paths
+
+
+def repo_relative(path, repo):
+    """``path`` relative to ``repo`` when it lies inside it (links followed), else as given: how reports name it."""
+    from pathlib import Path
+
+    try:
+        return os.path.relpath(path, repo) if Path(path).resolve().is_relative_to(repo) else str(path)
+    except (OSError, ValueError):
+        return str(path)
+
+
+def load_small_data_runs(paths, *, explicit, repo):
+    """Load small-data runs and keep the finished ones, in model (DCN first), size and seed order.
+
+    A run is finished when its checkpoint reached its planned epochs: the last epoch is the result (the grid's
+    recipe holds no validation split, so there is no checkpoint selection).  An unfinished run among
+    ``explicit`` paths is an error; one found among the bundled runs (still training, or stopped) is skipped
+    and reported.
+
+    Parameters
+    ----------
+    paths : list of path
+        ``last.pt`` of each run.
+    explicit : bool
+        The paths were given (``--checkpoint``) or trained (``--train``), not found.
+    repo : path
+        Paths inside it are named relative to it.
+
+    Returns
+    -------
+    runs : list of (model, info, run)
+        ``run`` is :func:`dcnbio.analysis.small_data.describe_run` plus ``checkpoint`` (the path as named).
+    skipped : list of (str, int, int)
+        Unfinished runs left out: path as named, epoch reached, epochs planned.
+
+    Raises
+    ------
+    CheckpointError
+        A path that is no file, a checkpoint that is no small-data run, or an unfinished explicit run.
+    """
+    from .analysis.small_data import MODEL_ORDER, describe_run
+
+    runs, skipped = [], []
+    for path in map(os.fspath, paths):
+        if not os.path.isfile(path):
+            raise CheckpointError(f"no checkpoint file {path}")
+        model, info = load_checkpoint(path)
+        run = describe_run(info, path)
+        if not run["finished"]:
+            if explicit:
+                raise CheckpointError(f"{path} is at epoch {run['epoch']} of {run['epochs']} (unfinished); finish "
+                                      "it (dcnbio train --resume) or leave it out")
+            skipped.append((repo_relative(path, repo), run["epoch"], run["epochs"]))
+            continue
+        run["checkpoint"] = repo_relative(path, repo)
+        runs.append((model, info, run))
+    order = {m: k for k, m in enumerate(MODEL_ORDER)}
+    runs.sort(key=lambda r: (order.get(r[2]["model"], len(order)), r[2]["model"], r[2]["size"], r[2]["seed"]))
+    return runs, skipped
+
+
+def select_small_data_runs(runs, *, skipped=(), models=None, sizes=None, seeds=None):
+    """The loaded runs of the given models, sizes and seeds (None: all), and the one dataset they were trained on.
+
+    Returns
+    -------
+    runs : list of (model, info, run)
+    dataset : str
+
+    Raises
+    ------
+    CheckpointError
+        No run is left (the message counts the ``skipped`` unfinished ones).
+    ConfigError
+        The runs were trained on different datasets: one evaluation set cannot serve them all.
+    """
+    runs = [r for r in runs if (models is None or r[2]["model"] in models) and (sizes is None or r[2]["size"] in sizes)
+            and (seeds is None or r[2]["seed"] in seeds)]
+    if not runs:
+        raise CheckpointError("no finished small-data runs to analyse" + (f" ({len(skipped)} unfinished)"
+                                                                           if skipped else ""))
+    datasets = {dataset_of(info, model) for model, info, _ in runs}
+    if len(datasets) > 1:
+        raise ConfigError(f"the runs were trained on different datasets ({', '.join(sorted(datasets))}); "
+                          "analyse one dataset at a time")
+    return runs, datasets.pop()

@@ -167,7 +167,7 @@ def test_default_checkpoints_are_found_by_glob(script, tmp_path, monkeypatch, ca
             (tmp_path / "data/checkpoints/dcn-sigma-ji" / f"seed{s}" / "final.json").write_text("{}")
     found = script.resolve_checkpoints(None)
     assert [Path(p).parent.name for p in found] == ["seed1", "seed2"]
-    assert "skipping data/checkpoints/dcn-sigma-ji/seed3/last.pt: its run has not finished" in capsys.readouterr().err
+    assert "skipping data/checkpoints/dcn-sigma-ji/seed3/last.pt (unfinished run: no final.json)" in capsys.readouterr().err
 
 
 # --- figures ---------------------------------------------------------------------------------------------------
