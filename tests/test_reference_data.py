@@ -10,7 +10,8 @@ from dcnbio.io import HISTOGRAMS, load_reference_histogram
 TOTALS = {"schiller1976_sf_bandwidth": {"simple": 30, "complex": 43},
           "devalois1982_preferred_orientation": {"all_cells": 385},
           "cavanaugh2002_surround_suppression_index": {"all_cells": 190},
-          "cavanaugh2002_size_tuning_diameters": {"grating_summation_field": 148, "surround_diameter": 148}}
+          "cavanaugh2002_size_tuning_diameters": {"grating_summation_field": 148, "surround_diameter": 148},
+          "ringach2002_circular_variance": {"all_cells": 301}}
 
 
 @pytest.mark.parametrize("name", sorted(HISTOGRAMS))

@@ -220,11 +220,13 @@ def physiology_report(tables, runs, grid, models, *, n_times, missing=()):
     r.section("Tuning properties").table(props, "Medians over units (mean over seeds); control: paired t-test "
                                                 "over seeds of trained vs init medians; V1: one-sample t-test "
                                                 "of the seeds' medians against the V1 median")
-    r.text("Against V1: only the SF selectivity of Schiller, Finlay & Volman (1976; 100·f_low/f_high at 0.707 of "
-           "the peak) is on the model's own scale among the digitised V1 histograms that ship in data/reference/. "
-           "No digitised distribution of orientation bandwidth, SF bandwidth in octaves, circular variance, "
-           "F1/F0 or c50 was available offline (Ringach et al. 2002's data are a Brain-Score assembly that this "
-           "project could not fetch), so those properties are reported with their init control, not compared. "
+    r.text("Against V1: two digitised V1 histograms in data/reference/ are on a property's own scale: the SF "
+           "selectivity of Schiller, Finlay & Volman (1976; 100·f_low/f_high at 0.707 of the peak) and the "
+           "circular variance of Ringach, Shapley & Hawken (2002), the latter a secondary digitisation (a course "
+           "project's counts, n = 301 of the paper's 308 cells, not checked against the paper: see "
+           "data/reference/README.md). No digitised distribution of orientation bandwidth, SF bandwidth in "
+           "octaves, F1/F0 or c50 was available offline (the per-cell Ringach et al. 2002 database could not be "
+           "fetched), so those properties are reported with their init control, not compared. "
            "Units of one network are not independent: every test treats seeds as clusters; with 3 seeds a test "
            "has little power, and its p value says so.")
     if len(tables["population"]):

@@ -16,17 +16,18 @@ from . import physiology as ph
 __all__ = ["CARDINAL", "PROPERTIES", "cardinal_fraction", "check_unique_runs", "example_units", "histogram_values",
            "property_values", "stack_runs", "stimulus_grid", "summarize"]
 
-#: Property → (axis label with units, the bundled V1 histogram on its scale, or None).  Only the SF
-#: selectivity of Schiller et al. (1976) is on the model's own scale among the digitised V1 histograms that
-#: ship (``data/reference/README.md``); orientation bandwidth, F1/F0 and circular variance have no bundled V1
-#: distribution, so they are described and controlled (trained vs init), and compared only with a histogram
-#: the user passes (``references[name]``; ``analyses/physiology.py --reference NAME=CSV``).
+#: Property → (axis label with units, the bundled V1 histogram on its scale, or None).  Two of the digitised V1
+#: histograms that ship are on a property's own scale (``data/reference/README.md``): the SF selectivity of
+#: Schiller et al. (1976) and the circular variance of Ringach et al. (2002, a secondary digitisation); orientation
+#: bandwidth, SF bandwidth and F1/F0 have no bundled V1 distribution, so they are described and controlled
+#: (trained vs init), and compared only with a histogram the user passes (``references[name]``;
+#: ``analyses/physiology.py --reference NAME=CSV``).
 PROPERTIES = {
     "preferred_sf": ("preferred spatial frequency (cycles/pixel)", None),
     "sf_bandwidth": ("SF bandwidth (octaves, full width at half height)", None),
     "sf_selectivity": ("SF selectivity 100 f_low/f_high at 0.707 (%)", "schiller1976_sf_bandwidth"),
     "orientation_hwhh": ("orientation bandwidth (degree, half width at half height)", None),
-    "circular_variance": ("circular variance", None),
+    "circular_variance": ("circular variance", "ringach2002_circular_variance"),
     "f1_f0": ("modulation ratio F1/F0", None),
     "c50": ("semi-saturation contrast c50", None),
 }

@@ -79,6 +79,11 @@ HISTOGRAMS = {
     "cavanaugh2002_size_tuning_diameters": (
         "Cavanaugh, J. R., Bair, W. & Movshon, J. A. (2002), as above",
         "grating summation field and surround diameter (degree of visual angle)"),
+    "ringach2002_circular_variance": (
+        "Ringach, D. L., Shapley, R. M. & Hawken, M. J. (2002). Orientation selectivity in macaque V1: diversity "
+        "and laminar dependence. J. Neurosci. 22(13), 5639-5651. doi:10.1523/JNEUROSCI.22-13-05639.2002 "
+        "(secondary digitisation, not checked against the paper: E. Margalit's course project eshedmargalit/p250)",
+        "circular variance 1 - |sum r exp(2i theta)| / sum r"),
 }
 
 
