@@ -13,6 +13,7 @@ module                     what
 ``contrast_report``        its tables across runs and its report
 ``solver_audit``           accuracy and NFE under other solvers; solver-independence verdict
 ``small_data``             accuracy vs training-set size over seeds; GLM/OLS model × log size
+``small_data_report``      its evaluation of the runs, its results and its report
 ``reconstruction``         decoder on a frozen encoder; per-image MSE and paired tests
 ``reconstruction_report``  its tables across runs and its report
 ``meta``                   σ(t), α(t) curves of meta-parametrized models
