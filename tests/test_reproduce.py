@@ -1,4 +1,5 @@
-"""analyses/reproduce.py: the verdict rules on planted numbers, and the whole pipeline once on the bundled checkpoints."""
+"""analyses/reproduce.py: the verdict rules (dcnbio.analysis.claims) on planted numbers, and the whole pipeline once
+on the bundled checkpoints (the runner and run-time table of dcnbio.reproduce_run)."""
 import importlib.util
 import shutil
 from pathlib import Path
@@ -8,9 +9,14 @@ import pandas as pd
 import pytest
 import scipy.stats as st
 
+from dcnbio import reproduce_run
+from dcnbio.analysis import claims
+from dcnbio.analysis.claims import FAILS, HOLDS, UNDECIDED
 from dcnbio.analysis.runs import against_reference, compare_models
+from dcnbio.errors import DataError
 
-SCRIPT = Path(__file__).resolve().parents[1] / "analyses" / "reproduce.py"
+ROOT = Path(__file__).resolve().parents[1]
+SCRIPT = ROOT / "analyses" / "reproduce.py"
 
 
 def load():
@@ -25,12 +31,12 @@ def rp():
     return load()
 
 
-def test_t_interval_matches_scipy(rp):
+def test_t_interval_matches_scipy():
     x = np.array([1.3, 0.2, 2.9, 1.1])
-    mean, lo, hi = rp.t_interval(x)
+    mean, lo, hi = claims.t_interval(x)
     ref = st.t.interval(0.95, x.size - 1, loc=x.mean(), scale=st.sem(x))
     assert mean == pytest.approx(x.mean()) and (lo, hi) == pytest.approx(ref)
-    assert np.isnan(rp.t_interval([1.0])[1])  # one run: no interval
+    assert np.isnan(claims.t_interval([1.0])[1])  # one run: no interval
 
 
 def planted(values):
@@ -38,24 +44,24 @@ def planted(values):
     return against_reference(pd.Series({f"{m}-seed{k}": v for m, vs in values.items() for k, v in enumerate(vs)}), 0.0)
 
 
-def test_direction_verdict(rp):
+def test_direction_verdict():
     down = {"dcn-ode": [-1.0, -1.1, -0.9], "dcn-sigma-ji": [-2.0, -2.2, -1.9]}
-    assert rp.direction_verdict(planted(down), -1) == rp.HOLDS
-    assert rp.direction_verdict(planted(down), +1) == rp.FAILS
+    assert claims.direction_verdict(planted(down), -1) == HOLDS
+    assert claims.direction_verdict(planted(down), +1) == FAILS
     mixed = {"dcn-ode": [-1.0, -1.1, -0.9], "dcn-sigma-ji": [2.0, 2.2, 1.9]}
-    assert rp.direction_verdict(planted(mixed), -1) == rp.UNDECIDED
+    assert claims.direction_verdict(planted(mixed), -1) == UNDECIDED
     noisy = {"dcn-ode": [-1.0, 1.1, -0.9], "dcn-sigma-ji": [-2.0, -2.2, -1.9]}
-    assert rp.direction_verdict(planted(noisy), -1) == rp.UNDECIDED
+    assert claims.direction_verdict(planted(noisy), -1) == UNDECIDED
     one_run = {"dcn-ode": [-1.0], "dcn-sigma-ji": [-2.0, -2.2, -1.9]}  # no test for a single run
-    assert rp.direction_verdict(planted(one_run), -1) == rp.UNDECIDED
+    assert claims.direction_verdict(planted(one_run), -1) == UNDECIDED
     baselines_only = {"odenet": [-1.0, -1.1, -0.9]}
-    assert rp.direction_verdict(planted(baselines_only), -1) == rp.UNDECIDED
+    assert claims.direction_verdict(planted(baselines_only), -1) == UNDECIDED
 
 
-def test_dcn_differences_take_the_sign_of_dcn_minus_other(rp):
+def test_dcn_differences_take_the_sign_of_dcn_minus_other():
     values = pd.Series({"odenet-seed1": 1.0, "odenet-seed2": 1.2, "dcn-ode-seed1": 0.5, "dcn-ode-seed2": 0.7,
                         "resnet-blocks-seed1": 2.0, "resnet-blocks-seed2": 2.1})
-    diffs = dict((o, (d, p)) for o, d, p in rp.dcn_differences(compare_models(values)))
+    diffs = dict((o, (d, p)) for o, d, p in claims.dcn_differences(compare_models(values)))
     assert set(diffs) == {"odenet", "resnet-blocks"}
     assert diffs["odenet"][0] == pytest.approx(0.6 - 1.1) and diffs["resnet-blocks"][0] == pytest.approx(0.6 - 2.05)
 
@@ -79,10 +85,11 @@ def test_bad_inputs_exit_2_with_one_line_and_write_nothing(rp, tmp_path, capsys)
     assert [p.name for p in out.iterdir()] == ["keep.txt"]
 
 
-def test_a_failing_analysis_stops_the_run_with_its_message(rp, tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(rp, "ANALYSES", ("sigma_distribution",))
-    with pytest.raises(rp.DataError, match=r"analyses/sigma_distribution.py failed \(exit 2\).*error: .*nowhere.pt"):
-        rp.run_analyses(tmp_path / "results", 2, {"sigma_distribution": ["--checkpoint", str(tmp_path / "nowhere.pt")]})
+def test_a_failing_analysis_stops_the_run_with_its_message(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(reproduce_run, "ANALYSES", ("sigma_distribution",))
+    with pytest.raises(DataError, match=r"analyses/sigma_distribution.py failed \(exit 2\).*error: .*nowhere.pt"):
+        reproduce_run.run_analyses(tmp_path / "results", 2,
+                                   {"sigma_distribution": ["--checkpoint", str(tmp_path / "nowhere.pt")]}, repo=ROOT)
 
 
 @pytest.fixture(scope="module")
@@ -96,7 +103,7 @@ def smoke(rp, tmp_path_factory):
 def test_smoke_run_judges_every_claim(rp, smoke):
     rc, root = smoke
     assert rc == 0
-    claims = pd.read_csv(root / "out" / "claims.csv", index_col="claim")
+    judged = pd.read_csv(root / "out" / "claims.csv", index_col="claim")
     expected = {"DCNs need fewer parameters", "learned σ grow with depth", "small-data advantage",
                 "DCN-ODE reconstructs best", "contrast scaling of T keeps accuracy", "… and cuts NFE",
                 "… and the NFE saving survives atol·c",
@@ -104,14 +111,14 @@ def test_smoke_run_judges_every_claim(rp, smoke):
                 "DCN units' SF selectivity is V1-like (Schiller 1976; not a paper claim)",
                 *(f"D(t) decreases within block 1, normaliser {n}" for n in ("amplitude_t", "amplitude_0",
                                                                               "per_element"))}
-    assert expected <= set(claims.index)
-    assert all(v.split(" (")[0] in (rp.HOLDS, rp.FAILS, rp.UNDECIDED) for v in claims["verdict"])
+    assert expected <= set(judged.index)
+    assert all(v.split(" (")[0] in (HOLDS, FAILS, UNDECIDED) for v in judged["verdict"])
     # the architecture decides the parameter claim; the bundled σ never moved far, so the σ claims stay undecided
-    assert claims.loc["DCNs need fewer parameters", "verdict"] == rp.HOLDS
-    assert "428,752" in claims.loc["DCNs need fewer parameters", "result"]
-    assert claims.loc["learned σ grow with depth", "verdict"].startswith(rp.UNDECIDED + " (σ did not move")
+    assert judged.loc["DCNs need fewer parameters", "verdict"] == HOLDS
+    assert "428,752" in judged.loc["DCNs need fewer parameters", "result"]
+    assert judged.loc["learned σ grow with depth", "verdict"].startswith(UNDECIDED + " (σ did not move")
     report = (root / "out" / "report.md").read_text()
-    for name in rp.ANALYSES:
+    for name in reproduce_run.ANALYSES:
         assert f"| {name} |" in report  # its run time
     assert (root / "out" / "report.tex").stat().st_size > 0
 
@@ -126,10 +133,10 @@ def test_no_run_rejudges_the_same_results_identically(rp, smoke, capsys):
     pd.testing.assert_frame_equal(a, b)
     # the run times come from results/runtimes.csv, written by the run, one row per analysis
     times = pd.read_csv(root / "results" / "runtimes.csv", index_col="analysis")
-    assert list(times.index) == list(rp.ANALYSES) and (times["seconds"] > 0).all()
+    assert list(times.index) == list(reproduce_run.ANALYSES) and (times["seconds"] > 0).all()
     assert all(f"analyses/{name}.py" in cmd for name, cmd in times["command"].items())
     report = (again / "report.md").read_text()
-    assert "## Run time" in report and all(f"| {name} |" in report for name in rp.ANALYSES)
+    assert "## Run time" in report and all(f"| {name} |" in report for name in reproduce_run.ANALYSES)
 
 
 def test_only_reruns_one_analysis_and_keeps_the_others_results_and_times(rp, smoke, tmp_path):
@@ -141,8 +148,8 @@ def test_only_reruns_one_analysis_and_keeps_the_others_results_and_times(rp, smo
     untouched = {p.name: p.stat().st_mtime_ns for p in (results / "contrast").iterdir()}
     assert rp.main(["--only", "sigma_distribution", "--results", str(results), "--out", str(tmp_path / "out")]) == 0
     after = pd.read_csv(results / "runtimes.csv", index_col="analysis")
-    assert list(after.index) == list(rp.ANALYSES)
-    others = [a for a in rp.ANALYSES if a != "sigma_distribution"]
+    assert list(after.index) == list(reproduce_run.ANALYSES)
+    others = [a for a in reproduce_run.ANALYSES if a != "sigma_distribution"]
     pd.testing.assert_frame_equal(before.loc[others], after.loc[others])
     assert after.loc["sigma_distribution", "finished"] >= before.loc["sigma_distribution", "finished"]
     assert {p.name: p.stat().st_mtime_ns for p in (results / "contrast").iterdir()} == untouched
@@ -151,7 +158,7 @@ def test_only_reruns_one_analysis_and_keeps_the_others_results_and_times(rp, smo
                                   pd.read_csv(tmp_path / "out" / "claims.csv", index_col="claim"))
 
 
-def test_a_foreign_runtimes_table_is_refused(rp, tmp_path):
+def test_a_foreign_runtimes_table_is_refused(tmp_path):
     (tmp_path / "runtimes.csv").write_text("analysis,minutes\nx,1\n")
-    with pytest.raises(rp.DataError, match="not a runtimes table"):
-        rp.read_runtimes(tmp_path)
+    with pytest.raises(DataError, match="not a runtimes table"):
+        reproduce_run.read_runtimes(tmp_path)

@@ -21,6 +21,7 @@ module                     what
 ``physiology``             tuning: SF, orientation, F1/F0, Naka–Rushton contrast response, latency
 ``assembly``               activations as Brain-Score ``presentation × neuroid`` assemblies (layer = block@t)
 ``tuning_study``           the physiology study: networks × seeds × trained/init stacked; against V1, seed clusters
+``claims``                 every claim of the paper judged from the analyses' results (``analyses/reproduce.py``)
 ``common``                 solver overrides and batched evaluation (finding and loading runs: :mod:`dcnbio.script`)
 ``plots``, ``report``      figures and Markdown/LaTeX reports
 =========================  ======================================================================

@@ -1,0 +1,171 @@
+"""The disk side of ``analyses/reproduce.py``: running the analyses, their run times, loading what the claims need.
+
+* :func:`run_analyses` — every analysis of :data:`ANALYSES` as its own process into ``<results>/<analysis>/``,
+  stopping at the first that fails; each one's wall time goes to ``<results>/runtimes.csv``
+  (:func:`record_runtime`, :func:`read_runtimes`);
+* :func:`judge_claims` — the analyses' results, the bundled checkpoints and the V1 references loaded and handed to
+  the pure verdicts of :mod:`dcnbio.analysis.claims`.
+
+This is the script layer (beside :mod:`dcnbio.script`): it may touch disk, start processes and load checkpoints;
+the analysis layer below it may not.
+"""
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+
+from .analysis import claims
+from .checkpoint import load_checkpoint
+from .errors import DataError
+from .io import DirectoryLock, load_reference_histogram, load_v1_reference, open_results, write_text
+from .script import is_finished_run
+
+__all__ = ["ANALYSES", "RUNTIMES", "RUNTIME_COLUMNS", "SMOKE_ARGS", "WITH_N_IMAGES", "bundled", "judge_claims",
+           "load_analysis", "read_runtimes", "record_runtime", "run_analyses"]
+
+#: The analyses in the order they run (each ``analyses/<name>.py``).
+ANALYSES = ("sigma_distribution", "pattern_completion", "contrast", "solver_audit", "small_data", "reconstruction",
+            "meta_parametrization", "physiology")
+#: The trajectory analyses, which take ``--n-images``.
+WITH_N_IMAGES = ("pattern_completion", "contrast", "solver_audit")
+#: ``--smoke``: every analysis on a handful of images (the pipeline end to end; its numbers are meaningless).
+SMOKE_ARGS = {"pattern_completion": ["--batch-size", "2"], "contrast": ["--batch-size", "2"],
+              "solver_audit": ["--batch-size", "2"], "small_data": ["--n-images", "20"],
+              "reconstruction": ["--n-images", "8", "--n-train", "16", "--steps", "2", "--n-examples", "2"],
+              "meta_parametrization": ["--n-images", "4"],
+              "physiology": ["--n-sf", "3", "--n-orientations", "3", "--n-phases", "3", "--contrasts", "0.25", "0.5",
+                             "1", "--n-times", "3"]}
+#: The run-time table in the results directory, and its columns (indexed by analysis).
+RUNTIMES = "runtimes.csv"
+RUNTIME_COLUMNS = ("seconds", "finished", "threads", "command")
+
+
+def run_analyses(results, n_images, extra=None, only=None, *, repo, log=print):
+    """Run every analysis in :data:`ANALYSES` (or those in ``only``) into ``results/<analysis>`` (replaced).
+
+    Parameters
+    ----------
+    results : path
+        Each analysis writes ``results/<analysis>/``.
+    n_images : int
+        ``--n-images`` of the analyses in :data:`WITH_N_IMAGES`.
+    extra : dict of str → list of str, optional
+        More arguments per analysis name (e.g. :data:`SMOKE_ARGS`).
+    only : sequence of str, optional
+        Run just these; the others' results and run times are kept.
+    repo : path
+        Repository root (where ``analyses/`` is; the processes run there).
+    log : callable
+        Progress lines.
+
+    Raises
+    ------
+    DataError
+        An analysis failed: its exit status, wall time and the last line of its standard error.
+    """
+    results, repo = Path(results), Path(repo)
+    for name in ANALYSES:
+        if only and name not in only:
+            continue
+        cmd = [sys.executable, str(repo / "analyses" / f"{name}.py"), "--out", str(results / name), "--overwrite"]
+        if name in WITH_N_IMAGES:
+            cmd += ["--n-images", str(n_images)]
+        cmd += list((extra or {}).get(name, []))
+        log(f"running {name} ...")
+        t0 = time.time()
+        proc = subprocess.run(cmd, cwd=repo, capture_output=True, text=True)
+        seconds = time.time() - t0
+        if proc.returncode != 0:
+            last = (proc.stderr.strip().splitlines() or ["(no message)"])[-1]
+            raise DataError(f"analyses/{name}.py failed (exit {proc.returncode}) after {seconds:.0f} s: {last}")
+        log(f"  {name}: {seconds:.0f} s")
+        record_runtime(results, name, seconds, cmd[1:], repo=repo)
+
+
+def record_runtime(results, name, seconds, cmd, *, repo):
+    """Replace ``name``'s row of ``results/runtimes.csv`` (:data:`RUNTIME_COLUMNS`, indexed by analysis).
+
+    A read-modify-write under ``results/``'s lock (waiting for another reproduce lane's write to finish), replaced
+    atomically: lanes running different analyses (``--only``) into one ``results/`` each keep their row.  The
+    command is recorded with paths relative to ``repo``.
+    """
+    results = Path(results)
+    os.makedirs(results, exist_ok=True)
+    with DirectoryLock(results, wait=60):
+        table = read_runtimes(results)
+        row = (round(seconds, 1), time.strftime("%Y-%m-%d %H:%M:%S"), os.environ.get("OMP_NUM_THREADS", "default"),
+               " ".join(["python"] + [os.path.relpath(c, repo) if os.path.isabs(c) else c for c in cmd]))
+        table.loc[name] = dict(zip(RUNTIME_COLUMNS, row))
+        table = table.reindex([a for a in ANALYSES if a in table.index])
+        write_text(results / RUNTIMES, table.to_csv())
+
+
+def read_runtimes(results):
+    """``results/runtimes.csv`` as a table indexed by analysis (empty if absent).
+
+    Raises
+    ------
+    DataError
+        The file is not a run-time table (other columns).
+    """
+    columns = list(RUNTIME_COLUMNS)
+    path = Path(results) / RUNTIMES
+    if not path.is_file():
+        return pd.DataFrame(columns=columns, index=pd.Index([], name="analysis"))
+    table = pd.read_csv(path, index_col="analysis", dtype={"threads": str})
+    if list(table.columns) != columns:
+        raise DataError(f"{path} is not a runtimes table (columns {list(table.columns)}); delete it")
+    return table
+
+
+def load_analysis(results, name, file):
+    """``results/<name>/<file>`` (:func:`dcnbio.io.open_results`), or a :class:`DataError` naming the script."""
+    path = Path(results) / name / file
+    if not path.is_file():
+        raise DataError(f"{path} not found: run analyses/{name}.py first (or this script without --no-run)")
+    return open_results(path)
+
+
+def bundled(repo, model):
+    """Finished bundled runs of ``model``: ``[(seed label, last.pt path)]`` from ``data/checkpoints/<model>/``."""
+    paths = sorted((Path(repo) / "data" / "checkpoints" / model).glob("seed*/last.pt"))
+    return [(p.parent.name, p) for p in paths if is_finished_run(p)]
+
+
+def judge_claims(results, repo):
+    """Load everything the claims rest on, in the report's order, and judge them.
+
+    The architecture and the bundled runs' ``final.json`` (Table 1), the bundled DCN-ODE checkpoints with their
+    ``init.pt`` (σ and depth), then each analysis's results in ``results/``.
+
+    Returns
+    -------
+    pandas.DataFrame
+        :func:`dcnbio.analysis.claims.claim_table`.
+
+    Raises
+    ------
+    DataError
+        An analysis's results are missing (naming the script to run) or cannot be judged.
+    """
+    finals = {f"{model}-{seed}": pd.read_json(path.parent / "final.json", typ="series")
+              for model in claims.PARAMETER_MODELS for seed, path in bundled(repo, model)}
+    rows = claims.parameter_claims(finals)
+    runs = {f"dcn-ode-{seed}": (load_checkpoint(path), load_checkpoint(path.parent / "init.pt"))
+            for seed, path in bundled(repo, "dcn-ode") if (path.parent / "init.pt").is_file()}
+    rows += claims.depth_claims(runs)
+    rows += claims.sigma_ji_claims(load_analysis(results, "sigma_distribution", "sigma.nc"), load_v1_reference())
+    rows += claims.completion_claims(load_analysis(results, "pattern_completion", "completion.nc"))
+    rows += claims.contrast_claims(load_analysis(results, "contrast", "contrast.nc"))
+    rows += claims.small_data_claims(load_analysis(results, "small_data", "small_data.nc"))
+    rows += claims.reconstruction_claims(load_analysis(results, "reconstruction", "reconstruction.nc"))
+    rows += claims.meta_claims(load_analysis(results, "meta_parametrization", "meta.nc"))
+    rows += claims.solver_claims(load_analysis(results, "solver_audit", "solver_audit.nc"))
+    stacked = load_analysis(results, "physiology", "properties.nc")
+    stacked = {m: ds.load() for m, ds in (stacked.items() if isinstance(stacked, dict) else [("model", stacked)])}
+    sf_reference = load_reference_histogram("schiller1976_sf_bandwidth")["count"].sum("population")
+    rows += claims.physiology_claims(stacked, sf_reference)
+    return claims.claim_table(rows)
