@@ -8,7 +8,6 @@ model, seed and block).  Runs still in training are summarised from ``last.pt``.
 than 0.05 octaves in every block is flagged: at the paper's learning rate σ then barely trains, which is a
 finding to report, and the reason for the separately labelled ``--sigma-lr-scale`` control set.
 """
-import argparse
 import json
 import sys
 from pathlib import Path
@@ -19,6 +18,7 @@ from dcnbio.analysis.sigmas import extract_sigmas, sigma_shift
 from dcnbio.checkpoint import load_checkpoint
 from dcnbio.cli import user_errors
 from dcnbio.errors import DcnbioError
+from dcnbio.script import analysis_parser
 from dcnbio.io import prepare_output_dir, save_dataset, write_text
 from dcnbio.models import srf_layers
 
@@ -62,10 +62,9 @@ def table(rows, shifts):
 
 @user_errors
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--runs", type=Path, default=ROOT / "data" / "checkpoints" / "full")
-    p.add_argument("--out", type=Path, default=Path("results/bundle_summary"))
-    p.add_argument("--overwrite", action="store_true")
+    p = analysis_parser("bundle_summary", __doc__)
+    p.add_argument("--runs", type=Path, default=ROOT / "data" / "checkpoints" / "full",
+                   help="the bundle: <runs>/<model>/seed<S>/")
     args = p.parse_args(argv)
     runs = sorted(d for d in args.runs.glob("*/seed*") if (d / "last.pt").exists())
     if not runs:

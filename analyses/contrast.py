@@ -25,12 +25,11 @@ Outputs (in ``--out``):
     Accuracy, first-block NFE and total NFE against c (Fig. 4b).
 ``report.md``, ``report.tex``
 """
-import argparse
 import sys
 import time
 from pathlib import Path
 
-from dcnbio.script import ScriptParser, dataset_of, load_eval_images, load_models, resolve_checkpoints
+from dcnbio.script import add_eval_options, analysis_parser, eval_data, open_runs
 from dcnbio.analysis.contrast import (CONDITIONS, DEFAULT_CONTRASTS, check_contrasts, compute_contrast,
                                       compute_rescaling_check, plot_contrast)
 from dcnbio.analysis.contrast_report import contrast_report, summary_lines
@@ -43,15 +42,8 @@ DEFAULTS = tuple(f"data/checkpoints/{m}/seed*/last.pt" for m in ("dcn-ode", "dcn
 
 
 def build_parser():
-    p = ScriptParser(prog="analyses/contrast.py", description=__doc__.split("\n")[0],
-                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--checkpoint", nargs="+", default=None, metavar="PATH",
-                   help="checkpoint(s) with ODE blocks; default: the bundled " + ", ".join(DEFAULTS))
-    p.add_argument("--out", default="results/contrast", help="output directory")
-    p.add_argument("--overwrite", action="store_true", help="write into a non-empty output directory")
-    p.add_argument("--n-images", type=int, default=100,
-                   help="first N images of the evaluation split (default 100; 1000 for the paper-grade run)")
-    p.add_argument("--batch-size", type=int, default=128, help="images per solve (NFE are per batch)")
+    p = analysis_parser("contrast", __doc__, DEFAULTS, what="checkpoint(s) with ODE blocks")
+    add_eval_options(p, n_images_help="first N images of the evaluation split (1000 for the paper-grade run)")
     p.add_argument("--contrast", type=float, nargs="+", default=list(DEFAULT_CONTRASTS), help="contrasts c > 0")
     p.add_argument("--conditions", nargs="+", choices=CONDITIONS, default=list(CONDITIONS))
     p.add_argument("--first-step", type=float, default=None, metavar="FRACTION",
@@ -59,8 +51,6 @@ def build_parser():
                         "(default: torchdiffeq's heuristic, which is not scale-covariant)")
     p.add_argument("--n-check", type=int, default=32,
                    help="images for the rescaling check (f scale-freeness, h_c(cT) = c h(T)); 0 skips it")
-    p.add_argument("--split", choices=("test", "val"), default="test", help="evaluation split")
-    p.add_argument("--data-root", default=None, help="dataset directory (default: the standard places)")
     return p
 
 
@@ -71,13 +61,8 @@ def main(argv=None):
         raise ConfigError("--n-images and --batch-size must be >= 1 and --n-check >= 0")
     contrasts = check_contrasts(args.contrast)
     start = time.time()
-    paths, missing = resolve_checkpoints(args.checkpoint, DEFAULTS, REPO, analysis="contrast")
-    runs = load_models(paths, require_ode=True, analysis="contrast")
-    data, cache = {}, {}
-    for label, model, info in runs:
-        name = dataset_of(info, model)
-        data[label] = load_eval_images(name, split=args.split, n_images=args.n_images, root=args.data_root,
-                                       cache=cache) + (name,)
+    runs, missing = open_runs(args, DEFAULTS, REPO, analysis="contrast", require_ode=True)
+    data = eval_data(runs, args)
     out = Path(prepare_output_dir(args.out, overwrite=args.overwrite))
 
     results = {}

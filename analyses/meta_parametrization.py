@@ -22,7 +22,6 @@ Outputs (in ``--out``, default ``results/meta_parametrization``):
 ``report.md``, ``report.tex``
     σ at t = 0, T/2, T per layer, its change over the block in octaves, and test accuracy beside Table 4's.
 """
-import argparse
 import sys
 import time
 from pathlib import Path
@@ -30,7 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from dcnbio.analysis.common import evaluate
-from dcnbio.script import ScriptParser, dataset_of, load_eval_images, load_models, resolve_checkpoints, with_init
+from dcnbio.script import add_eval_options, analysis_parser, eval_data, open_runs, with_init
 from dcnbio.analysis.meta import META_MODELS, compute_meta_curves, meta_report, plot_meta_curves
 from dcnbio.cli import user_errors
 from dcnbio.errors import ConfigError
@@ -46,17 +45,10 @@ PAPER_TABLE4 = {"dcn-sigma-t": "89.97 ± 0.30", "dcn-sigma-t2": "89.93 ± 0.28",
 
 
 def build_parser():
-    p = ScriptParser(prog="analyses/meta_parametrization.py", description=__doc__.split("\n")[0],
-                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--checkpoint", nargs="+", default=None, metavar="PATH",
-                   help="meta-parametrized checkpoint(s); default: the bundled " + ", ".join(DEFAULTS))
-    p.add_argument("--out", default="results/meta_parametrization", help="output directory")
-    p.add_argument("--overwrite", action="store_true", help="write into a non-empty output directory")
-    p.add_argument("--n-images", type=int, default=1000, help="first N images of the evaluation split (accuracy)")
-    p.add_argument("--batch-size", type=int, default=128, help="images per solve")
+    p = analysis_parser("meta_parametrization", __doc__, DEFAULTS, what="meta-parametrized checkpoint(s)")
+    add_eval_options(p, n_images=1000, n_images_help="first N images of the evaluation split (accuracy)",
+                     batch_help="images per solve")
     p.add_argument("--n-times", type=int, default=41, help="points of the grid over [0, T]")
-    p.add_argument("--split", choices=("test", "val"), default="test", help="evaluation split")
-    p.add_argument("--data-root", default=None, help="dataset directory (default: the standard places)")
     return p
 
 
@@ -66,19 +58,15 @@ def main(argv=None):
     if args.n_images < 1 or args.batch_size < 1 or args.n_times < 2:
         raise ConfigError("--n-images and --batch-size must be >= 1 and --n-times >= 2")
     start = time.time()
-    paths, missing = resolve_checkpoints(args.checkpoint, DEFAULTS, REPO, analysis="meta-parametrization",
-                                         make=TRAIN_COMMAND)
-    runs = load_models(paths)
+    runs, missing = open_runs(args, DEFAULTS, REPO, analysis="meta-parametrization", make=TRAIN_COMMAND)
     inits = {label: (m, i) for label, state, m, i in with_init(runs) if state == "init"}
-    curves, data, cache = {}, {}, {}
+    curves = {}
     for label, model, info in runs:  # curves first: a model that is not meta-parametrized fails before any output
         times = np.linspace(0.0, float(model.config.T), args.n_times)
         init = inits.get(label)
         curves[label] = (compute_meta_curves(model, times, info=info),
                          None if init is None else compute_meta_curves(init[0], times, info=init[1]))
-        name = dataset_of(info, model)
-        data[label] = load_eval_images(name, split=args.split, n_images=args.n_images, root=args.data_root,
-                                       cache=cache) + (name,)
+    data = eval_data(runs, args)
     out = Path(prepare_output_dir(args.out, overwrite=args.overwrite))
 
     accuracy = {}

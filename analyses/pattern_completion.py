@@ -32,12 +32,11 @@ The paper zeroes pixels ("masks have zero pixel values"); images here are normal
 writes the normalised value of a zero pixel, ``−mean/std``, and ``--fill mean`` writes 0 (the dataset mean).
 The paper never defines D's normaliser A; see :mod:`dcnbio.analysis.completion` for the three reported here.
 """
-import argparse
 import sys
 import time
 from pathlib import Path
 
-from dcnbio.script import ScriptParser, dataset_of, load_eval_images, load_models, resolve_checkpoints
+from dcnbio.script import add_eval_options, analysis_parser, eval_data, open_runs
 from dcnbio.analysis.completion import (check_mask_sizes, compute_pattern_completion, mask_fill, plot_differences,
                                         plot_examples, plot_masked_accuracy)
 from dcnbio.analysis.completion_report import completion_report, summary_lines
@@ -50,23 +49,14 @@ DEFAULTS = tuple(f"data/checkpoints/{m}/seed*/last.pt" for m in ("dcn-ode", "dcn
 
 
 def build_parser():
-    p = ScriptParser(prog="analyses/pattern_completion.py", description=__doc__.split("\n")[0],
-                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--checkpoint", nargs="+", default=None, metavar="PATH",
-                   help="checkpoint(s) to compare; default: the bundled " + ", ".join(DEFAULTS))
-    p.add_argument("--out", default="results/pattern_completion", help="output directory")
-    p.add_argument("--overwrite", action="store_true", help="write into a non-empty output directory")
-    p.add_argument("--n-images", type=int, default=100,
-                   help="first N images of the evaluation split (default 100; 1000 for the paper-grade run)")
-    p.add_argument("--batch-size", type=int, default=128, help="images per solve (NFE are per batch)")
+    p = analysis_parser("pattern_completion", __doc__, DEFAULTS, what="checkpoint(s) to compare")
+    add_eval_options(p, n_images_help="first N images of the evaluation split (1000 for the paper-grade run)")
     p.add_argument("--masks", type=int, nargs="+", default=[2, 4, 6, 8, 10, 12, 14], help="mask sides n (pixels)")
     p.add_argument("--fill", choices=("black", "mean"), default="black",
                    help="mask value: a zero pixel (black, the paper's) or the dataset mean (0 in normalised units)")
     p.add_argument("--n-times", type=int, default=21, help="points of the time grid over [0, T]")
     p.add_argument("--example-mask", type=int, default=6, help="mask size of the D(t) figure and example panels")
     p.add_argument("--n-examples", type=int, default=2, help="images shown in the example panels")
-    p.add_argument("--split", choices=("test", "val"), default="test", help="evaluation split")
-    p.add_argument("--data-root", default=None, help="dataset directory (default: the standard places)")
     return p
 
 
@@ -76,17 +66,10 @@ def main(argv=None):
     if args.n_images < 1 or args.batch_size < 1:
         raise ConfigError("--n-images and --batch-size must be >= 1")
     start = time.time()
-    paths, missing = resolve_checkpoints(args.checkpoint, DEFAULTS, REPO, analysis="pattern completion")
-    runs = load_models(paths)
-    data, cache = {}, {}
-    for label, model, info in runs:  # everything validated before the output directory is created
-        name = dataset_of(info, model)
-        images, labels, indices, dinfo = load_eval_images(name, split=args.split, n_images=args.n_images,
-                                                          root=args.data_root, cache=cache)
-        check_mask_sizes(args.masks, *images.shape[-2:])
-        if args.example_mask not in args.masks:
-            raise ConfigError(f"--example-mask {args.example_mask} is not among --masks {args.masks}")
-        data[label] = (images, labels, indices, dinfo, name)
+    if args.example_mask not in args.masks:
+        raise ConfigError(f"--example-mask {args.example_mask} is not among --masks {args.masks}")
+    runs, missing = open_runs(args, DEFAULTS, REPO, analysis="pattern completion")
+    data = eval_data(runs, args, check=lambda images: check_mask_sizes(args.masks, *images.shape[-2:]))
     out = Path(prepare_output_dir(args.out, overwrite=args.overwrite))
 
     results = {}

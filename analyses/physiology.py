@@ -31,8 +31,8 @@ from dcnbio.analysis.report import physiology_report
 from dcnbio.analysis.responses import grating_responses
 from dcnbio.cli import user_errors
 from dcnbio.io import open_results, prepare_output_dir, save_figure, save_results, save_shards, write_report
-from dcnbio.script import (ScriptParser, dataset_of, fresh_or_resumed, load_models, load_tuning_references,
-                           resolve_checkpoints, with_init)
+from dcnbio.script import (analysis_parser, dataset_of, fresh_or_resumed, load_tuning_references, open_runs,
+                           with_init)
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULTS = tuple(f"data/checkpoints/{m}/seed*/last.pt" for m in ("dcn-ode", "dcn-sigma-ji", "odenet",
@@ -47,11 +47,7 @@ def reference_arg(text):
 
 
 def build_parser():
-    p = ScriptParser(prog="analyses/physiology.py", description=__doc__.split("\n")[0])
-    p.add_argument("--checkpoint", nargs="+", default=None, metavar="PATH",
-                   help="checkpoint(s); default: the bundled " + ", ".join(DEFAULTS))
-    p.add_argument("--out", default="results/physiology", help="output directory")
-    p.add_argument("--overwrite", action="store_true", help="write into a non-empty output directory")
+    p = analysis_parser("physiology", __doc__, DEFAULTS)
     p.add_argument("--resume", action="store_true", help="continue a stopped run in --out (finished shards kept)")
     p.add_argument("--n-sf", type=int, default=10, help="spatial frequencies, log-spaced 0.02-0.45 cycles/pixel")
     p.add_argument("--n-orientations", type=int, default=8, help="orientations, evenly over 180 degrees")
@@ -83,13 +79,14 @@ def main(argv=None):
     start = time.time()
     grid = study.stimulus_grid(args.n_sf, args.n_orientations, args.n_phases, args.contrasts)
     refs = load_tuning_references(args.reference)
-    paths, missing = resolve_checkpoints(args.checkpoint, DEFAULTS, REPO, analysis="physiology")
-    runs = with_init(load_models(paths, analysis="physiology"), skip=args.no_init)
+    runs, missing = open_runs(args, DEFAULTS, REPO, analysis="physiology")
+    runs = with_init(runs, skip=args.no_init)
     study.check_unique_runs([(m.config.name, (i.get("train_config") or {}).get("seed", 0), st)
                              for _, st, m, i in runs])  # before any work
     out = Path(prepare_output_dir(args.out, overwrite=args.overwrite or args.resume))
+    checkpoints = [i["path"] for _, st, _, i in runs if st == "trained"]
     fresh_or_resumed(out, {**grid, "n_times": args.n_times, "sf_per_shard": args.sf_per_shard,
-                           "batch_size": args.batch_size, "checkpoints": paths}, resume=args.resume,
+                           "batch_size": args.batch_size, "checkpoints": checkpoints}, resume=args.resume,
                      subdir="responses")
     per_run, examples = [], {}
     for label, state, model, info in runs:

@@ -27,14 +27,13 @@ the training loss, example reconstructions, provenance), ``reconstructions.png``
 reconstructions of a few validation images), ``report.md``/``report.tex`` (mean ± SD MSE per model, the paper's
 ordering as the claim, paired Wilcoxon signed-rank tests on the same images).
 """
-import argparse
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
-from dcnbio.script import ScriptParser, held_out_splits, load_models, resolve_checkpoints
+from dcnbio.script import analysis_parser, held_out_splits, open_runs
 from dcnbio.analysis.reconstruction import compare_models, compute_reconstruction, plot_reconstructions
 from dcnbio.analysis.reconstruction_report import reconstruction_report, split_attrs, summary_lines
 from dcnbio.cli import user_errors
@@ -46,12 +45,7 @@ DEFAULTS = tuple(f"data/checkpoints/{m}/seed*/last.pt" for m in ("dcn-ode", "ode
 
 
 def build_parser():
-    p = ScriptParser(prog="analyses/reconstruction.py", description=__doc__.split("\n")[0],
-                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--checkpoint", nargs="+", default=None, metavar="PATH",
-                   help="classifier checkpoint(s); default: the bundled " + ", ".join(DEFAULTS))
-    p.add_argument("--out", default="results/reconstruction", help="output directory")
-    p.add_argument("--overwrite", action="store_true", help="write into a non-empty output directory")
+    p = analysis_parser("reconstruction", __doc__, DEFAULTS, what="classifier checkpoint(s)")
     p.add_argument("--n-images", type=int, default=1000, help="first N images of the validation split (evaluation)")
     p.add_argument("--n-train", type=int, default=512, help="first N images of the training split (decoder training)")
     p.add_argument("--steps", type=int, default=120, help="decoder SGD steps")
@@ -75,8 +69,7 @@ def main(argv=None):
     if not (np.isfinite(args.lr) and args.lr > 0):
         raise ConfigError(f"--lr must be a number > 0, got {args.lr:g}")
     start = time.time()
-    paths, missing = resolve_checkpoints(args.checkpoint, DEFAULTS, REPO, analysis="reconstruction")
-    runs = load_models(paths, analysis="reconstruction")
+    runs, missing = open_runs(args, DEFAULTS, REPO, analysis="reconstruction")
     cache = {}
     data = {label: held_out_splits(info, model, args.n_train, args.n_images, root=args.data_root, cache=cache)
             for label, model, info in runs}

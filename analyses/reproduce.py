@@ -17,7 +17,6 @@ mean ± SD over training runs, the test across runs and a verdict; the run time 
 The verdict rules — *holds*, *does not hold* or *undecided at this scale*, fixed before looking at any number,
 the training run as the unit — are those of :mod:`dcnbio.analysis.claims`; ``REPRODUCTION.md`` discusses them.
 """
-import argparse
 import sys
 import time
 from pathlib import Path
@@ -27,14 +26,13 @@ from dcnbio.cli import user_errors
 from dcnbio.errors import ConfigError
 from dcnbio.io import prepare_output_dir, write_report, write_text
 from dcnbio.reproduce_run import ANALYSES, SMOKE_ARGS, judge_claims, read_runtimes, run_analyses
-from dcnbio.script import ScriptParser
+from dcnbio.script import analysis_parser
 
 REPO = Path(__file__).resolve().parents[1]
 
 
 def build_parser():
-    p = ScriptParser(prog="analyses/reproduce.py", description=__doc__.split("\n")[0],
-                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = analysis_parser("reproduce", __doc__, out="results/reproduction")
     p.add_argument("--no-run", dest="run", action="store_false",
                    help="do not run the analyses; judge the results already in --results")
     p.add_argument("--n-images", type=int, default=500,
@@ -45,8 +43,6 @@ def build_parser():
                    help="run only these analyses (the others' results must already be in --results); one of "
                         + ", ".join(ANALYSES))
     p.add_argument("--results", default="results", help="where each analysis writes <results>/<analysis>/")
-    p.add_argument("--out", default="results/reproduction", help="output directory of the report")
-    p.add_argument("--overwrite", action="store_true", help="write into a non-empty output directory")
     return p
 
 

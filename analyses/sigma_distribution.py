@@ -26,7 +26,6 @@ Outputs (in ``--out``):
 Why trained vs init: σ = 2^s with s ~ N(0, 2/3) is log-normal at initialisation by construction, so only what
 training changed says anything about the paper's "approximately log-normal" claim.
 """
-import argparse
 import sys
 import time
 from pathlib import Path
@@ -35,7 +34,7 @@ from dcnbio.analysis.sigma_report import sigma_report
 from dcnbio.cli import user_errors
 from dcnbio.errors import ConfigError
 from dcnbio.io import load_v1_reference, prepare_output_dir, save_dataset, save_figure, write_report
-from dcnbio.script import ScriptParser, load_sigma_study
+from dcnbio.script import analysis_parser, load_sigma_study
 from dcnbio.script import resolve_checkpoints as resolve_defaults
 
 REPO = Path(__file__).resolve().parents[1]
@@ -43,12 +42,7 @@ DEFAULT_GLOB = "data/checkpoints/dcn-sigma-ji/seed*/last.pt"
 
 
 def build_parser():
-    p = ScriptParser(prog="analyses/sigma_distribution.py", description=__doc__.split("\n")[0],
-                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--checkpoint", nargs="+", default=None, metavar="PATH",
-                   help=f"trained checkpoint(s), one per seed; default: {DEFAULT_GLOB} in the repository")
-    p.add_argument("--out", default="results/sigma_distribution", help="output directory")
-    p.add_argument("--overwrite", action="store_true", help="write into a non-empty output directory")
+    p = analysis_parser("sigma_distribution", __doc__, [DEFAULT_GLOB], what="trained checkpoint(s), one per seed")
     p.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples for confidence intervals")
     p.add_argument("--seed", type=int, default=0, help="seed of the bootstrap")
     return p

@@ -23,7 +23,6 @@ Outputs (in ``--out``): ``small_data.nc`` (``(model, size, seed)``: accuracy, co
 steps, NFE; ``(model, size)``: mean, SD, seeds; the fitted coefficients), ``small_data.png`` (accuracy against
 images per class, log x, mean ± SD; the paper's table beside it), ``report.md``/``report.tex``.
 """
-import argparse
 import sys
 import time
 from functools import partial
@@ -33,7 +32,7 @@ from dcnbio.analysis.small_data import MODEL_ORDER, plot_small_data
 from dcnbio.analysis.small_data_report import compute_small_data, evaluate_runs, small_data_report, summary_lines
 from dcnbio.cli import user_errors
 from dcnbio.io import prepare_output_dir, save_dataset, save_figure, write_report
-from dcnbio.script import (ScriptParser, check_small_data_options, find_small_data_runs, load_eval_images,
+from dcnbio.script import (analysis_parser, check_small_data_options, find_small_data_runs, load_eval_images,
                            load_small_data_runs, select_small_data_runs)
 from dcnbio.training.grid import DEFAULT_EPOCHS_BUDGET, plan_runs, recipe_differences, train_missing
 
@@ -46,10 +45,7 @@ log = partial(print, flush=True)
 
 
 def build_parser():
-    p = ScriptParser(prog="analyses/small_data.py", description=__doc__.split("\n")[0],
-                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--checkpoint", nargs="+", default=None, metavar="PATH",
-                   help=f"run checkpoints (last.pt); default: every finished {DEFAULT_PATTERN}")
+    p = analysis_parser("small_data", __doc__, f"every finished {DEFAULT_PATTERN}", what="run checkpoints (last.pt)")
     p.add_argument("--train", action="store_true",
                    help="train the missing runs of the grid (--models x --sizes x --seeds) in --runs-dir, then "
                         "analyse exactly that grid")
@@ -66,8 +62,6 @@ def build_parser():
     p.add_argument("--batch-size", type=int, default=32, help="SGD batch of trained runs (--train)")
     p.add_argument("--eval-batch-size", type=int, default=128, help="images per evaluation batch")
     p.add_argument("--n-images", type=int, default=1000, help="first N test images (the same for every run)")
-    p.add_argument("--out", default="results/small_data", help="output directory")
-    p.add_argument("--overwrite", action="store_true", help="write into a non-empty output directory")
     p.add_argument("--data-root", default=None, help="dataset directory (default: the standard places)")
     return p
 

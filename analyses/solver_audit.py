@@ -19,12 +19,11 @@ point).  See :mod:`dcnbio.analysis.solver_audit`.
 Outputs (in ``--out``): ``solver_audit.nc`` (one group per model: accuracy, agreement with the own setting,
 predictions, logits, NFE per setting), ``solver_audit.png`` (accuracy against NFE), ``report.md``/``report.tex``.
 """
-import argparse
 import sys
 import time
 from pathlib import Path
 
-from dcnbio.script import ScriptParser, dataset_of, load_eval_images, load_models, resolve_checkpoints
+from dcnbio.script import add_eval_options, analysis_parser, eval_data, open_runs
 from dcnbio.analysis.solver_audit import (DEFAULT_FIXED_STEPS, DEFAULT_TOLERANCES, assess_solver_independence,
                                           compute_solver_audit, plot_solver_audit, solver_audit_report, solver_grid)
 from dcnbio.cli import user_errors
@@ -37,15 +36,8 @@ DEFAULTS = tuple(f"data/checkpoints/{m}/seed*/last.pt" for m in ("dcn-ode", "dcn
 
 
 def build_parser():
-    p = ScriptParser(prog="analyses/solver_audit.py", description=__doc__.split("\n")[0],
-                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--checkpoint", nargs="+", default=None, metavar="PATH",
-                   help="checkpoint(s) with ODE blocks; default: the bundled " + ", ".join(DEFAULTS))
-    p.add_argument("--out", default="results/solver_audit", help="output directory")
-    p.add_argument("--overwrite", action="store_true", help="write into a non-empty output directory")
-    p.add_argument("--n-images", type=int, default=100,
-                   help="first N images of the evaluation split (default 100; 1000 resolves 0.1 pp)")
-    p.add_argument("--batch-size", type=int, default=128, help="images per solve (NFE are per batch)")
+    p = analysis_parser("solver_audit", __doc__, DEFAULTS, what="checkpoint(s) with ODE blocks")
+    add_eval_options(p, n_images_help="first N images of the evaluation split (1000 resolves 0.1 pp)")
     p.add_argument("--tolerances", type=float, nargs="*", default=list(DEFAULT_TOLERANCES),
                    help="rtol = atol of the adaptive solver")
     p.add_argument("--adaptive", default="dopri5", help="adaptive solver of the tolerance sweep")
@@ -55,8 +47,6 @@ def build_parser():
                    help="euler step counts per block (none: skip euler)")
     p.add_argument("--threshold", type=float, default=0.01,
                    help="largest accepted accuracy change under refinement (fraction)")
-    p.add_argument("--split", choices=("test", "val"), default="test", help="evaluation split")
-    p.add_argument("--data-root", default=None, help="dataset directory (default: the standard places)")
     return p
 
 
@@ -76,13 +66,8 @@ def main(argv=None):
         raise ConfigError("give at least one --tolerances value: the tightest adaptive setting is the reference")
     grid = solver_grid(args.tolerances, fixed, adaptive=args.adaptive)
     start = time.time()
-    paths, missing = resolve_checkpoints(args.checkpoint, DEFAULTS, REPO, analysis="solver audit")
-    runs = load_models(paths, require_ode=True, analysis="solver audit")
-    data, cache = {}, {}
-    for label, model, info in runs:
-        name = dataset_of(info, model)
-        data[label] = load_eval_images(name, split=args.split, n_images=args.n_images, root=args.data_root,
-                                       cache=cache) + (name,)
+    runs, missing = open_runs(args, DEFAULTS, REPO, analysis="solver audit", require_ode=True)
+    data = eval_data(runs, args)
     out = Path(prepare_output_dir(args.out, overwrite=args.overwrite))
 
     results, verdicts, tables = {}, {}, {}

@@ -23,6 +23,72 @@ class ScriptParser(argparse.ArgumentParser):
         raise ConfigError(f"{message} (see {self.prog} --help)")
 
 
+def analysis_parser(name, doc, defaults=None, *, what="checkpoint(s)", out=None):
+    """The parser of ``analyses/<name>.py`` with the options every analysis script shares.
+
+    ``--checkpoint PATH …`` (only when the script has ``defaults``: the bundled runs found by
+    :func:`resolve_checkpoints`, or a sentence saying which), ``--out`` (default ``out`` or ``results/<name>``)
+    and ``--overwrite``; the description is the first line of ``doc`` (the script's docstring), every option's
+    default is shown in ``--help``, and a usage error is one :class:`ConfigError` line.
+
+    >>> p = analysis_parser("demo", "Demo analysis.\\n\\nMore.", ["data/x/seed*/last.pt"])
+    >>> p.parse_args([]).out, p.parse_args(["--checkpoint", "a.pt"]).checkpoint
+    ('results/demo', ['a.pt'])
+    """
+    p = ScriptParser(prog=f"analyses/{name}.py", description=doc.split("\n")[0],
+                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    if defaults is not None:
+        default = defaults if isinstance(defaults, str) else "the bundled " + ", ".join(defaults)
+        p.add_argument("--checkpoint", nargs="+", default=None, metavar="PATH", help=f"{what}; default: {default}")
+    p.add_argument("--out", default=out or f"results/{name}", help="output directory")
+    p.add_argument("--overwrite", action="store_true", help="write into a non-empty output directory")
+    return p
+
+
+def add_eval_options(p, *, n_images=100, n_images_help=None, batch_help="images per solve (NFE are per batch)"):
+    """Add the evaluation-image options: ``--n-images``, ``--batch-size`` (128), ``--split``, ``--data-root``."""
+    p.add_argument("--n-images", type=int, default=n_images,
+                   help=n_images_help or "first N images of the evaluation split")
+    p.add_argument("--batch-size", type=int, default=128, help=batch_help)
+    p.add_argument("--split", choices=("test", "val"), default="test", help="evaluation split")
+    p.add_argument("--data-root", default=None, help="dataset directory (default: the standard places)")
+    return p
+
+
+def open_runs(args, defaults, repo, *, analysis, require_ode=False, make=None):
+    """The runs an analysis script works on: ``--checkpoint`` or the finished bundled ones, loaded and labelled.
+
+    Returns
+    -------
+    runs : list of (label, model, info)
+        :func:`load_models`.
+    missing : list of str
+        Default patterns that matched nothing and unfinished default runs (:func:`resolve_checkpoints`).
+    """
+    paths, missing = resolve_checkpoints(args.checkpoint, defaults, repo, analysis=analysis, make=make)
+    return load_models(paths, require_ode=require_ode, analysis=analysis), missing
+
+
+def eval_data(runs, args, check=None):
+    """Each run's evaluation images (``--n-images`` of ``--split`` from ``--data-root``), one read per dataset.
+
+    ``check(images)``, if given, validates them before any output exists.
+
+    Returns
+    -------
+    dict
+        label → ``(images, labels, indices, dataset info, dataset name)`` (:func:`load_eval_images`).
+    """
+    data, cache = {}, {}
+    for label, model, info in runs:
+        name = dataset_of(info, model)
+        data[label] = load_eval_images(name, split=args.split, n_images=args.n_images, root=args.data_root,
+                                       cache=cache) + (name,)
+        if check is not None:
+            check(data[label][0])
+    return data
+
+
 def is_finished_run(checkpoint):
     """Whether the training run that wrote ``checkpoint`` has finished (its directory holds ``final.json``).
 

@@ -7,8 +7,7 @@
   private module (``torchdiffeq._impl``, ``dcnbio.x._y``), and nothing in ``dcnbio/`` imports ``analyses`` or
   ``benchmarks`` (they are scripts built on the library, never the reverse).
 * Here, from the tokens of every module: no comment or docstring in ``dcnbio/`` holds a date, a CPU model or a
-  timing (measurements belong in ``benchmarks/RESULTS.md``); no script in ``analyses/`` is over 120 lines, except
-  the recorded thick ones, which may not grow.
+  timing (measurements belong in ``benchmarks/RESULTS.md``); no script in ``analyses/`` is over 120 lines.
 """
 import ast
 import re
@@ -128,14 +127,27 @@ def test_the_measurement_check_finds_them(tmp_path):
 
 #: Scripts are thin glue (argparse → load → compute → plot → save): at most this many lines.
 SCRIPT_LINES = 120
-#: The scripts still over it, each held at its present length until it is thinned (issue 23): the list may only
-#: shrink and the numbers only fall.
-OVER_LIMIT = {"reproduce.py": 603, "small_data.py": 317}
 
 
-def test_scripts_are_thin_and_the_thick_ones_do_not_grow():
+def test_scripts_are_thin():
     lengths = {p.name: len(p.read_text().splitlines()) for p in sorted((ROOT / "analyses").glob("*.py"))}
-    too_long = {n: k for n, k in lengths.items() if k > OVER_LIMIT.get(n, SCRIPT_LINES)}
-    assert not too_long, f"scripts over {SCRIPT_LINES} lines (or longer than recorded): {too_long}"
-    thinned = [n for n in OVER_LIMIT if lengths.get(n, 0) <= SCRIPT_LINES]
-    assert not thinned, f"{thinned} are thin now: remove them from OVER_LIMIT"
+    too_long = {n: k for n, k in lengths.items() if k > SCRIPT_LINES}
+    assert not too_long, f"scripts over {SCRIPT_LINES} lines: {too_long}"
+
+
+def test_scripts_share_one_skeleton():
+    """Every script builds its parser with ``dcnbio.script.analysis_parser`` (shared --checkpoint, --out,
+    --overwrite, one-line usage errors), never its own ArgumentParser, and none imports another script."""
+    for path in sorted((ROOT / "analyses").glob("*.py")):
+        tree = ast.parse(path.read_text())
+        calls = {node.func.attr if isinstance(node.func, ast.Attribute) else getattr(node.func, "id", None)
+                 for node in ast.walk(tree) if isinstance(node, ast.Call)}
+        assert "analysis_parser" in calls, f"{path.name} does not build its parser with analysis_parser"
+        assert not calls & {"ArgumentParser", "ScriptParser"}, f"{path.name} builds its own parser"
+        options = [node.args[0].value for node in ast.walk(tree) if isinstance(node, ast.Call)
+                   and getattr(node.func, "attr", None) == "add_argument" and node.args
+                   and isinstance(node.args[0], ast.Constant)]
+        assert not {"--checkpoint", "--out", "--overwrite"} & set(options), f"{path.name} repeats a shared option"
+        imported = {a.name.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+        imported |= {n.module.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
+        assert not imported & {p.stem for p in (ROOT / "analyses").glob("*.py")}, f"{path.name} imports a script"
