@@ -14,13 +14,14 @@ from pathlib import Path
 
 import xarray as xr
 
-from dcnbio.analysis.sigmas import extract_sigmas, sigma_shift
-from dcnbio.checkpoint import load_checkpoint
+from dcnbio.extract.sigmas import extract_sigmas
+from dcnbio.stats.sigmas import sigma_shift
+from dcnbio.train.checkpoint import load_checkpoint
 from dcnbio.cli import user_errors
 from dcnbio.errors import DcnbioError
 from dcnbio.script import analysis_parser
 from dcnbio.io import prepare_output_dir, save_dataset, write_text
-from dcnbio.models import srf_layers
+from dcnbio.core.models import srf_layers
 
 ROOT = Path(__file__).resolve().parents[1]
 STILL = 0.05  # octaves: below this in every block, σ "did not move"

@@ -12,7 +12,7 @@ Other checkpoints, contrasts or conditions::
     .venv/bin/python analyses/contrast.py --checkpoint ckpt.pt --contrast 1 0.1 --conditions naive all-blocks \\
         --n-images 256 --out results/contrast_small --overwrite
 
-Conditions (:mod:`dcnbio.analysis.contrast`): ``naive`` (T fixed), ``block1-T`` (block 1 integrates to c·T, the
+Conditions (:mod:`dcnbio.extract.contrast`): ``naive`` (T fixed), ``block1-T`` (block 1 integrates to c·T, the
 paper's), ``all-blocks`` (inputs of all ODE blocks scaled by c and every T → c·T: the paper's "total NFE 102 → 60
 at c = 0.06"), ``atol-control`` (``all-blocks`` with atol → c·atol: does the saving survive equal relative accuracy?).
 
@@ -30,9 +30,9 @@ import time
 from pathlib import Path
 
 from dcnbio.script import add_eval_options, analysis_parser, eval_data, open_runs
-from dcnbio.analysis.contrast import (CONDITIONS, DEFAULT_CONTRASTS, check_contrasts, compute_contrast,
+from dcnbio.extract.contrast import (CONDITIONS, DEFAULT_CONTRASTS, check_contrasts, compute_contrast,
                                       compute_rescaling_check, plot_contrast)
-from dcnbio.analysis.contrast_report import contrast_report, summary_lines
+from dcnbio.reports.contrast_report import contrast_report, summary_lines
 from dcnbio.cli import user_errors
 from dcnbio.errors import ConfigError
 from dcnbio.io import prepare_output_dir, save_figure, save_results, write_report

@@ -14,7 +14,7 @@ they are barely past chance — see ``data/checkpoints/README.md``)::
 Outputs (in ``--out``, default ``results/meta_parametrization``):
 
 ``meta.nc``
-    One netCDF group per model (:func:`dcnbio.analysis.meta.compute_meta_curves`: ``sigma``/``log2_sigma (layer,
+    One netCDF group per model (:func:`dcnbio.extract.meta.compute_meta_curves`: ``sigma``/``log2_sigma (layer,
     time)``, ``alpha_rms (layer, time, basis)``) and ``<model>-init`` for the ``init.pt`` beside the checkpoint
     when there is one (the control: what training changed).
 ``meta_curves.png``
@@ -28,9 +28,10 @@ from pathlib import Path
 
 import numpy as np
 
-from dcnbio.analysis.common import evaluate
+from dcnbio.extract.common import evaluate
 from dcnbio.script import add_eval_options, analysis_parser, eval_data, open_runs, with_init
-from dcnbio.analysis.meta import META_MODELS, compute_meta_curves, meta_report, plot_meta_curves
+from dcnbio.extract.meta import META_MODELS, compute_meta_curves, plot_meta_curves
+from dcnbio.reports.meta_report import meta_report
 from dcnbio.cli import user_errors
 from dcnbio.errors import ConfigError
 from dcnbio.io import save_figure, write_report

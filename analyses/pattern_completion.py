@@ -17,7 +17,7 @@ image counts, other masks::
 Outputs (in ``--out``):
 
 ``completion.nc``
-    One netCDF group per model (:func:`dcnbio.analysis.completion.compute_pattern_completion`): D(t) per image,
+    One netCDF group per model (:func:`dcnbio.extract.completion.compute_pattern_completion`): D(t) per image,
     block, mask size and normaliser, its mean and SD, masked and intact predictions, NFE per batch and the example
     feature maps; open with :func:`dcnbio.io.open_results`.
 ``completion_D.png``
@@ -26,20 +26,20 @@ Outputs (in ``--out``):
     Accuracy against mask size (Fig. 3c).
 ``examples_<model>.png``
     One channel of block 1 for the first images, intact, masked and their difference over t (Fig. 4a, 6).
-``report.md``, ``report.tex``: the tables (:mod:`dcnbio.analysis.completion_report`).
+``report.md``, ``report.tex``: the tables (:mod:`dcnbio.reports.completion_report`).
 
 The paper zeroes pixels ("masks have zero pixel values"); images here are normalised, so ``--fill black`` (default)
 writes the normalised value of a zero pixel, ``−mean/std``, and ``--fill mean`` writes 0 (the dataset mean).
-The paper never defines D's normaliser A; see :mod:`dcnbio.analysis.completion` for the three reported here.
+The paper never defines D's normaliser A; see :mod:`dcnbio.extract.completion` for the three reported here.
 """
 import sys
 import time
 from pathlib import Path
 
 from dcnbio.script import add_eval_options, analysis_parser, eval_data, open_runs
-from dcnbio.analysis.completion import (check_mask_sizes, compute_pattern_completion, mask_fill, plot_differences,
+from dcnbio.extract.completion import (check_mask_sizes, compute_pattern_completion, mask_fill, plot_differences,
                                         plot_examples, plot_masked_accuracy)
-from dcnbio.analysis.completion_report import completion_report, summary_lines
+from dcnbio.reports.completion_report import completion_report, summary_lines
 from dcnbio.cli import user_errors
 from dcnbio.errors import ConfigError
 from dcnbio.io import prepare_output_dir, save_figure, save_results, write_report

@@ -9,7 +9,7 @@ records every channel of every block of the bundled DCN-ODE, DCN σ_ji, ODE-Net 
 map, for a factorial grid of gratings (10 spatial frequencies × 8 orientations × 8 phases × 4 Michelson
 contrasts) at 9 ODE times per block; derives each unit's preferred SF, SF bandwidth and selectivity,
 orientation bandwidth, circular variance, F1/F0, Naka–Rushton fit and half-rise latency per contrast
-(:mod:`dcnbio.analysis.physiology`); and compares them with macaque V1 where a digitised distribution on the
+(:mod:`dcnbio.stats.physiology`); and compares them with macaque V1 where a digitised distribution on the
 same scale ships (``data/reference/``), seeds as clusters.
 
 Outputs (``--out``): ``responses/<run>/shard-*.nc`` (one shard per SF band; ``--resume`` continues a stopped
@@ -24,11 +24,12 @@ from pathlib import Path
 
 import numpy as np
 
-from dcnbio.analysis import physiology as ph
-from dcnbio.analysis import tuning_study as study
-from dcnbio.analysis.plots import plot_latency_contrast, plot_property_histograms, plot_tuning_examples
-from dcnbio.analysis.report import physiology_report
-from dcnbio.analysis.responses import grating_responses
+from dcnbio.stats import physiology as ph
+from dcnbio.stats import tuning_study as study
+from dcnbio.core.stimuli import stimulus_grid
+from dcnbio.plots import plot_latency_contrast, plot_property_histograms, plot_tuning_examples
+from dcnbio.reports.report import physiology_report
+from dcnbio.extract.responses import grating_responses
 from dcnbio.cli import user_errors
 from dcnbio.io import open_results, prepare_output_dir, save_figure, save_results, save_shards, write_report
 from dcnbio.script import (analysis_parser, dataset_of, fresh_or_resumed, load_tuning_references, open_runs,
@@ -77,7 +78,7 @@ def record(model, info, grid, args, directory):
 def main(argv=None):
     args = build_parser().parse_args(argv)
     start = time.time()
-    grid = study.stimulus_grid(args.n_sf, args.n_orientations, args.n_phases, args.contrasts)
+    grid = stimulus_grid(args.n_sf, args.n_orientations, args.n_phases, args.contrasts)
     refs = load_tuning_references(args.reference)
     runs, missing = open_runs(args, DEFAULTS, REPO, analysis="physiology")
     runs = with_init(runs, skip=args.no_init)

@@ -14,7 +14,7 @@ trained on) and writes ``results/reconstruction/``.  Any checkpoints, a longer d
     .venv/bin/python analyses/reconstruction.py --checkpoint a.pt b.pt --steps 2000 --batch-size 128 \\
         --n-train 20000 --out results/reconstruction_long --overwrite
 
-See :mod:`dcnbio.analysis.reconstruction` for the decoder (untied: fresh blocks, encoder truly frozen), the
+See :mod:`dcnbio.extract.reconstruction` for the decoder (untied: fresh blocks, encoder truly frozen), the
 centre crop the 4×-upsampled output is compared with, and the units.  The MSE is in the normalised input space
 (images standardised per channel with the dataset mean and SD, as the classifier sees them).
 
@@ -34,8 +34,8 @@ from pathlib import Path
 import numpy as np
 
 from dcnbio.script import analysis_parser, held_out_splits, open_runs
-from dcnbio.analysis.reconstruction import compare_models, compute_reconstruction, plot_reconstructions
-from dcnbio.analysis.reconstruction_report import reconstruction_report, split_attrs, summary_lines
+from dcnbio.extract.reconstruction import compare_models, compute_reconstruction, plot_reconstructions
+from dcnbio.reports.reconstruction_report import reconstruction_report, split_attrs, summary_lines
 from dcnbio.cli import user_errors
 from dcnbio.errors import ConfigError, DataError
 from dcnbio.io import prepare_output_dir, save_figure, save_results, write_report

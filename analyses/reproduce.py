@@ -15,13 +15,13 @@ report's *Run time* section reads, with or without ``--no-run``.  It then reads 
 mean ± SD over training runs, the test across runs and a verdict; the run time of every analysis) and ``claims.csv``.
 
 The verdict rules — *holds*, *does not hold* or *undecided at this scale*, fixed before looking at any number,
-the training run as the unit — are those of :mod:`dcnbio.analysis.claims`; ``REPRODUCTION.md`` discusses them.
+the training run as the unit — are those of :mod:`dcnbio.reports.claims`; ``REPRODUCTION.md`` discusses them.
 """
 import sys
 import time
 from pathlib import Path
 
-from dcnbio.analysis.claims import claims_report
+from dcnbio.reports.claims import claims_report
 from dcnbio.cli import user_errors
 from dcnbio.errors import ConfigError
 from dcnbio.io import prepare_output_dir, write_report, write_text

@@ -13,7 +13,7 @@ control) and writes ``results/sigma_distribution/``.  Any SRF model works, one o
 Outputs (in ``--out``):
 
 ``sigma.nc``
-    Every σ of every SRF layer, trained and init (:func:`dcnbio.analysis.sigmas.extract_sigmas` stacked with
+    Every σ of every SRF layer, trained and init (:func:`dcnbio.extract.sigmas.extract_sigmas` stacked with
     coordinates ``state`` = trained/init and ``seed``); open with :func:`dcnbio.io.open_results`.
 ``sigma_histograms.png``
     σ per block on a log axis with the fitted log-normal (per-channel σ_ji models; paper Fig. 3b).
@@ -30,7 +30,7 @@ import sys
 import time
 from pathlib import Path
 
-from dcnbio.analysis.sigma_report import sigma_report
+from dcnbio.reports.sigma_report import sigma_report
 from dcnbio.cli import user_errors
 from dcnbio.errors import ConfigError
 from dcnbio.io import load_v1_reference, prepare_output_dir, save_dataset, save_figure, write_report

@@ -17,7 +17,7 @@ Explicit runs: ``--checkpoint A/last.pt B/last.pt ...`` (each must record its su
 ``--subset``).  Paper (CIFAR-10, 52/103/512/1024 images per class): DCN-ODE 44.5/54.2/75.5/79.7 % vs ODE-Net
 41.7/48.6/71.7/77.4 % vs ResNet-blocks 39.8/49.0/70.4/76.8 % — the claim is the DCN's advantage at small sizes.
 The verdict comes from a quasi-binomial GLM ``accuracy ~ C(model) * np.log(size)`` at the smallest size; see
-:mod:`dcnbio.analysis.small_data`.
+:mod:`dcnbio.stats.small_data`.
 
 Outputs (in ``--out``): ``small_data.nc`` (``(model, size, seed)``: accuracy, correct and evaluated images, epochs,
 steps, NFE; ``(model, size)``: mean, SD, seeds; the fitted coefficients), ``small_data.png`` (accuracy against
@@ -28,13 +28,13 @@ import time
 from functools import partial
 from pathlib import Path
 
-from dcnbio.analysis.small_data import MODEL_ORDER, plot_small_data
-from dcnbio.analysis.small_data_report import compute_small_data, evaluate_runs, small_data_report, summary_lines
+from dcnbio.stats.small_data import MODEL_ORDER, plot_small_data
+from dcnbio.reports.small_data_report import compute_small_data, evaluate_runs, small_data_report, summary_lines
 from dcnbio.cli import user_errors
 from dcnbio.io import prepare_output_dir, save_dataset, save_figure, write_report
 from dcnbio.script import (analysis_parser, check_small_data_options, find_small_data_runs, load_eval_images,
                            load_small_data_runs, select_small_data_runs)
-from dcnbio.training.grid import DEFAULT_EPOCHS_BUDGET, plan_runs, recipe_differences, train_missing
+from dcnbio.train.grid import DEFAULT_EPOCHS_BUDGET, plan_runs, recipe_differences, train_missing
 
 REPO = Path(__file__).resolve().parents[1]
 RUNS_DIR = "data/checkpoints/small-data"

@@ -14,7 +14,7 @@ steps per block, and writes ``results/solver_audit/``.  Any checkpoint, another 
 
 A model is flagged **not solver-independent** when a refinement of its own solver (tighter tolerances; the tightest
 adaptive setting always counts) moves its accuracy by more than ``--threshold`` (a fraction; 0.01 = one percentage
-point).  See :mod:`dcnbio.analysis.solver_audit`.
+point).  See :mod:`dcnbio.extract.solver_audit`.
 
 Outputs (in ``--out``): ``solver_audit.nc`` (one group per model: accuracy, agreement with the own setting,
 predictions, logits, NFE per setting), ``solver_audit.png`` (accuracy against NFE), ``report.md``/``report.tex``.
@@ -24,8 +24,9 @@ import time
 from pathlib import Path
 
 from dcnbio.script import add_eval_options, analysis_parser, eval_data, open_runs
-from dcnbio.analysis.solver_audit import (DEFAULT_FIXED_STEPS, DEFAULT_TOLERANCES, assess_solver_independence,
-                                          compute_solver_audit, plot_solver_audit, solver_audit_report, solver_grid)
+from dcnbio.extract.solver_audit import (DEFAULT_FIXED_STEPS, DEFAULT_TOLERANCES, assess_solver_independence,
+                                          compute_solver_audit, plot_solver_audit, solver_grid)
+from dcnbio.reports.solver_audit_report import solver_audit_report
 from dcnbio.cli import user_errors
 from dcnbio.errors import ConfigError
 from dcnbio.io import save_figure, write_report

@@ -5,7 +5,7 @@ Run on an otherwise idle machine, with the default thread count::
     .venv/bin/python benchmarks/extraction.py                      # dcn-ode width 0.25, N = 1000 and 10000
     .venv/bin/python benchmarks/extraction.py --images 1000 --formulations auto reference
 
-Each measurement is a fresh Python process running ``dcnbio.extract.main`` on the first N Fashion-MNIST
+Each measurement is a fresh Python process running ``dcnbio.extract.cli.main`` on the first N Fashion-MNIST
 test images (default times 0, 0.5, 1, 1.5, 2; batch 64; shards of 1024 images), so its peak resident
 memory (``VmHWM``) is that of one extraction, imports included.  ``dcnbio.io.save_dataset`` is wrapped
 with a timer to split the wall time into solving and writing (netCDF-4, zlib level 1, fsync + rename).
@@ -33,11 +33,11 @@ def child(args):
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
-    import dcnbio.extract as extract
-    from dcnbio.checkpoint import load_checkpoint
+    import dcnbio.extract.cli as extract
+    from dcnbio.train.checkpoint import load_checkpoint
     from dcnbio.io import open_results
-    from dcnbio.models.reference import reference_model
-    from dcnbio.models import ode_blocks
+    from dcnbio.core.models.reference import reference_model
+    from dcnbio.core.models import ode_blocks
 
     writing = [0.0]
     save = extract.save_dataset
@@ -82,8 +82,8 @@ def child(args):
 def make_checkpoint_file(directory, model_name, width, formulation):
     import torch
 
-    from dcnbio.checkpoint import make_checkpoint, save_checkpoint
-    from dcnbio.models import create_model
+    from dcnbio.train.checkpoint import make_checkpoint, save_checkpoint
+    from dcnbio.core.models import create_model
 
     torch.manual_seed(0)
     model = create_model(model_name, in_channels=1, width=width, formulation=formulation)

@@ -19,7 +19,7 @@ estimated (complex products 8 real FLOPs per multiply-add, transforms 2.5 n log2
 
 The ``--grid`` mode times dense, spectral and separable on the shapes the network meets at widths 1/8 … 1
 (block 1: C at 26x26, block 2: 2C at 13x13, block 3: 4C at 6x6) for several radii; it is what the
-``auto`` rule of :meth:`dcnbio.layers.srf.SRFConv2d.choose_formulation` was set from.
+``auto`` rule of :meth:`dcnbio.core.layers.srf.SRFConv2d.choose_formulation` was set from.
 """
 import argparse
 import json
@@ -33,8 +33,8 @@ from torch import nn
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from _machine import describe_machine, median, parse_device, print_machine, timed  # noqa: E402
 
-from dcnbio.filters import kernel_radius  # noqa: E402
-from dcnbio.layers.srf import SRFConv2d, fft_length  # noqa: E402
+from dcnbio.core.filters import kernel_radius  # noqa: E402
+from dcnbio.core.layers.srf import SRFConv2d, fft_length  # noqa: E402
 
 FORMS = ("reference", "dense", "spectral", "separable", "auto")
 

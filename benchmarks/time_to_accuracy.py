@@ -21,7 +21,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from dcnbio.checkpoint import read_checkpoint  # noqa: E402
+from dcnbio.train.checkpoint import read_checkpoint  # noqa: E402
 
 
 def first_reaching(rows, threshold):

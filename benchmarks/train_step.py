@@ -8,7 +8,7 @@ Run on an otherwise idle machine, with the default thread count::
 Variants (all dopri5, rtol = atol = 1e-3, the same parameters and the same batch of Fashion-MNIST
 training images; the model function is the same, only how it is computed differs):
 
-``reference``         the straightforward formulation (:mod:`dcnbio.layers.reference`): filters rebuilt at
+``reference``         the straightforward formulation (:mod:`dcnbio.core.layers.reference`): filters rebuilt at
                       every evaluation, ``conv2d`` on ``t ⊕ h``, ``torch.nn.CELU``, adjoint gradients —
                       the baseline;
 ``fast``              ``formulation="auto"`` (spectral/dense per layer, filters once per solve, no
@@ -18,9 +18,9 @@ training images; the model function is the same, only how it is computed differs
                       reference's at the level of the adjoint's tolerance);
 ``reference-direct``  the reference formulation, gradients by backpropagating through the solver;
 ``fast+direct``       ``fast`` with direct backprop (more memory, gradients of the discrete solve);
-``fast+direct+rk``    ``fast+direct`` integrated by dcnbio's own dopri5 (:mod:`dcnbio.layers.dopri5`: the same
+``fast+direct+rk``    ``fast+direct`` integrated by dcnbio's own dopri5 (:mod:`dcnbio.core.layers.dopri5`: the same
                       steps and NFE as torchdiffeq's, leaner stage arithmetic, step sizes not differentiated);
-``tuned``             ``fast+direct+rk`` with measured choices (:mod:`dcnbio.layers.tuning`): the SRF
+``tuned``             ``fast+direct+rk`` with measured choices (:mod:`dcnbio.core.layers.tuning`): the SRF
                       formulation, the convolution backend and the CELU formulation timed per shape on this
                       machine (in the warm-up step) instead of the fixed rules.
 
@@ -54,11 +54,11 @@ from torch.utils.flop_counter import FlopCounterMode
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from _machine import describe_machine, median, parse_device, print_machine, timed  # noqa: E402
 
-from dcnbio.extract import _release_memory  # noqa: E402
-from dcnbio.layers import tuning  # noqa: E402
-from dcnbio.layers.reference import SOLVER  # noqa: E402
-from dcnbio.models.reference import reference_model  # noqa: E402
-from dcnbio.models import build_model, create_model, nfe, ode_blocks, reset_nfe  # noqa: E402
+from dcnbio.extract.cli import _release_memory  # noqa: E402
+from dcnbio.core.layers import tuning  # noqa: E402
+from dcnbio.core.layers.reference import SOLVER  # noqa: E402
+from dcnbio.core.models.reference import reference_model  # noqa: E402
+from dcnbio.core.models import build_model, create_model, nfe, ode_blocks, reset_nfe  # noqa: E402
 
 VARIANTS = {
     "reference": dict(formulation="reference", **SOLVER),
@@ -76,7 +76,7 @@ def fashion_batch(n, size, channels=1):
     """The first ``n`` Fashion-MNIST training images (normalised), or a seeded random batch without the data;
     resized to ``size`` and repeated over ``channels`` (3 and 32: CIFAR-10's shape, with real images)."""
     try:
-        from dcnbio.data import load_dataset
+        from dcnbio.train.data import load_dataset
         ds = load_dataset("fashion-mnist", "train", download=False)
         x, y = ds.batch(torch.arange(n))
         source = "fashion-mnist train[:n]"

@@ -25,9 +25,9 @@ import torch
 import torch.nn.functional as F
 
 from _machine import describe_machine, parse_device, print_machine, timed
-from dcnbio.data import augment, batch_seed, load_dataset
-from dcnbio.models import model_config, build_model, nfe, reset_nfe
-from dcnbio.training.loop import param_groups
+from dcnbio.train.data import augment, batch_seed, load_dataset
+from dcnbio.core.models import model_config, build_model, nfe, reset_nfe
+from dcnbio.train.loop import param_groups
 
 
 def main(argv=None):

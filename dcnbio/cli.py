@@ -15,14 +15,14 @@ from .errors import DcnbioError
 from .io.atomic import WriteError
 from .io.lock import held, unlock_directory
 from .signals import Preempted
-from .layers import tuning
+from .core.layers import tuning
 
 #: OSError numbers that mean "this output cannot be written" rather than a bug.
 WRITE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EFBIG, errno.EACCES, errno.EPERM}
 
 SUBCOMMANDS = {
-    "train": ("dcnbio.train", "train a model (or several seeds) and write checkpoints"),
-    "extract": ("dcnbio.extract", "extract ODE-block trajectories of a checkpoint into netCDF/HDF5"),
+    "train": ("dcnbio.train.cli", "train a model (or several seeds) and write checkpoints"),
+    "extract": ("dcnbio.extract.cli", "extract ODE-block trajectories of a checkpoint into netCDF/HDF5"),
 }
 
 

@@ -19,7 +19,7 @@ def provenance_attrs(model, info=None):
 
     Parameters
     ----------
-    model : :class:`~dcnbio.models.Network`
+    model : :class:`~dcnbio.core.models.Network`
     info : dict, optional
         The ``info`` returned by :func:`dcnbio.load_checkpoint` (gives the checkpoint
         path, sha256, kind, epoch and step).

@@ -4,10 +4,10 @@
   stopping at the first that fails; each one's wall time goes to ``<results>/runtimes.csv``
   (:func:`record_runtime`, :func:`read_runtimes`);
 * :func:`judge_claims` — the analyses' results, the bundled checkpoints and the V1 references loaded and handed to
-  the pure verdicts of :mod:`dcnbio.analysis.claims`.
+  the pure verdicts of :mod:`dcnbio.reports.claims`.
 
 This is the script layer (beside :mod:`dcnbio.script`): it may touch disk, start processes and load checkpoints;
-the analysis layer below it may not.
+the layers below it (extract, stats, reports) may not.
 """
 import os
 import subprocess
@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from .analysis import claims
-from .checkpoint import load_checkpoint
+from .reports import claims
+from .train.checkpoint import load_checkpoint
 from .errors import DataError
 from .io import DirectoryLock, load_reference_histogram, load_v1_reference, open_results, write_text
 from .script import is_finished_run
@@ -144,7 +144,7 @@ def judge_claims(results, repo):
     Returns
     -------
     pandas.DataFrame
-        :func:`dcnbio.analysis.claims.claim_table`.
+        :func:`dcnbio.reports.claims.claim_table`.
 
     Raises
     ------

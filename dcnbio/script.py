@@ -2,8 +2,8 @@
 
 The scripts in ``analyses/`` are glue — argparse → load → compute → plot → save — and this module is the load
 part they have in common: checkpoints found by pattern among the bundled *finished* runs, loaded and labelled
-``<model>-seed<S>``, and the first images of an evaluation split.  It sits above the analysis layer (which takes
-models and tensors, never paths) and beside the disk edge :mod:`dcnbio.io`.
+``<model>-seed<S>``, and the first images of an evaluation split.  It sits above extraction, statistics and
+reports (which take models, tensors and xarray, never paths) and beside the disk edge :mod:`dcnbio.io`.
 """
 import argparse
 import glob
@@ -11,10 +11,10 @@ import os
 
 import numpy as np
 
-from .checkpoint import load_checkpoint
-from .data import dataset_info, load_dataset
+from .train.checkpoint import load_checkpoint
+from .train.data import dataset_info, load_dataset
 from .errors import CheckpointError, ConfigError
-from .models.network import ode_blocks
+from .core.models.network import ode_blocks
 
 class ScriptParser(argparse.ArgumentParser):
     """An ArgumentParser whose usage errors are one-line :class:`ConfigError` (exit 2 under ``user_errors``)."""
@@ -219,7 +219,7 @@ def load_eval_images(name, *, split="test", n_images=1000, root=None, cache=None
     n_images : int
         How many, in the split's order (the official order for ``test``); all if larger than the split.
     root : str, optional
-        Dataset directory (passed to :func:`dcnbio.data.load_dataset`; no download is attempted).
+        Dataset directory (passed to :func:`dcnbio.train.data.load_dataset`; no download is attempted).
     cache : dict, optional
         Reused across calls (one dataset read per name and split).
 
@@ -229,7 +229,7 @@ def load_eval_images(name, *, split="test", n_images=1000, root=None, cache=None
     labels : Tensor ``(N,)`` int64
     indices : ndarray ``(N,)`` int64
         Index of each image in its official file.
-    info : :class:`dcnbio.data.DatasetInfo`
+    info : :class:`dcnbio.datasets.DatasetInfo`
     """
     if split not in ("test", "val"):
         raise ConfigError(f"evaluation split must be 'test' or 'val', got {split!r}")
@@ -298,15 +298,15 @@ def fresh_or_resumed(out, params, *, resume, subdir):
 
 
 def load_tuning_references(extra=()):
-    """The V1 references of the tuning study (:func:`dcnbio.analysis.tuning_study.summarize`).
+    """The V1 references of the tuning study (:func:`dcnbio.stats.tuning_study.summarize`).
 
-    Every bundled histogram on a property's own scale (:data:`~dcnbio.analysis.tuning_study.PROPERTIES`),
+    Every bundled histogram on a property's own scale (:data:`~dcnbio.stats.tuning_study.PROPERTIES`),
     the user's ``(property, csv)`` pairs (:func:`dcnbio.io.read_histogram`; they replace a bundled one), the
     De Valois, Yund & Hepler (1982) preferred orientations and the spread of the De Valois, Albrecht & Thorell
     (1982) peak frequencies (SD of log2, octaves).
     """
-    from .analysis.tuning_study import PROPERTIES
-    from .analysis.v1 import v1_shape_statistics
+    from .stats.tuning_study import PROPERTIES
+    from .stats.v1 import v1_shape_statistics
     from .io import load_reference_histogram, load_v1_reference, read_histogram
 
     refs = {k: load_reference_histogram(stem)["count"].sum("population")
@@ -356,7 +356,7 @@ def held_out_splits(info, model, n_train, n_images, *, root=None, cache=None):
     CheckpointError
         The checkpoint does not record its validation split, or has none.
     DataError
-        The two splits overlap (they cannot with :func:`dcnbio.data.load_dataset`; the analysis rests on it).
+        The two splits overlap (they cannot with :func:`dcnbio.train.data.load_dataset`; the analysis rests on it).
     """
     from .errors import DataError
 
@@ -389,7 +389,7 @@ def load_sigma_study(paths):
     Returns
     -------
     ds : xr.Dataset
-        :func:`dcnbio.analysis.sigmas.stack_sigmas` of the parts, coordinates ``state`` (``trained``/``init``)
+        :func:`dcnbio.extract.sigmas.stack_sigmas` of the parts, coordinates ``state`` (``trained``/``init``)
         and ``seed``.
     inputs : list of (seed, info, control)
         Each checkpoint's info and its control: ``"init.pt"`` or ``"missing: <why>"``.
@@ -401,7 +401,7 @@ def load_sigma_study(paths):
     ConfigError
         Checkpoints of two models, or two checkpoints of one seed.
     """
-    from .analysis.sigmas import extract_sigmas, stack_sigmas
+    from .extract.sigmas import extract_sigmas, stack_sigmas
 
     parts, inputs, seen, model_name = [], [], {}, None
     for path in paths:
@@ -447,8 +447,8 @@ def check_small_data_options(*, train=False, checkpoint=None, models=None, sizes
         A count below 1, exclusive options together, an unknown or repeated model, a bad or repeated size, a
         repeated seed, or (with ``train``) a width or an epochs budget out of range.
     """
-    from .data import check_sizes
-    from .training.grid import check_models
+    from .datasets import check_sizes
+    from .train.grid import check_models
 
     if n_images < 1 or eval_batch_size < 1 or batch_size < 1:
         raise ConfigError("--n-images, --eval-batch-size and --batch-size must be >= 1")
@@ -515,7 +515,7 @@ def load_small_data_runs(paths, *, explicit, repo):
     Returns
     -------
     runs : list of (model, info, run)
-        ``run`` is :func:`dcnbio.analysis.small_data.describe_run` plus ``checkpoint`` (the path as named).
+        ``run`` is :func:`dcnbio.stats.small_data.describe_run` plus ``checkpoint`` (the path as named).
     skipped : list of (str, int, int)
         Unfinished runs left out: path as named, epoch reached, epochs planned.
 
@@ -524,7 +524,7 @@ def load_small_data_runs(paths, *, explicit, repo):
     CheckpointError
         A path that is no file, a checkpoint that is no small-data run, or an unfinished explicit run.
     """
-    from .analysis.small_data import MODEL_ORDER, describe_run
+    from .stats.small_data import MODEL_ORDER, describe_run
 
     runs, skipped = [], []
     for path in map(os.fspath, paths):

@@ -8,11 +8,11 @@ import pytest
 import torch
 
 from dcnbio import create_model
-from dcnbio.analysis.completion import mask_fill
-from dcnbio.checkpoint import make_checkpoint, save_checkpoint
-from dcnbio.data import DATASETS, load_dataset
-from dcnbio.analysis.completion_report import run_values
-from dcnbio.analysis.contrast_report import run_values as contrast_run_values
+from dcnbio.extract.completion import mask_fill
+from dcnbio.train.checkpoint import make_checkpoint, save_checkpoint
+from dcnbio.train.data import DATASETS, load_dataset
+from dcnbio.reports.completion_report import run_values
+from dcnbio.reports.contrast_report import run_values as contrast_run_values
 from dcnbio.io import open_results
 
 SCRIPTS = Path(__file__).resolve().parents[1] / "analyses"
@@ -287,9 +287,9 @@ def test_existing_output_directory_needs_overwrite(scripts, ckpts, tmp_path, cap
 # --- the meta-parametrization library (only the script uses it) ----------------------------------------------------
 
 def test_meta_curves_closed_form():
-    from dcnbio.analysis.meta import compute_meta_curves
+    from dcnbio.extract.meta import compute_meta_curves
     from dcnbio.errors import DataError
-    from dcnbio.models import srf_layers
+    from dcnbio.core.models import srf_layers
 
     torch.manual_seed(3)
     model = create_model("dcn-sigma-alpha-t", in_channels=1, width=0.125)

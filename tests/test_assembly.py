@@ -6,9 +6,9 @@ import torch
 import xarray as xr
 
 from dcnbio import create_model
-from dcnbio.analysis.assembly import grating_assembly, trajectory_assembly
-from dcnbio.analysis.responses import grating_responses
-from dcnbio.analysis.trajectories import extract_trajectories
+from dcnbio.extract.assembly import grating_assembly, trajectory_assembly
+from dcnbio.extract.responses import grating_responses
+from dcnbio.extract.trajectories import extract_trajectories
 from dcnbio.errors import ConfigError, DataError
 from dcnbio.io import open_results, save_dataset
 

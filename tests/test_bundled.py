@@ -65,8 +65,8 @@ def full_runs():
 
 
 def test_full_data_runs_load_record_their_segments_and_follow_the_recipe():
-    from dcnbio.checkpoint import read_checkpoint
-    from dcnbio.training.config import plateau_schedule
+    from dcnbio.train.checkpoint import read_checkpoint
+    from dcnbio.train.config import plateau_schedule
 
     runs = full_runs()
     assert runs, "no full-data run is bundled"
@@ -104,8 +104,8 @@ def test_full_data_runs_load_record_their_segments_and_follow_the_recipe():
 
 
 def test_finished_full_data_runs_reproduce_their_recorded_test_subset_accuracy():
-    from dcnbio.data import load_dataset
-    from dcnbio.training.loop import evaluate
+    from dcnbio.train.data import load_dataset
+    from dcnbio.train.loop import evaluate
 
     finished = [r for r in full_runs() if (r / "final.json").exists()]
     assert finished, "no full-data run has finished"

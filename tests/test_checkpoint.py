@@ -5,7 +5,7 @@ import pytest
 import torch
 
 import dcnbio
-from dcnbio.checkpoint import make_checkpoint, read_checkpoint, save_checkpoint
+from dcnbio.train.checkpoint import make_checkpoint, read_checkpoint, save_checkpoint
 from dcnbio.errors import CheckpointError
 
 

@@ -5,10 +5,10 @@ import torch
 import xarray as xr
 
 from dcnbio import create_model
-from dcnbio.analysis.completion import (NORMALIZERS, apply_center_mask, check_mask_sizes, compute_differences,
+from dcnbio.extract.completion import (NORMALIZERS, apply_center_mask, check_mask_sizes, compute_differences,
                                         compute_pattern_completion, mask_window, plot_differences,
                                         plot_masked_accuracy)
-from dcnbio.analysis.trajectories import extract_trajectories
+from dcnbio.extract.trajectories import extract_trajectories
 from dcnbio.errors import ConfigError, DataError
 
 DIMS = ("image", "time", "channel", "y", "x")

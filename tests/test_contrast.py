@@ -6,11 +6,11 @@ import torch
 from torch import nn
 
 from dcnbio import create_model
-from dcnbio.analysis.common import evaluate, override_solver, solver_state
-from dcnbio.analysis.contrast import (CONDITIONS, check_contrasts, compute_contrast, compute_rescaling_check,
+from dcnbio.extract.common import evaluate, override_solver, solver_state
+from dcnbio.extract.contrast import (CONDITIONS, check_contrasts, compute_contrast, compute_rescaling_check,
                                       condition_settings, plot_contrast)
 from dcnbio.errors import ConfigError
-from dcnbio.layers.ode import ODEBlock
+from dcnbio.core.layers.ode import ODEBlock
 
 
 class ScaleFree(nn.Module):

@@ -14,9 +14,9 @@ import torch
 import xarray as xr
 
 from dcnbio import create_model, load_checkpoint
-from dcnbio.analysis.trajectories import extract_trajectories
-from dcnbio.checkpoint import make_checkpoint, save_checkpoint
-from dcnbio.extract import main
+from dcnbio.extract.trajectories import extract_trajectories
+from dcnbio.train.checkpoint import make_checkpoint, save_checkpoint
+from dcnbio.extract.cli import main
 from dcnbio.io import TIMESTAMP_ATTR, assert_same_results, open_results
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -168,7 +168,7 @@ def test_rejects_bad_input(files, bad_files, tmp_path, capsys, args, match):
 
 def test_dataset_source(files, tmp_path, monkeypatch):
     # the --dataset path, on a stand-in for Fashion-MNIST's test split (uint8 images, official indices, labels)
-    import dcnbio.data as data
+    import dcnbio.train.data as data
 
     g = torch.Generator().manual_seed(5)
     fake = data.ArrayDataset(torch.randint(0, 256, (5, 1, 28, 28), dtype=torch.uint8, generator=g),
@@ -252,7 +252,7 @@ def test_sigkill_leaves_no_partial_file_and_resume_is_exact(files, tmp_path):
 # --- masked extraction and D(t) over shards (the README's dask.distributed example) ---------------------------------
 
 def test_mask_size_zero_gives_identical_states_and_zero_D(files, tmp_path):
-    from dcnbio.analysis.completion import compute_differences
+    from dcnbio.extract.completion import compute_differences
 
     assert run(files, tmp_path / "intact") == 0
     assert run(files, tmp_path / "m0", "--mask-size", "0", "--mask-fill", "mean") == 0
@@ -265,7 +265,7 @@ def test_mask_size_zero_gives_identical_states_and_zero_D(files, tmp_path):
 
 
 def test_masked_extraction_equals_masking_in_memory(files, tmp_path):
-    from dcnbio.analysis.completion import apply_center_mask
+    from dcnbio.extract.completion import apply_center_mask
 
     assert run(files, tmp_path / "m6", "--mask-size", "6", "--mask-fill", "mean") == 0
     model, _ = load_checkpoint(files["ckpt"])
@@ -285,7 +285,7 @@ def test_lazy_D_on_a_local_cluster_equals_eager(files, tmp_path):
     """dask.distributed LocalCluster over sharded extractions gives the same D(t) as the in-memory computation."""
     from dask.distributed import Client, LocalCluster
 
-    from dcnbio.analysis.completion import _differences, compute_differences
+    from dcnbio.extract.completion import _differences, compute_differences
 
     assert run(files, tmp_path / "intact") == 0
     assert run(files, tmp_path / "m8", "--mask-size", "8", "--mask-fill", "mean") == 0

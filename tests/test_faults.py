@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from dcnbio.checkpoint import load_checkpoint, make_checkpoint, read_checkpoint, save_checkpoint
+from dcnbio.train.checkpoint import load_checkpoint, make_checkpoint, read_checkpoint, save_checkpoint
 from dcnbio.errors import CheckpointError
 from dcnbio.io import LOCK_NAME, TMP_PREFIX, assert_same_results, open_results
 

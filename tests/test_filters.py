@@ -15,7 +15,7 @@ import torch
 from scipy.ndimage import gaussian_filter
 
 from dcnbio.errors import ConfigError
-from dcnbio.filters import (basis_orders, gaussian_derivative_basis, gaussian_derivatives_1d, kernel_radius,
+from dcnbio.core.filters import (basis_orders, gaussian_derivative_basis, gaussian_derivatives_1d, kernel_radius,
                             num_basis)
 
 SIGMAS = [0.6, 1.0, 1.7, 2.5]

@@ -1,4 +1,4 @@
-"""Every SRF formulation computes the reference function (dcnbio.layers.reference), and the filter cache
+"""Every SRF formulation computes the reference function (dcnbio.core.layers.reference), and the filter cache
 never serves filters of old parameters.
 
 Layer and model comparisons run in float64, where two formulations of the same sums can differ only by
@@ -15,10 +15,10 @@ import torch
 import torch.nn.functional as F
 
 from dcnbio.errors import ConfigError
-from dcnbio.layers.reference import SOLVER, reference_conv
-from dcnbio.models.reference import reference_model
-from dcnbio.layers.srf import FORMULATIONS, SRFConv2d, fft_length, filter_cache
-from dcnbio.models import create_model, ode_blocks, srf_layers
+from dcnbio.core.layers.reference import SOLVER, reference_conv
+from dcnbio.core.models.reference import reference_model
+from dcnbio.core.layers.srf import FORMULATIONS, SRFConv2d, fft_length, filter_cache
+from dcnbio.core.models import create_model, ode_blocks, srf_layers
 
 FAST = [f for f in FORMULATIONS if f != "reference"]
 T = 0.7
@@ -74,7 +74,7 @@ def test_layer_equals_reference(formulation, scale, alpha, stride, padding, size
 
 def test_reference_formulation_is_the_paper_construction():
     """The oracle itself: conv2d with Σ_f α_f B_f(σ) built by hand from scipy-checked 1-D derivatives."""
-    from dcnbio.filters import basis_orders, gaussian_derivatives_1d
+    from dcnbio.core.filters import basis_orders, gaussian_derivatives_1d
 
     layer = make_layer("shared", "static", "reference", cin=2, cout=3)
     sigma = float(layer.sigma().detach())
@@ -179,7 +179,7 @@ def test_spectral_backward_is_the_adjoint_of_the_correlation(size, channels, k, 
     autograd in float64 (gradients of the filter bank through its transform), and gradcheck/gradgradcheck of
     the function itself: a wrong half-spectrum weight (the 2 of the conjugate columns, the Nyquist column of
     an even length) or a missing conjugate is an O(1) error."""
-    from dcnbio.layers.srf import _SpectralCorrelation, _fft_filters
+    from dcnbio.core.layers.srf import _SpectralCorrelation, _fft_filters
 
     gen = torch.Generator().manual_seed(3)
     (cin, cout), (h, w) = channels, size
@@ -204,7 +204,7 @@ def test_band_matrix_is_a_1d_correlation():
     longer than the signal; a kernel that does not fit is a one-line error."""
     import numpy as np
 
-    from dcnbio.layers.srf import band_matrix
+    from dcnbio.core.layers.srf import band_matrix
 
     gen = torch.Generator().manual_seed(3)
     for n, k, p, s in [(13, 5, 2, 1), (12, 7, 3, 2), (11, 3, 0, 1), (6, 9, 4, 1), (10, 5, 1, 3)]:
@@ -388,7 +388,7 @@ def test_cache_is_per_context_and_sees_in_place_sigma_changes_between_contexts()
 def test_step_callbacks_of_srf_dynamics_still_reach_torchdiffeq():
     """The adjoint solve wraps the dynamics to re-open the filter cache; torchdiffeq must still see the
     dynamics' step callbacks (it looks them up on the function it is given)."""
-    from dcnbio.layers.ode import ODEBlock
+    from dcnbio.core.layers.ode import ODEBlock
 
     class Dynamics(torch.nn.Module):
         def __init__(self):
@@ -421,7 +421,7 @@ def test_celu_equals_torch_celu(alpha, implementation):
     """Both formulations, values and gradients, against torch.nn.CELU: float64 to 1 rounding of 1.0 (exp(z) - 1
     instead of expm1: absolute, not relative, error), float32 to 2.4e-7 absolute (torch's own float32 CELU is
     off by as much from the float64 value), gradcheck in float64, x = 0 included."""
-    from dcnbio.layers.activations import celu
+    from dcnbio.core.layers.activations import celu
 
     x = torch.cat([torch.linspace(-30, 8, 4001, dtype=torch.float64), torch.zeros(1, dtype=torch.float64)])
     x.requires_grad_(True)
@@ -438,7 +438,7 @@ def test_celu_equals_torch_celu(alpha, implementation):
 def test_exp_celu_gradient_is_the_closed_form_at_any_alpha():
     """d celu / dx = exp(x / α) for x ≤ 0 and 1 above, from the result alone: to float64 rounding at an α that
     is no power of two (torch's own CELU backward is 2e-8 off there, so this compares with the closed form)."""
-    from dcnbio.layers.activations import celu
+    from dcnbio.core.layers.activations import celu
 
     alpha = 0.7
     x = torch.cat([torch.linspace(-30, 8, 4001, dtype=torch.float64), torch.zeros(1, dtype=torch.float64)])
@@ -451,9 +451,9 @@ def test_exp_celu_gradient_is_the_closed_form_at_any_alpha():
 
 def test_celu_implementation_is_exp_on_cpus_unless_overridden():
     """'exp' whatever ATen's CPU capability; DCNBIO_CELU overrides; bad names are refused."""
-    from dcnbio.layers import activations
+    from dcnbio.core.layers import activations
 
-    code = "import dcnbio.layers.activations as a; print(a.default_implementation())"
+    code = "import dcnbio.core.layers.activations as a; print(a.default_implementation())"
     env = {k: v for k, v in os.environ.items() if k != "DCNBIO_CELU"}
     run = lambda **e: subprocess.run([sys.executable, "-c", code], env={**env, **e}, capture_output=True, text=True)
     assert run().stdout.strip() == "exp"
@@ -462,7 +462,7 @@ def test_celu_implementation_is_exp_on_cpus_unless_overridden():
     assert run(DCNBIO_CELU="exp").stdout.strip() == "exp" and run(DCNBIO_CELU="torch").stdout.strip() == "torch"
     bad = run(DCNBIO_CELU="fast")
     assert bad.returncode != 0 and "DCNBIO_CELU must be one of torch, exp" in bad.stderr
-    imported = subprocess.run([sys.executable, "-c", "import dcnbio.layers.activations"],
+    imported = subprocess.run([sys.executable, "-c", "import dcnbio.core.layers.activations"],
                               env={**env, "DCNBIO_CELU": "fast"}, capture_output=True, text=True)
     assert imported.returncode == 0, imported.stderr  # no environment variable is read at import
     with pytest.raises(ConfigError, match="unknown CELU implementation"):
@@ -470,7 +470,7 @@ def test_celu_implementation_is_exp_on_cpus_unless_overridden():
 
 
 def test_models_use_the_fast_celu_and_keep_their_state():
-    from dcnbio.layers.activations import CELU
+    from dcnbio.core.layers.activations import CELU
 
     model = create_model("dcn-ode", in_channels=1, width=0.125)
     assert isinstance(model.block1.func.act, CELU)

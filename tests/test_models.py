@@ -12,10 +12,10 @@ from torch import nn
 
 import dcnbio
 from dcnbio import ConfigError, create_model, list_models, nfe, ode_blocks, reset_nfe, srf_layers
-from dcnbio.layers.ode import ODEBlock
-from dcnbio.layers.scales import create_alpha, create_scale
-from dcnbio.layers.srf import SRFConv2d
-from dcnbio.models import ModelConfig, build_model, model_config
+from dcnbio.core.layers.ode import ODEBlock
+from dcnbio.core.layers.scales import create_alpha, create_scale
+from dcnbio.core.layers.srf import SRFConv2d
+from dcnbio.core.models import ModelConfig, build_model, model_config
 
 MODELS = list_models()
 BLOCK_NAMES = ("block1", "block2", "block3")

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from dcnbio.errors import ConfigError, SolverError
-from dcnbio.layers.ode import ODEBlock
+from dcnbio.core.layers.ode import ODEBlock
 
 F64 = dict(dtype=torch.float64)
 
@@ -304,7 +304,7 @@ def test_the_solver_table_is_what_torchdiffeq_accepts():
     name outside the table is refused by torchdiffeq too."""
     import torchdiffeq
 
-    from dcnbio.layers.ode import SOLVERS
+    from dcnbio.core.layers.ode import SOLVERS
 
     t = torch.tensor([0.0, 1.0], dtype=torch.float64)
     y0 = torch.ones(1, dtype=torch.float64)

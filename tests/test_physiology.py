@@ -23,10 +23,10 @@ import torch
 import xarray as xr
 
 from dcnbio import create_model, filters, stimuli
-from dcnbio.analysis import physiology as ph
-from dcnbio.analysis.responses import grating_responses
+from dcnbio.stats import physiology as ph
+from dcnbio.extract.responses import grating_responses
 from dcnbio.errors import ConfigError, DataError
-from dcnbio.layers.ode import ODEBlock
+from dcnbio.core.layers.ode import ODEBlock
 
 SIGMA, RADIUS, TAU, T = 2.0, 8, 0.5, 2.0
 # basis index of (n_x, n_y) in the N-jet of order 2
@@ -292,7 +292,7 @@ def test_trained_init_control_is_a_paired_test_over_seeds():
 
 
 def test_stacking_refuses_two_runs_of_one_model_seed_and_state(props):
-    from dcnbio.analysis.tuning_study import stack_runs
+    from dcnbio.stats.tuning_study import stack_runs
 
     _, p = props
     stacked = stack_runs([("m", 1, "trained", p), ("m", 2, "trained", p), ("m", 1, "init", p)])

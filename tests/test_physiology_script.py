@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import xarray as xr
 
-from dcnbio.analysis import physiology as ph
+from dcnbio.stats import physiology as ph
 from dcnbio.io import open_results
 
 REPO = Path(__file__).resolve().parents[1]

@@ -11,17 +11,17 @@ import xarray as xr
 from torch import nn
 
 from dcnbio import create_model
-from dcnbio.analysis.reconstruction import (Decoder, center_crop, compare_models, compute_reconstruction,
+from dcnbio.extract.reconstruction import (Decoder, center_crop, compare_models, compute_reconstruction,
                                             compute_reconstruction_error, encode, plot_reconstructions, reconstruct,
                                             train_decoder)
-from dcnbio.analysis.reconstruction_report import run_values
-from dcnbio.checkpoint import make_checkpoint, save_checkpoint
-from dcnbio.data import epoch_permutation, load_dataset
+from dcnbio.reports.reconstruction_report import run_values
+from dcnbio.train.checkpoint import make_checkpoint, save_checkpoint
+from dcnbio.train.data import epoch_permutation, load_dataset
 from dcnbio.errors import ConfigError, DataError
 from dcnbio.io import open_results
-from dcnbio.layers.ode import ODEBlock
-from dcnbio.layers.srf import SRFConv2d
-from dcnbio.models import ResBlock
+from dcnbio.core.layers.ode import ODEBlock
+from dcnbio.core.layers.srf import SRFConv2d
+from dcnbio.core.models import ResBlock
 
 REPO = Path(__file__).resolve().parents[1]
 MODELS = ("dcn-ode", "odenet", "resnet-blocks")

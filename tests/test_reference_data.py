@@ -3,7 +3,7 @@ loader's labelled layout and its errors, and the statistics the physiology study
 import numpy as np
 import pytest
 
-from dcnbio.analysis import tuning_study
+from dcnbio.stats import tuning_study
 from dcnbio.errors import DataError
 from dcnbio.io import HISTOGRAMS, load_reference_histogram
 

@@ -1,4 +1,4 @@
-"""analyses/reproduce.py: the verdict rules (dcnbio.analysis.claims) on planted numbers, and the whole pipeline once
+"""analyses/reproduce.py: the verdict rules (dcnbio.reports.claims) on planted numbers, and the whole pipeline once
 on the bundled checkpoints (the runner and run-time table of dcnbio.reproduce_run)."""
 import importlib.util
 import shutil
@@ -10,9 +10,9 @@ import pytest
 import scipy.stats as st
 
 from dcnbio import reproduce_run
-from dcnbio.analysis import claims
-from dcnbio.analysis.claims import FAILS, HOLDS, UNDECIDED
-from dcnbio.analysis.runs import against_reference, compare_models
+from dcnbio.reports import claims
+from dcnbio.reports.claims import FAILS, HOLDS, UNDECIDED
+from dcnbio.stats.runs import against_reference, compare_models
 from dcnbio.errors import DataError
 
 ROOT = Path(__file__).resolve().parents[1]

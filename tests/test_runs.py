@@ -1,11 +1,11 @@
-"""Pooling over training runs (dcnbio.analysis.runs) against hand-computed cases and closed forms."""
+"""Pooling over training runs (dcnbio.stats.runs) against hand-computed cases and closed forms."""
 import math
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from dcnbio.analysis.runs import against_reference, compare_models, model_of, pool_runs
+from dcnbio.stats.runs import against_reference, compare_models, model_of, pool_runs
 from dcnbio.errors import ConfigError
 
 

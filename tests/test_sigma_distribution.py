@@ -11,11 +11,11 @@ import torch
 from matplotlib.figure import Figure
 
 from dcnbio import create_model, srf_layers
-from dcnbio.analysis import plots
-from dcnbio.analysis.report import Report, format_value, latex_escape, markdown_table
-from dcnbio.analysis.sigmas import extract_sigmas, stack_sigmas
-from dcnbio.analysis.stats import fit_lognormal
-from dcnbio.checkpoint import make_checkpoint, save_checkpoint
+from dcnbio import plots
+from dcnbio.reports.report import Report, format_value, latex_escape, markdown_table
+from dcnbio.extract.sigmas import extract_sigmas, stack_sigmas
+from dcnbio.stats.distribution import fit_lognormal
+from dcnbio.train.checkpoint import make_checkpoint, save_checkpoint
 from dcnbio.io import open_results, write_report
 
 SCRIPT = Path(__file__).resolve().parents[1] / "analyses" / "sigma_distribution.py"

@@ -1,4 +1,4 @@
-"""dcnbio.analysis.sigmas: every learned scale of every SRF layer, labelled, against the layers' own parameters."""
+"""dcnbio.extract.sigmas: every learned scale of every SRF layer, labelled, against the layers' own parameters."""
 import json
 
 import numpy as np
@@ -8,10 +8,11 @@ import xarray as xr
 from torch import nn
 
 from dcnbio import create_model, list_models, srf_layers
-from dcnbio.analysis.sigmas import extract_sigmas, select, sigma_values, stack_sigmas
+from dcnbio.extract.sigmas import extract_sigmas, stack_sigmas
+from dcnbio.stats.sigmas import select, sigma_values
 from dcnbio.errors import ConfigError, DataError
 from dcnbio.io import open_results, save_dataset
-from dcnbio.layers.srf import SRFConv2d
+from dcnbio.core.layers.srf import SRFConv2d
 
 SRF_MODELS = [m for m in list_models() if srf_layers(create_model(m, in_channels=1, width=0.125))]
 PIXEL_MODELS = [m for m in list_models() if m not in SRF_MODELS]

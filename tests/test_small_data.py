@@ -17,10 +17,10 @@ import torch
 import xarray as xr
 from scipy.special import expit
 
-from dcnbio.analysis.small_data import (DCN, assess_small_data_advantage, describe_run, fit_small_data,
+from dcnbio.stats.small_data import (DCN, assess_small_data_advantage, describe_run, fit_small_data,
                                         format_summary, summarize_accuracy, tabulate_runs)
-from dcnbio.data import check_sizes
-from dcnbio.training.grid import check_models, epochs_for, recipe_differences, run_path, small_data_config
+from dcnbio.datasets import check_sizes
+from dcnbio.train.grid import check_models, epochs_for, recipe_differences, run_path, small_data_config
 from dcnbio.errors import CheckpointError, ConfigError, DataError
 from dcnbio.io import open_results, same_results
 
@@ -294,7 +294,7 @@ def test_verdict_needs_the_dcn():
 
 @pytest.mark.parametrize("model,size", [("resnet-blocks", 10), ("odenet", 20), ("dcn-ode", 50)])
 def test_recipe_is_the_bundled_command_line(model, size):
-    from dcnbio.train import build_parser, config_from_args
+    from dcnbio.train.cli import build_parser, config_from_args
 
     argv = ["--model", model, "--dataset", "fashion-mnist", "--width", "0.25", "--subset", str(size), "--val-size",
             "0", "--epochs", str(300 // size), "--batch-size", "32", "--no-adjoint", "--no-test", "--seeds", "1",
@@ -328,7 +328,7 @@ TINY = ["--models", "resnet-blocks", "--sizes", 1, 2, "--seeds", 1, 2, "--width"
 
 def forward_accuracy(path, n):
     from dcnbio import load_checkpoint
-    from dcnbio.data import load_dataset
+    from dcnbio.train.data import load_dataset
 
     model, _ = load_checkpoint(path)
     images, labels = load_dataset("fashion-mnist", "test", download=False).batch(np.arange(n))
@@ -443,7 +443,7 @@ def assert_one_line_error(rc, err, match):
 @pytest.fixture(scope="module")
 def odd_checkpoints(tmp_path_factory):
     from dcnbio import create_model
-    from dcnbio.checkpoint import make_checkpoint, save_checkpoint
+    from dcnbio.train.checkpoint import make_checkpoint, save_checkpoint
 
     root = tmp_path_factory.mktemp("odd")
     model = create_model("resnet-blocks", in_channels=1, width=0.125)

@@ -7,11 +7,11 @@ import xarray as xr
 from torch import nn
 
 from dcnbio import create_model, nfe, reset_nfe
-from dcnbio.analysis.common import evaluate, override_solver, solver_state
-from dcnbio.analysis.solver_audit import (assess_solver_independence, compute_solver_audit, plot_solver_audit,
+from dcnbio.extract.common import evaluate, override_solver, solver_state
+from dcnbio.extract.solver_audit import (assess_solver_independence, compute_solver_audit, plot_solver_audit,
                                           solver_grid)
 from dcnbio.errors import ConfigError
-from dcnbio.layers.ode import ODEBlock
+from dcnbio.core.layers.ode import ODEBlock
 
 
 class Linear(nn.Module):

@@ -13,8 +13,8 @@ import torch.nn.functional as F
 from torch.func import functional_call
 
 from dcnbio.errors import ConfigError
-from dcnbio.filters import basis_orders, gaussian_derivative_basis, kernel_radius
-from dcnbio.layers.srf import SRFConv2d
+from dcnbio.core.filters import basis_orders, gaussian_derivative_basis, kernel_radius
+from dcnbio.core.layers.srf import SRFConv2d
 
 SCALES = ["shared", "per-channel", "linear-t", "quadratic-t"]
 ALPHAS = ["static", "linear-t"]
@@ -150,7 +150,7 @@ def test_weight_is_the_dense_filter_bank_of_forward(scale, alpha, stride, paddin
 
 @pytest.mark.parametrize("scale", SCALES)
 def test_weight_equals_alpha_times_basis(scale):
-    """W[o, i] = Σ_f α[o, i, f] B_f(σ) with the basis from dcnbio.filters, σ per pair for σ_ji."""
+    """W[o, i] = Σ_f α[o, i, f] B_f(σ) with the basis from dcnbio.core.filters, σ per pair for σ_ji."""
     layer = make_layer(scale, "static")
     sigma = layer.sigma(T)
     alpha = layer.alpha(T)

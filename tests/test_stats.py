@@ -1,4 +1,4 @@
-"""dcnbio.analysis.stats and .v1 on seeded synthetic samples with known parameters, and the V1 reference."""
+"""dcnbio.stats.distribution and .v1 on seeded synthetic samples with known parameters, and the V1 reference."""
 import math
 
 import numpy as np
@@ -7,8 +7,8 @@ import scipy.stats as st
 from scipy import special
 import xarray as xr
 
-from dcnbio import filters
-from dcnbio.analysis import stats, v1
+from dcnbio.core import filters
+from dcnbio.stats import distribution as stats, v1
 from dcnbio.errors import ConfigError, DataError
 from dcnbio.io import load_v1_reference
 

@@ -15,11 +15,11 @@ import pytest
 import torch
 
 import dcnbio
-from dcnbio import data
-from dcnbio.checkpoint import read_checkpoint
+from dcnbio.train import data
+from dcnbio.train.checkpoint import read_checkpoint
 from dcnbio.io.atomic import FAULT_ENV
 from dcnbio.errors import ConfigError, DataError
-from dcnbio.training.config import TrainConfig, small_data_epoch_factor
+from dcnbio.train.config import TrainConfig, small_data_epoch_factor
 
 FMNIST = data.DEBIAN_FASHION_MNIST
 needs_fmnist = pytest.mark.skipif(not os.path.isdir(FMNIST),
@@ -411,7 +411,7 @@ def test_plateau_schedule_drops_where_validation_stops_improving_and_resumes_ide
 
 
 def test_plateau_rule_and_schedule_closed_forms():
-    from dcnbio.training.config import plateau_reached, plateau_schedule
+    from dcnbio.train.config import plateau_reached, plateau_schedule
 
     assert not plateau_reached([0.5], 1, 0.0)  # nothing before the window
     assert plateau_reached([0.5, 0.5], 1, 0.0)  # no gain at all
@@ -419,7 +419,7 @@ def test_plateau_rule_and_schedule_closed_forms():
     assert plateau_reached([0.5, 0.504], 1, 0.005)
     assert not plateau_reached([0.7, 0.8, 0.84, 0.85, 0.843], 2, 0.005)  # epoch 4 still beat epoch 3 by 1 pp
     assert [plateau_schedule(p) for p in (1, 2, 4, 8)] == [([1, 2], 3), ([2, 4], 5), ([4, 7], 10), ([8, 14], 20)]
-    from dcnbio.training.config import loss_plateau_reached
+    from dcnbio.train.config import loss_plateau_reached
 
     assert loss_plateau_reached([1.0, 0.96], 1, 0.05)  # 0.04 nats lower: not 0.05
     assert not loss_plateau_reached([1.0, 0.94], 1, 0.05)

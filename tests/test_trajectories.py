@@ -1,4 +1,4 @@
-"""dcnbio.analysis.trajectories: states from the solve, at the requested times, with per-batch NFE."""
+"""dcnbio.extract.trajectories: states from the solve, at the requested times, with per-batch NFE."""
 import copy
 
 import numpy as np
@@ -8,7 +8,7 @@ import xarray as xr
 from scipy.integrate import solve_ivp
 
 from dcnbio import create_model, nfe, reset_nfe
-from dcnbio.analysis.trajectories import concat_batches, extract_trajectories, iter_trajectories
+from dcnbio.extract.trajectories import concat_batches, extract_trajectories, iter_trajectories
 from dcnbio.errors import ConfigError, DataError
 from dcnbio.io import open_results, save_dataset, save_results
 

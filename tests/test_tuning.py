@@ -1,4 +1,4 @@
-"""dcnbio.layers.tuning: measured choices pick the faster candidate by the stated rule, are remembered, and never
+"""dcnbio.core.layers.tuning: measured choices pick the faster candidate by the stated rule, are remembered, and never
 change the function computed (each candidate is checked against an independent computation).
 
 Timing-based choices are tested with a planted clock (each candidate advances it by a known amount), so the
@@ -14,11 +14,11 @@ import torch
 import torch.nn.functional as F
 
 from dcnbio.errors import ConfigError
-from dcnbio.layers import tuning
-from dcnbio.layers.activations import celu
-from dcnbio.layers.conv import BACKENDS, conv2d, forward_conv, nnpack_applies
-from dcnbio.layers.srf import SRFConv2d
-from dcnbio.models import create_model, srf_layers
+from dcnbio.core.layers import tuning
+from dcnbio.core.layers.activations import celu
+from dcnbio.core.layers.conv import BACKENDS, conv2d, forward_conv, nnpack_applies
+from dcnbio.core.layers.srf import SRFConv2d
+from dcnbio.core.models import create_model, srf_layers
 from test_formulations import SOLVER, assert_same_step, fixed_batch, model_pair, reference_conv
 
 
@@ -120,7 +120,7 @@ def test_switch_env_and_context():
             assert not tuning.enabled()
         assert tuning.enabled()
     assert not tuning.enabled()
-    code = "from dcnbio.layers import tuning; print(tuning.enabled())"
+    code = "from dcnbio.core.layers import tuning; print(tuning.enabled())"
     env = {k: v for k, v in os.environ.items() if k != "DCNBIO_TUNE"}
     run = lambda **e: subprocess.run([sys.executable, "-c", code], env={**env, **e}, capture_output=True, text=True)
     assert run().stdout.strip() == "False"
@@ -162,7 +162,7 @@ def test_grouped_backend_folds_images_into_one_vector_of_channels(monkeypatch, l
     """k = vector floats // max(C_in, C_out) images side by side as the channels of one, groups = k: the kernel
     sees (B/k, k·C) inputs and (k·O, C) weights, and the values are F.conv2d's (float32: the same sums; float64
     to rounding).  Where k < 2 or the batch does not divide, the plain oneDNN call runs."""
-    from dcnbio.layers import conv as conv_module
+    from dcnbio.core.layers import conv as conv_module
 
     monkeypatch.setattr(conv_module, "VECTOR_FLOATS", {torch.backends.cpu.get_cpu_capability(): lanes})
     gen = torch.Generator().manual_seed(batch)

@@ -165,7 +165,7 @@ def save_figure(fig, path, **savefig_kwargs):
 
 
 def write_report(report, directory, stem="report"):
-    """Write a :class:`dcnbio.analysis.report.Report` as ``<stem>.md`` and ``<stem>.tex`` into ``directory``
+    """Write a :class:`dcnbio.reports.report.Report` as ``<stem>.md`` and ``<stem>.tex`` into ``directory``
     (atomically); return both paths."""
     paths = []
     for ext, text in (("md", report.to_markdown()), ("tex", report.to_latex())):

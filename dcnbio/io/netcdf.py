@@ -167,7 +167,7 @@ def save_results(results, path, *, overwrite=False):
     Parameters
     ----------
     results : dict of str → xarray.Dataset
-        E.g. the output of :func:`dcnbio.analysis.trajectories.extract_trajectories`
+        E.g. the output of :func:`dcnbio.extract.trajectories.extract_trajectories`
         (block name → Dataset); names become group names and must not contain ``/``.
     path : str or PathLike
     overwrite : bool

@@ -1,0 +1,196 @@
+"""The training configuration: a frozen dataclass, resolved once and written next to every run."""
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from typing import Optional, Tuple
+
+from ..datasets import dataset_info
+from ..errors import ConfigError
+from ..core.models import model_config
+
+#: Paper recipe (App. A.2): 100 epochs, SGD 0.1, momentum 0.9, batch 128, ×0.1 at epochs 40 and 70.
+PAPER_EPOCHS = 100
+
+
+def small_data_epoch_factor(num_images):
+    """Epoch multiplier of the small-data regime (App. A.2): ×10 / ×5 / ×2 for ≤ 520 / 1030 / 5120 images."""
+    for limit, factor in ((520, 10), (1030, 5), (5120, 2)):
+        if num_images <= limit:
+            return factor
+    return 1
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything that determines a training run (see ``dcnbio train --help``).
+
+    ``epochs=None`` resolves to the paper's 100, multiplied for small subsets
+    (:func:`small_data_epoch_factor`).  Learning-rate milestones are fractions of
+    the epochs (0.4 and 0.7: epochs 40 and 70 of 100), so they scale with ``epochs``.
+    ``sigma_lr_scale`` multiplies the learning rate of the σ parameters (log2 scales and
+    their meta-parameters); 1.0 is the paper's recipe.
+    ``model_overrides`` are extra :class:`~dcnbio.core.models.ModelConfig` fields
+    (solver, rtol, atol, adjoint, T, sigma_range, formulation, integrator, ...).
+    ``plateau_patience`` > 0 chooses the length of the schedule by measurement: the run stays at the first
+    learning rate until validation accuracy has plateaued (:func:`plateau_reached`: ``plateau_patience`` epochs
+    without beating the earlier best by ``plateau_delta``) — or, without a validation hold-out (the small-data
+    regime), until the training loss has (:func:`loss_plateau_reached`: ``plateau_patience`` epochs without
+    lowering the earlier lowest by ``plateau_delta`` nats) — drops it there, at epoch P, and keeps the paper's
+    proportions 40 : 70 : 100 from it: the second drop at round(1.75 P), the end at round(2.5 P)
+    (:func:`plateau_schedule`).  ``epochs`` is then the cap: without a plateau by its first milestone the run is
+    the fixed schedule of ``epochs``.
+    ``tune`` runs the training with measured choices (:mod:`dcnbio.core.layers.tuning`): faster on some
+    machines, but no longer bit-identical from run to run (the candidates differ in float rounding).  The run
+    follows ``tune`` whatever ``DCNBIO_TUNE`` says, so that its configuration records what happened.
+    """
+
+    model: str
+    dataset: str = "cifar10"
+    width: float = 1.0
+    data_root: Optional[str] = None
+    download: bool = True
+    subset: Optional[int] = None
+    val_size: int = 5000
+    split_seed: int = 0
+    epochs: Optional[int] = None
+    batch_size: int = 128
+    eval_batch_size: int = 256
+    lr: float = 0.1
+    momentum: float = 0.9
+    weight_decay: float = 0.0
+    milestones: Tuple[float, ...] = (0.4, 0.7)
+    gamma: float = 0.1
+    sigma_lr_scale: float = 1.0
+    augment: bool = True
+    seed: int = 0
+    device: str = "cpu"
+    save_every: int = 0
+    test: bool = True
+    tune: bool = False
+    plateau_patience: int = 0
+    plateau_delta: float = 0.005
+    model_overrides: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        info = dataset_info(self.dataset)
+        object.__setattr__(self, "milestones", tuple(float(m) for m in self.milestones))
+        object.__setattr__(self, "model_overrides", dict(self.model_overrides))
+        positive = {"batch_size": self.batch_size, "eval_batch_size": self.eval_batch_size, "lr": self.lr}
+        for name, value in positive.items():
+            if not value > 0:
+                raise ConfigError(f"{name} must be > 0, got {value!r}")
+        if self.epochs is not None and (int(self.epochs) != self.epochs or self.epochs < 1):
+            raise ConfigError(f"epochs must be a positive integer, got {self.epochs!r}")
+        if self.subset is not None and self.subset < 1:
+            raise ConfigError(f"subset must be at least 1 image per class, got {self.subset}")
+        if self.val_size < 0:
+            raise ConfigError(f"val_size must be >= 0, got {self.val_size}")
+        if not all(0 < m < 1 for m in self.milestones):
+            raise ConfigError(f"milestones are fractions of the epochs in (0, 1), got {self.milestones}")
+        if self.sigma_lr_scale < 0 or self.momentum < 0 or self.weight_decay < 0:
+            raise ConfigError("sigma_lr_scale, momentum and weight_decay must be >= 0")
+        if int(self.plateau_patience) != self.plateau_patience or self.plateau_patience < 0:
+            raise ConfigError(f"plateau_patience must be a whole number of epochs >= 0, got {self.plateau_patience!r}")
+        if not 0 <= self.plateau_delta < 1:
+            raise ConfigError(f"plateau_delta is an accuracy gain (or a loss decrease in nats) in [0, 1), got "
+                              f"{self.plateau_delta!r}")
+        if self.save_every < 0:
+            raise ConfigError(f"save_every must be >= 0 steps, got {self.save_every}")
+        if not (self.device == "cpu" or self.device.startswith("cuda")):
+            raise ConfigError(f"device must be cpu or cuda[:N], got {self.device!r}")
+        train_images = (self.subset * info.num_classes if self.subset else info.train_size - self.val_size)
+        if train_images < self.batch_size:
+            raise ConfigError(f"{train_images} training images are fewer than one batch of {self.batch_size}; "
+                              f"lower --batch-size or raise --subset")
+        self.model_config()  # validates the model name and overrides
+
+    def model_config(self):
+        info = dataset_info(self.dataset)
+        return model_config(self.model, in_channels=info.channels, num_classes=info.num_classes,
+                            width=self.width, **self.model_overrides)
+
+    def resolved(self):
+        """A copy with ``epochs`` filled in."""
+        if self.epochs is not None:
+            return self
+        info = dataset_info(self.dataset)
+        n = self.subset * info.num_classes if self.subset else info.train_size
+        return dataclasses.replace(self, epochs=PAPER_EPOCHS * small_data_epoch_factor(n))
+
+    def milestone_epochs(self):
+        epochs = self.resolved().epochs
+        return sorted({max(1, int(round(m * epochs))) for m in self.milestones})
+
+    def first_level_cap(self):
+        """The last epoch a plateau-scheduled run may spend at the first learning rate."""
+        return self.milestone_epochs()[0]
+
+    def to_dict(self):
+        d = dataclasses.asdict(self)
+        d["milestones"] = list(self.milestones)
+        return d
+
+    def to_json(self):
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, d):
+        d = dict(d)
+        unknown = set(d) - {f.name for f in dataclasses.fields(cls)}
+        if unknown:
+            raise ConfigError(f"training configuration has unknown field(s) {sorted(unknown)}")
+        if "milestones" in d:
+            d["milestones"] = tuple(d["milestones"])
+        return cls(**d)
+
+    def differences(self, other, ignore=("device",)):
+        """Fields whose values differ from ``other`` (ignoring ``ignore``)."""
+        a, b = self.to_dict(), other.to_dict()
+        return sorted(k for k in a if k not in ignore and a[k] != b.get(k))
+
+
+def plateau_reached(val_acc, patience, delta):
+    """Whether validation accuracy has plateaued: its last ``patience`` epochs did not beat the best before them
+    by more than ``delta``.
+
+    >>> plateau_reached([0.70, 0.80, 0.84, 0.844, 0.843], patience=2, delta=0.005)
+    True
+    >>> plateau_reached([0.70, 0.80, 0.84, 0.85, 0.843], patience=2, delta=0.005)
+    False
+    """
+    if patience < 1 or len(val_acc) <= patience:
+        return False
+    before, recent = max(val_acc[:-patience]), max(val_acc[-patience:])
+    return not recent > before + delta
+
+
+def loss_plateau_reached(losses, patience, delta):
+    """Whether a loss has plateaued: its last ``patience`` epochs did not lower the lowest before them by more than
+    ``delta`` (in the loss's units, nats for cross-entropy).
+
+    An absolute margin, because a training loss on a small subset falls towards zero: relative to itself it keeps
+    halving long after it has stopped mattering.  On a few hundred images the loss also sits near ln 10 for the
+    first epochs before it falls, so the patience must outlast that start.
+
+    >>> loss_plateau_reached([1.0, 0.5, 0.30, 0.295, 0.29], patience=2, delta=0.02)
+    True
+    >>> loss_plateau_reached([1.0, 0.5, 0.30, 0.27, 0.29], patience=2, delta=0.02)
+    False
+    """
+    return plateau_reached([-loss for loss in losses], patience, delta)
+
+
+def plateau_schedule(plateau_epoch):
+    """Milestones and length of the schedule whose first drop is at ``plateau_epoch`` (P), in the paper's
+    proportions 40 : 70 : 100 (App. A.2: epochs 40 and 70 of 100).
+
+    >>> plateau_schedule(4)
+    ([4, 7], 10)
+    >>> plateau_schedule(6)
+    ([6, 10], 15)
+    """
+    p = int(plateau_epoch)
+    if p < 1:
+        raise ConfigError(f"the plateau epoch must be >= 1, got {plateau_epoch!r}")
+    second = max(p + 1, int(round(1.75 * p)))
+    return [p, second], max(second + 1, int(round(2.5 * p)))
