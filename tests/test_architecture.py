@@ -1,7 +1,9 @@
 """The rules of the house, checked by tools rather than by memory.
 
-* ``.importlinter``: the layer contracts (the core imports nothing above it; the layers do not import the
-  networks; the disk edge ``dcnbio.io`` depends on no model, checkpoint, training or analysis code), run with
+* ``.importlinter``: the layer contracts (core < train | extract | stats < plots < reports < script; the core
+  imports nothing above it; the layers do not import the networks; extraction, statistics, plots and reports
+  never import the disk edge, checkpoints, training or the script helpers; statistics import no core and no
+  torch; the disk edge ``dcnbio.io`` depends on no model, checkpoint, training or analysis code), run with
   import-linter's ``lint-imports``.
 * Here, from the syntax tree of every module: no module imports another module's private name (``_x``) or a
   private module (``torchdiffeq._impl``, ``dcnbio.x._y``), and nothing in ``dcnbio/`` imports ``analyses`` or
@@ -67,7 +69,8 @@ def test_the_checks_catch_what_they_forbid(tmp_path):
     assert found == [("torchdiffeq._impl.odeint", "SOLVERS"), (".sigmas", "_mask")]
 
 
-#: Calls that touch the disk; the analysis layer takes models, tensors and xarray and makes none of them.
+#: Calls that touch the disk; extraction, statistics, plots and reports take models, tensors and xarray and make
+#: none of them.
 DISK_CALLS = {"open", "read_csv", "read_table", "to_csv", "to_netcdf", "open_dataset", "open_mfdataset", "savefig",
               "listdir", "scandir", "makedirs", "mkdir", "isfile", "isdir", "exists", "glob", "rglob", "unlink",
               "rmtree", "read_text", "write_text", "read_bytes", "write_bytes"}
@@ -86,9 +89,18 @@ def disk_calls(path):
             yield node.lineno, name
 
 
-def test_the_analysis_layer_makes_no_disk_call():
+#: The layers below the scripts, which take models, tensors and xarray and never paths; the ``dcnbio extract``
+#: command (``extract/cli.py``, ``extract/__main__.py``) is the one module among them that writes.
+NO_DISK = ("extract", "stats", "reports", "plots.py")
+COMMANDS = ("extract/cli.py", "extract/__main__.py")
+
+
+def test_extraction_statistics_plots_and_reports_make_no_disk_call():
+    paths = [p for part in NO_DISK for p in sorted((PACKAGE / part).rglob("*.py") if (PACKAGE / part).is_dir()
+                                                     else [PACKAGE / part])]
+    assert len(paths) > 20 and all(p.exists() for p in paths)
     offences = [f"{path.relative_to(ROOT)}:{line} calls {name}"
-                for path in sorted((PACKAGE / "analysis").rglob("*.py"))
+                for path in paths if str(path.relative_to(PACKAGE)) not in COMMANDS
                 for line, name in disk_calls(path)]
     assert offences == []
 

@@ -14,7 +14,8 @@ receptive field of the unit: earlier layers widen that further.)
 The time channel.  Convolutions inside ODE blocks see ``t ⊕ h``: their last input channel is a constant map filled
 with ``t``.  Its σ_ji are kept (``is_time_channel = True``) but are not receptive fields: a Gaussian derivative
 filter on a constant field only scales it (and reacts at the zero-padded border), so the statistics of
-:mod:`dcnbio.stats.distribution` exclude them by default (:func:`dcnbio.stats.sigmas.sigma_values` with ``time_channel=False``).
+:mod:`dcnbio.stats.distribution` exclude them by default (:func:`dcnbio.stats.sigmas.sigma_values` with
+``time_channel=False``).
 
 Truncation.  σ_ji layers use a fixed 7×7 kernel (radius 3, SPEC §1): once ``2σ`` exceeds the radius (σ > 1.5)
 the window cuts the Gaussian before ±2σ and σ stops being a true bandwidth.  ``truncated`` flags those entries.

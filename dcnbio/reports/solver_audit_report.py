@@ -14,7 +14,8 @@ def solver_audit_report(results, verdicts, tables, runs, data, missing=(), *, th
     results : dict of str → xarray.Dataset
         Label → :func:`~dcnbio.extract.solver_audit.compute_solver_audit`.
     verdicts, tables : dict
-        Label → the verdict and the per-setting table of :func:`~dcnbio.extract.solver_audit.assess_solver_independence`.
+        Label → the verdict and the per-setting table of
+        :func:`~dcnbio.extract.solver_audit.assess_solver_independence`.
     runs : list of (label, model, info)
     data : dict of str → tuple
         Label → (images, labels, indices, dataset info, dataset name).

@@ -55,8 +55,8 @@ def sigma_shift(trained, init, *, time_channel=False):
     Parameters
     ----------
     trained, init : xarray.Dataset
-        :func:`~dcnbio.extract.sigmas.extract_sigmas` of one run's trained checkpoint and of its own ``init.pt`` (same model, so the
-        same ``filter`` entries in the same order).
+        :func:`~dcnbio.extract.sigmas.extract_sigmas` of one run's trained checkpoint and of its own ``init.pt``
+        (same model, so the same ``filter`` entries in the same order).
     time_channel : bool
         Include the σ_ji of the constant t-channel (default: no, as in :func:`sigma_values`).
 

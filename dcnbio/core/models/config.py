@@ -42,7 +42,8 @@ class ModelConfig:
     sigma_range : (float, float), optional
         Clamp every σ into this range.
     formulation : str
-        SRF formulation (``auto``, ``dense``, ``spectral``, ``separable``, ``reference``; :mod:`dcnbio.core.layers.srf`).
+        SRF formulation (``auto``, ``dense``, ``spectral``, ``separable``, ``reference``;
+        :mod:`dcnbio.core.layers.srf`).
     act : ``"celu"`` or ``"relu"``
     T : float
         End time of every ODE block.
