@@ -4,8 +4,10 @@ Run from the repository root::
 
     .venv/bin/python analyses/sigma_distribution.py
 
-analyses the bundled σ_ji DCN (``data/checkpoints/dcn-sigma-ji/seed*/last.pt``, each seed's ``init.pt`` as the
-control) and writes ``results/sigma_distribution/``.  Any SRF model works, one or several seeds::
+analyses the finished runs of the full-data σ_ji DCN bundle (``data/checkpoints/full/dcn-sigma-ji/seed*/last.pt``
+with a ``final.json``; runs still in training are named on stderr and skipped), each seed's ``init.pt`` as the
+control, and writes ``results/sigma_distribution/``.  Any SRF model works, one or several seeds (the subset-trained
+bundle: ``--checkpoint data/checkpoints/dcn-sigma-ji/seed*/last.pt``)::
 
     .venv/bin/python analyses/sigma_distribution.py \\
         --checkpoint data/checkpoints/dcn-ode/seed*/last.pt --out results/sigma_dcn_ode --n-boot 2000
@@ -38,7 +40,7 @@ from dcnbio.script import analysis_parser, load_sigma_study
 from dcnbio.script import resolve_checkpoints as resolve_defaults
 
 REPO = Path(__file__).resolve().parents[1]
-DEFAULT_GLOB = "data/checkpoints/dcn-sigma-ji/seed*/last.pt"
+DEFAULT_GLOB = "data/checkpoints/full/dcn-sigma-ji/seed*/last.pt"
 
 
 def build_parser():

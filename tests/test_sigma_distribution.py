@@ -161,13 +161,13 @@ def test_default_checkpoints_missing_is_a_clear_error(script, tmp_path, capsys, 
 def test_default_checkpoints_are_found_by_glob(script, tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(script, "REPO", tmp_path)
     for s in (3, 2, 1):
-        (tmp_path / "data/checkpoints/dcn-sigma-ji" / f"seed{s}").mkdir(parents=True)
-        (tmp_path / "data/checkpoints/dcn-sigma-ji" / f"seed{s}" / "last.pt").write_bytes(b"")
+        (tmp_path / "data/checkpoints/full/dcn-sigma-ji" / f"seed{s}").mkdir(parents=True)
+        (tmp_path / "data/checkpoints/full/dcn-sigma-ji" / f"seed{s}" / "last.pt").write_bytes(b"")
         if s != 3:  # seed 3 is still training: last.pt but no final.json
-            (tmp_path / "data/checkpoints/dcn-sigma-ji" / f"seed{s}" / "final.json").write_text("{}")
+            (tmp_path / "data/checkpoints/full/dcn-sigma-ji" / f"seed{s}" / "final.json").write_text("{}")
     found = script.resolve_checkpoints(None)
     assert [Path(p).parent.name for p in found] == ["seed1", "seed2"]
-    assert "skipping data/checkpoints/dcn-sigma-ji/seed3/last.pt (unfinished run: no final.json)" in capsys.readouterr().err
+    assert "skipping data/checkpoints/full/dcn-sigma-ji/seed3/last.pt (unfinished run: no final.json)" in capsys.readouterr().err
 
 
 # --- figures ---------------------------------------------------------------------------------------------------
@@ -241,9 +241,10 @@ def test_report_tables_and_escaping(tmp_path):
 
 
 def test_main_job_on_the_bundled_checkpoints(script, tmp_path, capsys):
-    """The README's first command: no arguments, the bundled σ_ji DCN and its init state."""
-    bundled = sorted((SCRIPT.parents[1] / "data" / "checkpoints" / "dcn-sigma-ji").glob("seed*/last.pt"))
-    assert bundled, "the bundled dcn-sigma-ji checkpoints are part of the repository"
+    """The README's first command: no arguments, the finished full-data σ_ji runs and their init states."""
+    runs = (SCRIPT.parents[1] / "data" / "checkpoints" / "full" / "dcn-sigma-ji").glob("seed*/last.pt")
+    bundled = sorted(p for p in runs if (p.parent / "final.json").is_file())
+    assert bundled, "a finished full-data dcn-sigma-ji run is part of the repository"
     out = tmp_path / "main"
     assert script.main(["--out", str(out)]) == 0
     ds = open_results(out / "sigma.nc")
