@@ -5,6 +5,8 @@
 #   bash data/checkpoints/retrain.sh            # both lanes, then the manifest
 #   bash data/checkpoints/retrain.sh lane1      # one lane (lane1 | lane2)
 #   bash data/checkpoints/retrain.sh manifest   # rewrite MANIFEST.sha256 (before committing)
+# The σ learning-rate control set (full-sigma-lr10/: the same recipe with --sigma-lr-scale 10, never replacing a
+# paper-recipe run) trains in lane 1 after the paper-recipe σ_ji and ODE runs; `control` trains it alone.
 # Stop the lanes with SIGTERM (kill -TERM -- -<pgid>): each run writes last.pt and exits; commit what is there.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -15,19 +17,23 @@ ROOT=data/checkpoints/full
 RECIPE=(--dataset fashion-mnist --width 0.25 --val-size 1000 --epochs 30 --plateau-patience 2
         --plateau-delta 0.005 --no-adjoint --integrator dcnbio --formulation auto)
 
-run() {  # run MODEL SEED [extra dcnbio-train arguments]
+run() {  # run MODEL SEED [extra dcnbio-train arguments]; OUT_ROOT overrides the bundle's root
     local model=$1 seed=$2; shift 2
-    local dir="$ROOT/$model/seed$seed" mode=()
+    local root=${OUT_ROOT:-$ROOT}
+    local dir="$root/$model/seed$seed" mode=()
     if [ -f "$dir/final.json" ]; then echo "done: $dir"; return 0; fi
     if [ -f "$dir/last.pt" ]; then mode=(--resume); else mode=(--overwrite); fi
     local save=20; [ "$model" = resnet-blocks ] && save=200
     echo "$(date -u +%FT%TZ) start ${mode[*]} $dir"
-    "$PY" -m dcnbio.train --model "$model" --seeds "$seed" --out "$ROOT/$model" "${RECIPE[@]}" \
+    "$PY" -m dcnbio.train --model "$model" --seeds "$seed" --out "$root/$model" "${RECIPE[@]}" \
         --save-every "$save" "${mode[@]}" "$@"
 }
 
+control() {  # σ moved < 0.05 octaves (median) in dcn-sigma-ji at the paper's rate: the labelled control
+    OUT_ROOT=data/checkpoints/full-sigma-lr10 run dcn-sigma-ji 1 --sigma-lr-scale 10
+}
 lane1() {
-    run dcn-sigma-ji 1; run dcn-ode 2; run dcn-sigma-ji 3; run odenet 2
+    run dcn-sigma-ji 1; run dcn-ode 2; run dcn-sigma-ji 3; run odenet 2; control
     run dcn-sigma-t 1; run dcn-sigma-t 3; run dcn-sigma-alpha-t 1
 }
 lane2() {
@@ -44,6 +50,7 @@ case "${1:-all}" in
     lane1) lane1 ;;
     lane2) lane2 ;;
     manifest) manifest ;;
+    control) control ;;
     all) lane1 & lane2 & wait; manifest ;;
-    *) echo "usage: retrain.sh [lane1|lane2|manifest|all]" >&2; exit 2 ;;
+    *) echo "usage: retrain.sh [lane1|lane2|control|manifest|all]" >&2; exit 2 ;;
 esac
