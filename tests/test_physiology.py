@@ -22,7 +22,8 @@ import scipy.stats as st
 import torch
 import xarray as xr
 
-from dcnbio import create_model, filters, stimuli
+from dcnbio import create_model
+from dcnbio.core import filters, stimuli
 from dcnbio.stats import physiology as ph
 from dcnbio.extract.responses import grating_responses
 from dcnbio.errors import ConfigError, DataError
