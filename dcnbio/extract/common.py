@@ -19,7 +19,7 @@ import torch
 import xarray as xr
 
 from ..errors import ConfigError, DataError
-from ..core.layers.ode import ADAPTIVE, ODEBlock, check_solver
+from ..core.layers.ode import ADAPTIVE, check_solver
 from ..core.models.network import ode_blocks
 from .trajectories import check_images
 

@@ -531,8 +531,8 @@ def assess_small_data_advantage(fit, size=None, *, confidence=0.95):
         tail = (f"{', '.join(ahead)} {'is' if len(ahead) == 1 else 'are'} ahead of the {DCN}: the runs "
                 f"**contradict** the DCN's small-data advantage.")
     else:
-        tail = (f"Not every difference is clear of zero: the runs **neither support nor contradict** the DCN's "
-                f"small-data advantage.")
+        tail = ("Not every difference is clear of zero: the runs **neither support nor contradict** the DCN's "
+                "small-data advantage.")
     if ols_verdict != verdict:
         tail += f" (The OLS fit, in pp, says {ols_verdict!r}.)"
     return {"verdict": verdict, "ols_verdict": ols_verdict, "size": size, "table": table, "text": head + tail}

@@ -14,7 +14,6 @@ import math
 
 import numpy as np
 import pandas as pd
-import xarray as xr
 
 from ..errors import ConfigError, DataError
 from .distribution import shape_from_logs, bootstrap_summary
