@@ -247,21 +247,36 @@ def load_eval_images(name, *, split="test", n_images=1000, root=None, cache=None
     return images, labels, data.indices[:n].numpy().astype(np.int64), data.info
 
 
+def init_control(info, model):
+    """The untrained control of a loaded run: the ``init.pt`` beside its checkpoint, if it fits the model.
+
+    Returns
+    -------
+    (init_model, init_info, None), or (None, None, why) when the run has no control: the checkpoint is itself an
+    init state, no ``init.pt`` lies beside it, or that file holds another model configuration.
+    """
+    init_path = os.path.join(os.path.dirname(info["path"]), "init.pt")
+    if os.path.abspath(info["path"]) == os.path.abspath(init_path) or info.get("kind") == "init":
+        return None, None, "the checkpoint is itself the init state"
+    if not os.path.isfile(init_path):
+        return None, None, f"no init.pt beside {info['path']}"
+    init_model, init_info = load_checkpoint(init_path)
+    if init_model.config != model.config:
+        return None, None, f"{init_path} has another model configuration"
+    return init_model, init_info, None
+
+
 def with_init(runs, *, skip=False):
     """Each loaded run followed by its ``init.pt`` (the untrained control), as ``(label, state, model, info)``.
 
-    ``state`` is ``"trained"`` or ``"init"``.  A run without an ``init.pt`` beside it, or whose init has another
-    model configuration, gets no control (the report's inputs table shows which have one).  ``skip``: no
-    controls at all.
+    ``state`` is ``"trained"`` or ``"init"``.  A run without a control (:func:`init_control`) gets none (the
+    report's inputs table shows which have one).  ``skip``: no controls at all.
     """
     out = []
     for label, model, info in runs:
         out.append((label, "trained", model, info))
-        init_path = os.path.join(os.path.dirname(info["path"]), "init.pt")
-        if skip or info.get("kind") == "init" or not os.path.isfile(init_path):
-            continue
-        init_model, init_info = load_checkpoint(init_path)
-        if init_model.config == model.config:
+        init_model, init_info, _ = (None, None, None) if skip else init_control(info, model)
+        if init_model is not None:
             init_info.setdefault("train_config", info.get("train_config"))
             out.append((label, "init", init_model, init_info))
     return out
@@ -417,19 +432,10 @@ def load_sigma_study(paths):
             raise ConfigError(f"{path} and {seen[seed]} both have seed {seed}; pass one checkpoint per seed")
         seen[seed] = path
         parts.append((trained, {"state": "trained", "seed": seed}))
-        init_path = os.path.join(os.path.dirname(os.path.abspath(path)), "init.pt")
-        if os.path.abspath(path) == init_path or info.get("kind") == "init":
-            control = "missing: the checkpoint is itself the init state"
-        elif not os.path.isfile(init_path):
-            control = f"missing: no init.pt beside {path}"
-        else:
-            init_model, init_info = load_checkpoint(init_path)
-            if init_model.config != model.config:
-                control = f"missing: {init_path} has another model configuration"
-            else:
-                parts.append((extract_sigmas(init_model, info=init_info), {"state": "init", "seed": seed}))
-                control = "init.pt"
-        inputs.append((seed, info, control))
+        init_model, init_info, why = init_control(info, model)
+        if init_model is not None:
+            parts.append((extract_sigmas(init_model, info=init_info), {"state": "init", "seed": seed}))
+        inputs.append((seed, info, "init.pt" if init_model is not None else f"missing: {why}"))
     return stack_sigmas(parts), inputs
 
 

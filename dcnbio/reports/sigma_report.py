@@ -166,10 +166,7 @@ def trained_init_table(ds, groups, n_boot, seed):
         rows.append(res)
     if not rows:
         return pd.DataFrame()
-    df = pd.concat(rows)
-    df.index = [f"{g} / {q}" for g, q in zip(df["group"], df["quantity"])]
-    df.index.name = "group / quantity"
-    return df.drop(columns=["group", "quantity"])
+    return flat_index(pd.concat(rows).set_index(["group", "quantity"]), "group / quantity")
 
 
 def flat_index(df, name):
