@@ -1,7 +1,7 @@
 """The fast path's training step under three dopri5 integrators: torchdiffeq, dcnbio's own, torchode.
 
 Issue #23 asks whether torchode (PyPI) can replace dcnbio's hand-written dopri5
-(:mod:`dcnbio.core.layers.dopri5`): if it is within 10 % of it, the hand-written one goes.  torchode is no
+(:mod:`dcnbio.fast.dopri5`): if it is within 10 % of it, the hand-written one goes.  torchode is no
 dependency of dcnbio; install it into the virtual environment for this script only::
 
     .venv/bin/pip install torchode

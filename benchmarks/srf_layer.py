@@ -19,7 +19,7 @@ estimated (complex products 8 real FLOPs per multiply-add, transforms 2.5 n log2
 
 The ``--grid`` mode times dense, spectral and separable on the shapes the network meets at widths 1/8 … 1
 (block 1: C at 26x26, block 2: 2C at 13x13, block 3: 4C at 6x6) for several radii; it is what the
-``auto`` rule of :meth:`dcnbio.core.layers.srf.SRFConv2d.choose_formulation` was set from.
+``auto`` rule of :func:`dcnbio.fast.formulations.auto_rule` was set from.
 """
 import argparse
 import json
@@ -34,7 +34,8 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from _machine import describe_machine, median, parse_device, print_machine, timed  # noqa: E402
 
 from dcnbio.core.filters import kernel_radius  # noqa: E402
-from dcnbio.core.layers.srf import SRFConv2d, fft_length  # noqa: E402
+from dcnbio.core.layers.srf import SRFConv2d  # noqa: E402
+from dcnbio.fast.formulations import auto_rule, fft_length  # noqa: E402
 
 FORMS = ("reference", "dense", "spectral", "separable", "auto")
 
@@ -99,7 +100,7 @@ def sigma_sweep(args, peak):
         dense_fwd = 2 * b * c * c * k * k * h * h
         for form in FORMS + ("plain conv",):
             t_fb, t_f = (median(v) for v in times[(sigma, form)])
-            chosen = variants[(sigma, form)].choose_formulation(r, c, (h, h)) if form != "plain conv" else "-"
+            chosen = auto_rule(variants[(sigma, form)], r, c, (h, h)) if form != "plain conv" else "-"
             if form in ("reference", "dense", "plain conv") or chosen == "dense":
                 executed = (dense_fwd, 3 * dense_fwd)
             elif form == "spectral" or chosen == "spectral":

@@ -18,9 +18,9 @@ training images; the model function is the same, only how it is computed differs
                       reference's at the level of the adjoint's tolerance);
 ``reference-direct``  the reference formulation, gradients by backpropagating through the solver;
 ``fast+direct``       ``fast`` with direct backprop (more memory, gradients of the discrete solve);
-``fast+direct+rk``    ``fast+direct`` integrated by dcnbio's own dopri5 (:mod:`dcnbio.core.layers.dopri5`: the same
+``fast+direct+rk``    ``fast+direct`` integrated by dcnbio's own dopri5 (:mod:`dcnbio.fast.dopri5`: the same
                       steps and NFE as torchdiffeq's, leaner stage arithmetic, step sizes not differentiated);
-``tuned``             ``fast+direct+rk`` with measured choices (:mod:`dcnbio.core.layers.tuning`): the SRF
+``tuned``             ``fast+direct+rk`` with measured choices (:mod:`dcnbio.fast.tuning`): the SRF
                       formulation, the convolution backend and the CELU formulation timed per shape on this
                       machine (in the warm-up step) instead of the fixed rules.
 
@@ -55,7 +55,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from _machine import describe_machine, median, parse_device, print_machine, timed  # noqa: E402
 
 from dcnbio.extract.cli import _release_memory  # noqa: E402
-from dcnbio.core.layers import tuning  # noqa: E402
+from dcnbio.fast import tuning  # noqa: E402
 from dcnbio.core.layers.reference import SOLVER  # noqa: E402
 from dcnbio.core.models.reference import reference_model  # noqa: E402
 from dcnbio.core.models import build_model, create_model, nfe, ode_blocks, reset_nfe  # noqa: E402

@@ -2,6 +2,7 @@
 from .version import __version__
 
 from .core import filters
+from . import fast  # noqa: F401  (the toolkit computes with the speed machinery: it registers into the core's tables)
 from .errors import CheckpointError, ConfigError, DataError, DcnbioError, SolverError
 from .core.models import create_model, list_models, nfe, ode_blocks, reset_nfe, srf_layers
 from .train.checkpoint import load_checkpoint  # noqa: E402  (needs the models)

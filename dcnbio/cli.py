@@ -15,7 +15,6 @@ from .errors import DcnbioError
 from .io.atomic import WriteError
 from .io.lock import held, unlock_directory
 from .signals import Preempted
-from .core.layers import tuning
 
 #: OSError numbers that mean "this output cannot be written" rather than a bug.
 WRITE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EFBIG, errno.EACCES, errno.EPERM}
@@ -34,7 +33,6 @@ def user_errors(main):
     def wrapper(argv=None):
         locks = held()
         try:
-            tuning.enabled()  # a bad DCNBIO_TUNE is refused before any work
             return main(argv)
         except Preempted as exc:
             print(f"{exc}", file=sys.stderr)

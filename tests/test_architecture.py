@@ -1,13 +1,15 @@
 """The rules of the house, checked by tools rather than by memory.
 
-* ``.importlinter``: the layer contracts (core < train | extract | stats < plots < reports < script; the core
-  imports nothing above it; the layers do not import the networks; extraction, statistics, plots and reports
+* ``.importlinter``: the layer contracts (core < fast < train | extract | stats < plots < reports < script; the
+  core imports nothing above it, the speed machinery ``dcnbio.fast`` included; the layers do not import the networks; extraction, statistics, plots and reports
   never import the disk edge, checkpoints, training or the script helpers; statistics import no core and no
   torch; the disk edge ``dcnbio.io`` depends on no model, checkpoint, training or analysis code), run with
   import-linter's ``lint-imports``.
 * Here, from the syntax tree of every module: no module imports another module's private name (``_x``) or a
   private module (``torchdiffeq._impl``, ``dcnbio.x._y``), and nothing in ``dcnbio/`` imports ``analyses`` or
   ``benchmarks`` (they are scripts built on the library, never the reverse).
+* Here, from the syntax tree: the core and the speed machinery read no environment variable (``os.environ``,
+  ``os.getenv``): what a model computes is decided by its configuration and explicit calls, never by the shell.
 * Here, from the tokens of every module: no comment or docstring in ``dcnbio/`` holds a date, a CPU model or a
   timing (measurements belong in ``benchmarks/RESULTS.md``); no script in ``analyses/`` is over 120 lines.
 """
@@ -67,6 +69,29 @@ def test_the_checks_catch_what_they_forbid(tmp_path):
     found = [(module, name) for _, module, name in imports(sample)
              if any(private(p) for p in module.lstrip(".").split(".") if p) or (name and private(name))]
     assert found == [("torchdiffeq._impl.odeint", "SOLVERS"), (".sigmas", "_mask")]
+
+
+def environment_reads(path):
+    """``(line, name)`` of every ``environ`` attribute or ``getenv`` call in ``path``."""
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Attribute) and node.attr in ("environ", "getenv", "environb"):
+            yield node.lineno, node.attr
+        elif isinstance(node, ast.Name) and node.id in ("environ", "getenv"):
+            yield node.lineno, node.id
+
+
+def test_core_and_speed_machinery_read_no_environment_variable():
+    paths = sorted((PACKAGE / "core").rglob("*.py")) + sorted((PACKAGE / "fast").rglob("*.py"))
+    assert len(paths) > 15
+    offences = [f"{p.relative_to(ROOT)}:{line} reads {name}" for p in paths for line, name in environment_reads(p)]
+    assert offences == []
+
+
+def test_the_environment_check_finds_reads(tmp_path):
+    sample = tmp_path / "m.py"
+    sample.write_text("import os\nfrom os import getenv\na = os.environ.get('X')\nb = getenv('Y')\n"
+                      "c = os.getenv('Z')\nd = 'environ'\n")
+    assert sorted(environment_reads(sample)) == [(3, "environ"), (4, "getenv"), (5, "getenv")]
 
 
 #: Calls that touch the disk; extraction, statistics, plots and reports take models, tensors and xarray and make

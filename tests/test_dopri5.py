@@ -1,4 +1,4 @@
-"""dcnbio.core.layers.dopri5: torchdiffeq's dopri5 algorithm, checked against torchdiffeq and closed forms."""
+"""dcnbio.fast.dopri5: torchdiffeq's dopri5 algorithm, checked against torchdiffeq and closed forms."""
 import math
 
 import pytest
@@ -7,7 +7,7 @@ import torch.nn.functional as F
 import torchdiffeq
 
 from dcnbio.errors import ConfigError, SolverError
-from dcnbio.core.layers.dopri5 import odeint_dopri5
+from dcnbio.fast.dopri5 import odeint_dopri5
 from dcnbio.core.layers.ode import ODEBlock
 from dcnbio.core.models import build_model, create_model, nfe
 

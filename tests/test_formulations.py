@@ -17,7 +17,8 @@ import torch.nn.functional as F
 from dcnbio.errors import ConfigError
 from dcnbio.core.layers.reference import SOLVER, reference_conv
 from dcnbio.core.models.reference import reference_model
-from dcnbio.core.layers.srf import FORMULATIONS, SRFConv2d, fft_length, filter_cache
+from dcnbio.core.layers.srf import FORMULATIONS, SRFConv2d, filter_cache
+from dcnbio.fast.formulations import auto_rule, fft_length
 from dcnbio.core.models import create_model, ode_blocks, srf_layers
 
 FAST = [f for f in FORMULATIONS if f != "reference"]
@@ -118,27 +119,27 @@ def test_auto_rule_respects_what_each_formulation_can_do(isa):
         strided = SRFConv2d(cin, cin - 1, stride=2, formulation="auto")
         for size in shapes:
             for r in range(1, 9):
-                assert pair.choose_formulation(r, cin, size, isa) in ("dense", "spectral")
-                assert strided.choose_formulation(r, cin, size, isa) == "dense"
-                form = shared.choose_formulation(r, cin, size, isa)
+                assert auto_rule(pair, r, cin, size, isa) in ("dense", "spectral")
+                assert auto_rule(strided, r, cin, size, isa) == "dense"
+                form = auto_rule(shared, r, cin, size, isa)
                 assert form in ("dense", "spectral", "separable")
                 if r <= 2:
                     assert form == "dense"
                 if r >= (4 if isa == "AVX2" else 7):
-                    assert form != "dense" and pair.choose_formulation(r, cin, size, isa) != "dense"
+                    assert form != "dense" and auto_rule(pair, r, cin, size, isa) != "dense"
 
 
 def test_auto_rule_follows_the_cpu_capability(monkeypatch):
     layer = SRFConv2d(17, 16, formulation="auto")
     for capability, isa in [("AVX512", "AVX512"), ("AVX2", "AVX2"), ("DEFAULT", "AVX2")]:
         monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda c=capability: c)
-        picks = [layer.choose_formulation(r, 17, (s, s)) for r in (3, 4, 5) for s in (6, 13, 26)]
-        assert picks == [layer.choose_formulation(r, 17, (s, s), isa) for r in (3, 4, 5) for s in (6, 13, 26)]
+        picks = [auto_rule(layer, r, 17, (s, s)) for r in (3, 4, 5) for s in (6, 13, 26)]
+        assert picks == [auto_rule(layer, r, 17, (s, s), isa) for r in (3, 4, 5) for s in (6, 13, 26)]
     # the two rules differ where oneDNN's 9x9 conv does (block 3 of a width-0.25 DCN: 32 channels on 6 px)
-    assert layer.choose_formulation(4, 33, (6, 6), "AVX2") == "separable"
-    assert layer.choose_formulation(4, 33, (6, 6), "AVX512") == "dense"
+    assert auto_rule(layer, 4, 33, (6, 6), "AVX2") == "separable"
+    assert auto_rule(layer, 4, 33, (6, 6), "AVX512") == "dense"
     with pytest.raises(ConfigError, match="AVX512 or AVX2"):
-        layer.choose_formulation(4, 17, (6, 6), "NEON")
+        auto_rule(layer, 4, 17, (6, 6), "NEON")
 
 
 GRIDS = [("AVX512", "srf_grid_zen4_2026-12-03.json"), ("AVX512", "srf_grid_intel_2026-12-02.json"),
@@ -159,7 +160,7 @@ def test_auto_rule_against_the_recorded_grids(isa, grid, scale):
     for row in rows:
         layer = SRFConv2d(row["C"] + 1, row["C"], scale=scale, formulation="auto")
         forms = ["dense", "spectral"] + (["separable"] if scale == "shared" and "separable_fb_ms" in row else [])
-        pick = layer.choose_formulation(row["r"], row["C"] + 1, (row["H"], row["H"]), isa)
+        pick = auto_rule(layer, row["r"], row["C"] + 1, (row["H"], row["H"]), isa)
         if pick not in forms:  # a separable pick on a grid recorded without it
             continue
         fastest = min(row[f"{f}_fb_ms"] for f in forms)
@@ -179,7 +180,7 @@ def test_spectral_backward_is_the_adjoint_of_the_correlation(size, channels, k, 
     autograd in float64 (gradients of the filter bank through its transform), and gradcheck/gradgradcheck of
     the function itself: a wrong half-spectrum weight (the 2 of the conjugate columns, the Nyquist column of
     an even length) or a missing conjugate is an O(1) error."""
-    from dcnbio.core.layers.srf import _SpectralCorrelation, _fft_filters
+    from dcnbio.fast.formulations import _SpectralCorrelation, _fft_filters
 
     gen = torch.Generator().manual_seed(3)
     (cin, cout), (h, w) = channels, size
@@ -204,7 +205,7 @@ def test_band_matrix_is_a_1d_correlation():
     longer than the signal; a kernel that does not fit is a one-line error."""
     import numpy as np
 
-    from dcnbio.core.layers.srf import band_matrix
+    from dcnbio.fast.formulations import band_matrix
 
     gen = torch.Generator().manual_seed(3)
     for n, k, p, s in [(13, 5, 2, 1), (12, 7, 3, 2), (11, 3, 0, 1), (6, 9, 4, 1), (10, 5, 1, 3)]:
@@ -449,24 +450,26 @@ def test_exp_celu_gradient_is_the_closed_form_at_any_alpha():
     torch.testing.assert_close(g, torch.where(xd > 0, cot, cot * torch.exp(xd / alpha)), rtol=0, atol=1e-15)
 
 
-def test_celu_implementation_is_exp_on_cpus_unless_overridden():
-    """'exp' whatever ATen's CPU capability; DCNBIO_CELU overrides; bad names are refused."""
+def test_celu_default_is_exp_on_cpus_with_the_fast_package_and_torch_without():
+    """The core's table holds PyTorch's kernel only; dcnbio.fast (imported by ``import dcnbio``) makes 'auto' (the
+    exp formulation without tuning) the CPU default whatever ATen's capability; no environment variable is read;
+    bad names are refused with the hint; without("celu") restores the core's table and leaves it as it was."""
     from dcnbio.core.layers import activations
+    from dcnbio.fast import without
 
-    code = "import dcnbio.core.layers.activations as a; print(a.default_implementation())"
-    env = {k: v for k, v in os.environ.items() if k != "DCNBIO_CELU"}
+    code = "import dcnbio.core.layers.activations as a; print(a.default_implementation(), sorted(a.IMPLEMENTATIONS))"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DCNBIO_")}
     run = lambda **e: subprocess.run([sys.executable, "-c", code], env={**env, **e}, capture_output=True, text=True)
-    assert run().stdout.strip() == "exp"
-    assert run(ATEN_CPU_CAPABILITY="default").stdout.strip() == "exp"
-    assert run(ATEN_CPU_CAPABILITY="avx2").stdout.strip() == "exp"
-    assert run(DCNBIO_CELU="exp").stdout.strip() == "exp" and run(DCNBIO_CELU="torch").stdout.strip() == "torch"
-    bad = run(DCNBIO_CELU="fast")
-    assert bad.returncode != 0 and "DCNBIO_CELU must be one of torch, exp" in bad.stderr
-    imported = subprocess.run([sys.executable, "-c", "import dcnbio.core.layers.activations"],
-                              env={**env, "DCNBIO_CELU": "fast"}, capture_output=True, text=True)
-    assert imported.returncode == 0, imported.stderr  # no environment variable is read at import
-    with pytest.raises(ConfigError, match="unknown CELU implementation"):
+    for extra in ({}, {"ATEN_CPU_CAPABILITY": "default"}, {"ATEN_CPU_CAPABILITY": "avx2"}, {"DCNBIO_CELU": "torch"}):
+        assert run(**extra).stdout.split() == ["auto", "['auto',", "'exp',", "'torch']"], extra
+    with pytest.raises(ConfigError, match="unknown CELU implementation 'fast'.*import dcnbio.fast"):
         activations.celu(torch.zeros(2), 1.0, "fast")
+    x = torch.linspace(-3, 3, 7)
+    assert torch.equal(activations.celu(x), activations.celu(x, implementation="exp"))
+    with without("celu"):
+        assert activations.default_implementation() == "torch" and list(activations.IMPLEMENTATIONS) == ["torch"]
+        torch.testing.assert_close(activations.celu(x), F.celu(x), rtol=0, atol=0)
+    assert activations.default_implementation() == "auto" and "exp" in activations.IMPLEMENTATIONS
 
 
 def test_models_use_the_fast_celu_and_keep_their_state():

@@ -1,9 +1,9 @@
-"""dcnbio.core.layers.conv.conv2d: the input gradient as a forward convolution equals autograd's, to float rounding."""
+"""dcnbio.fast.conv.conv2d: the input gradient as a forward convolution equals autograd's, to float rounding."""
 import pytest
 import torch
 import torch.nn.functional as F
 
-from dcnbio.core.layers.conv import conv2d
+from dcnbio.fast.conv import conv2d
 
 
 @pytest.mark.parametrize("k, padding", [(7, 3), (5, 2), (3, 1), (3, 0), (5, (1, 2)), (1, 0)])

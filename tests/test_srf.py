@@ -131,8 +131,10 @@ def test_separable_with_per_channel_sigma_raises():
     with pytest.raises(ConfigError, match="separable"):
         SRFConv2d(2, 3, scale="per-channel", formulation="separable")
     # auto never picks separable for σ_ji
+    from dcnbio.fast.formulations import auto_rule
+
     layer = SRFConv2d(2, 3, scale="per-channel", formulation="auto")
-    assert layer.choose_formulation(3, 2) == "dense"
+    assert auto_rule(layer, 3, 2) == "dense"
 
 
 @pytest.mark.parametrize("stride, padding", [(1, "same"), (2, "same"), (1, "valid"), (2, 2)])

@@ -354,8 +354,8 @@ def test_integrator_option_reaches_the_model_and_trains_like_torchdiffeq(tmp_pat
 @needs_fmnist
 def test_formulation_and_tune_options_reach_the_run(tmp_path):
     """--formulation is a model setting kept in the checkpoint; --tune is recorded in the configuration and the
-    run measures its choices (it says how many). A run without --tune measures nothing even with DCNBIO_TUNE=1
-    in the environment: the configuration decides, so that it records what happened."""
+    run measures its choices (it says how many). A run without --tune measures nothing: the configuration
+    decides, so that it records what happened."""
     res = run_cli([*TINY, "--epochs", "1", "--seed", "2", "--formulation", "spectral", "--tune",
                    "--out", str(tmp_path / "tuned")])
     assert res.returncode == 0, res.stderr
@@ -364,20 +364,13 @@ def test_formulation_and_tune_options_reach_the_run(tmp_path):
     assert all(m.formulation == "spectral" for m in dcnbio.srf_layers(model).values())
     measured = [line for line in res.stdout.splitlines() if line.startswith("tuning:")]
     assert len(measured) == 1 and int(measured[0].split()[1]) > 0
-    plain = run_cli([*TINY, "--epochs", "1", "--seed", "2", "--out", str(tmp_path / "plain")],
-                    env={"DCNBIO_TUNE": "1"})
+    plain = run_cli([*TINY, "--epochs", "1", "--seed", "2", "--out", str(tmp_path / "plain")])
     assert plain.returncode == 0, plain.stderr
     assert "tuning:" not in plain.stdout
     _, info = dcnbio.load_checkpoint(tmp_path / "plain/seed2/last.pt")
     assert info["train_config"]["tune"] is False and info["model_config"]["formulation"] == "dense"
     bad = run_cli([*TINY, "--formulation", "fft", "--out", str(tmp_path / "bad")])
     assert bad.returncode == 2 and "invalid choice: 'fft'" in bad.stderr and not (tmp_path / "bad").exists()
-
-
-def test_bad_dcnbio_tune_is_one_line_before_any_work(tmp_path):
-    res = run_cli([*TINY, "--epochs", "1", "--out", str(tmp_path / "run")], env={"DCNBIO_TUNE": "maybe"})
-    assert res.returncode == 2 and res.stderr.count("\n") == 1, res.stderr
-    assert res.stderr.startswith("error: DCNBIO_TUNE must be 1 or 0") and not (tmp_path / "run").exists()
 
 
 @needs_fmnist

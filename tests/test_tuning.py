@@ -1,4 +1,4 @@
-"""dcnbio.core.layers.tuning: measured choices pick the faster candidate by the stated rule, are remembered, and never
+"""dcnbio.fast.tuning: measured choices pick the faster candidate by the stated rule, are remembered, and never
 change the function computed (each candidate is checked against an independent computation).
 
 Timing-based choices are tested with a planted clock (each candidate advances it by a known amount), so the
@@ -14,9 +14,9 @@ import torch
 import torch.nn.functional as F
 
 from dcnbio.errors import ConfigError
-from dcnbio.core.layers import tuning
+from dcnbio.fast import tuning
 from dcnbio.core.layers.activations import celu
-from dcnbio.core.layers.conv import BACKENDS, conv2d, forward_conv, nnpack_applies
+from dcnbio.fast.conv import BACKENDS, conv2d, forward_conv, nnpack_applies
 from dcnbio.core.layers.srf import SRFConv2d
 from dcnbio.core.models import create_model, srf_layers
 from test_formulations import SOLVER, assert_same_step, fixed_batch, model_pair, reference_conv
@@ -112,7 +112,7 @@ def test_the_typical_round_decides_not_the_luckiest():
     assert tuning.choose("steady", steady, clock=clock) == "x"
 
 
-def test_switch_env_and_context():
+def test_switch_and_context_and_no_environment():
     assert not tuning.enabled()
     with tuning.tuning():
         assert tuning.enabled()
@@ -120,13 +120,13 @@ def test_switch_env_and_context():
             assert not tuning.enabled()
         assert tuning.enabled()
     assert not tuning.enabled()
-    code = "from dcnbio.core.layers import tuning; print(tuning.enabled())"
-    env = {k: v for k, v in os.environ.items() if k != "DCNBIO_TUNE"}
-    run = lambda **e: subprocess.run([sys.executable, "-c", code], env={**env, **e}, capture_output=True, text=True)
-    assert run().stdout.strip() == "False"
-    assert run(DCNBIO_TUNE="1").stdout.strip() == "True" and run(DCNBIO_TUNE="off").stdout.strip() == "False"
-    bad = run(DCNBIO_TUNE="fast")
-    assert bad.returncode != 0 and "DCNBIO_TUNE must be 1 or 0" in bad.stderr.strip().splitlines()[-1]
+    # off in a fresh process whatever the environment says: only set_enabled / tuning() / --tune switch it on
+    code = "from dcnbio.fast import tuning; print(tuning.enabled())"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DCNBIO_")}
+    for value in ("", "1", "fast"):
+        res = subprocess.run([sys.executable, "-c", code], env={**env, "DCNBIO_TUNE": value}, capture_output=True,
+                             text=True)
+        assert res.returncode == 0 and res.stdout.strip() == "False", res.stderr
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -162,7 +162,7 @@ def test_grouped_backend_folds_images_into_one_vector_of_channels(monkeypatch, l
     """k = vector floats // max(C_in, C_out) images side by side as the channels of one, groups = k: the kernel
     sees (B/k, k·C) inputs and (k·O, C) weights, and the values are F.conv2d's (float32: the same sums; float64
     to rounding).  Where k < 2 or the batch does not divide, the plain oneDNN call runs."""
-    from dcnbio.core.layers import conv as conv_module
+    from dcnbio.fast import conv as conv_module
 
     monkeypatch.setattr(conv_module, "VECTOR_FLOATS", {torch.backends.cpu.get_cpu_capability(): lanes})
     gen = torch.Generator().manual_seed(batch)
@@ -234,8 +234,8 @@ def test_tuned_auto_layer_equals_the_reference_and_measures_only_valid_formulati
     assert set(times) == expected and form in expected
     assert layer.filter_builds == 1  # the candidates' filters are not counted as builds of the layer
     calls = []
-    prepare = layer._prepare
-    layer._prepare = lambda *a: calls.append(a[0]) or prepare(*a)
+    prepare = layer.prepare
+    layer.prepare = lambda *a: calls.append(a[0]) or prepare(*a)
     with tuning.tuning():
         layer(x, 0.7, time_channel=True)
     assert calls == [form]  # decided: later calls build only the chosen formulation's filters, time nothing

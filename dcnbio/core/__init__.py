@@ -7,7 +7,8 @@ module        what
 ``stimuli``   sinusoidal gratings and their grids for in-silico electrophysiology (no model)
 ``sampling``  deterministic batch order from seeds and the paper's augmentation
 ``layers``    the SRF convolution, its σ/α parametrizations, the ODE block (NFE counting, trajectories),
-              measured choices between exact formulations (``tuning``)
+              each with a table of exact formulations that :mod:`dcnbio.fast` (the opt-in speed
+              machinery) registers into
 ``models``    configuration dataclass, network, registry (``create_model``, ``list_models``)
 ============  ===============================================================================================
 """

@@ -40,6 +40,7 @@ from ..version import __version__
 from ..errors import CheckpointError, ConfigError
 from ..io.atomic import write_bytes
 from ..core.models import ModelConfig, build_model
+from .. import fast  # noqa: F401  (checkpoints may name its formulations and integrator)
 
 FORMAT = "dcnbio-checkpoint"
 FORMAT_VERSION = 1

@@ -26,8 +26,9 @@ import sys
 from ..cli import user_errors
 from ..datasets import DATASETS
 from ..errors import ConfigError
-from ..core.layers.ode import SOLVERS
+from ..core.layers.ode import INTEGRATORS, SOLVERS
 from ..core.layers.srf import FORMULATIONS
+from .. import fast  # noqa: F401  (registers the formulations and the integrator the options name)
 from ..core.models import list_models
 
 
@@ -73,14 +74,15 @@ def build_parser():
     adj.add_argument("--no-adjoint", dest="adjoint", action="store_false",
                      help="backpropagate through the solver (faster, more memory)")
     p.add_argument("--seminorm", action="store_true", default=None, help="seminorm adjoint error control")
-    p.add_argument("--integrator", choices=("torchdiffeq", "dcnbio"), default=None,
+    p.add_argument("--integrator", choices=list(INTEGRATORS), default=None,
                    help="who integrates dopri5 solves without the adjoint: torchdiffeq (default) or dcnbio's "
-                        "own dopri5 (same steps, faster; dcnbio.core.layers.dopri5)")
+                        "own dopri5 (same steps, faster; dcnbio.fast.dopri5)")
     p.add_argument("--formulation", choices=[f for f in FORMULATIONS if f != "reference"], default=None,
-                   help="how SRF convolutions are computed (the same function; dcnbio.core.layers.srf); default dense")
+                   help="how SRF convolutions are computed (the same function; dcnbio.fast.formulations); "
+                        "default dense")
     p.add_argument("--tune", action="store_true",
                    help="measure the fastest formulation, convolution backend and CELU per shape on this machine "
-                        "(dcnbio.core.layers.tuning; runs are then not bit-identical)")
+                        "(dcnbio.fast.tuning; runs are then not bit-identical)")
     p.add_argument("--sigma-range", type=float, nargs=2, default=None, metavar=("LOW", "HIGH"),
                    help="clamp every σ into [LOW, HIGH] pixels")
     p.add_argument("--save-every", type=int, default=0, help="also checkpoint every N steps (0: each epoch)")

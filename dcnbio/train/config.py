@@ -39,9 +39,8 @@ class TrainConfig:
     proportions 40 : 70 : 100 from it: the second drop at round(1.75 P), the end at round(2.5 P)
     (:func:`plateau_schedule`).  ``epochs`` is then the cap: without a plateau by its first milestone the run is
     the fixed schedule of ``epochs``.
-    ``tune`` runs the training with measured choices (:mod:`dcnbio.core.layers.tuning`): faster on some
-    machines, but no longer bit-identical from run to run (the candidates differ in float rounding).  The run
-    follows ``tune`` whatever ``DCNBIO_TUNE`` says, so that its configuration records what happened.
+    ``tune`` runs the training with measured choices (:mod:`dcnbio.fast.tuning`): faster on some
+    machines, but no longer bit-identical from run to run (the candidates differ in float rounding).
     """
 
     model: str

@@ -35,7 +35,7 @@ from ..io.lock import lock_directory, unlock_directory
 from .data import augment, batch_seed, epoch_permutation, load_dataset
 from ..errors import CheckpointError, ConfigError, DcnbioError, SolverError
 from ..core.layers.srf import SRFConv2d
-from ..core.layers import tuning
+from ..fast import tuning
 from ..core.models import build_model, nfe, ode_blocks, reset_nfe, srf_layers
 from ..signals import stop_requests
 from . import distributed

@@ -23,7 +23,6 @@ import torchdiffeq
 from torch import nn
 
 from ...errors import ConfigError, SolverError
-from . import dopri5
 from .srf import filter_cache
 
 #: Solvers by name: torchdiffeq's methods (its public ``odeint(method=...)``; tests/test_ode.py checks that
@@ -31,8 +30,38 @@ from .srf import filter_cache
 SOLVERS = ("adaptive_heun", "bosh3", "dopri5", "dopri8", "euler", "explicit_adams", "fehlberg2", "fixed_adams",
            "heun2", "heun3", "implicit_adams", "midpoint", "rk4", "scipy_solver")
 ADAPTIVE = ("dopri8", "dopri5", "bosh3", "fehlberg2", "adaptive_heun")
-#: Who integrates the forward solves: torchdiffeq, or dcnbio's own dopri5 (:mod:`dcnbio.core.layers.dopri5`).
-INTEGRATORS = ("torchdiffeq", "dcnbio")
+
+
+class Integrator:
+    """Who integrates an ODE block's solves without the adjoint (direct backprop and no-grad solves), for the
+    solvers it names; an entry of :data:`INTEGRATORS`.
+
+    Parameters
+    ----------
+    solvers : tuple of str
+        The solver names it integrates; any other solver of a block that names it is torchdiffeq's.
+    solve : callable ``(func, h0, grid, *, rtol, atol, options, stack) -> Tensor or list``
+        The states at ``grid`` (``h0`` first): one stacked tensor, or with ``stack=False`` a list.
+    check : callable ``(options) -> dict``, optional
+        Validates the solver options (raises :class:`~dcnbio.errors.ConfigError`).
+    """
+
+    def __init__(self, solvers, solve, check=None):
+        self.solvers = tuple(solvers)
+        self.solve = solve
+        self.check = check
+
+
+#: Integrators by name: ``"torchdiffeq"`` (``None``: torchdiffeq's ``odeint``) in the core; :mod:`dcnbio.fast`
+#: registers ``"dcnbio"`` (its own dopri5: the same steps and states, faster arithmetic).
+INTEGRATORS = {"torchdiffeq": None}
+
+
+def register_integrator(name, integrator):
+    """Add the integrator ``name`` (an :class:`Integrator`) to :data:`INTEGRATORS`."""
+    if name == "torchdiffeq" or not isinstance(integrator, Integrator):
+        raise ConfigError(f"cannot register {name!r}: torchdiffeq is the core's, and an entry must be an Integrator")
+    INTEGRATORS[name] = integrator
 
 
 def check_solver(method):
@@ -44,9 +73,11 @@ def check_solver(method):
 def check_integrator(integrator, solver, options):
     """Validate the integrator choice against the solver and its options."""
     if integrator not in INTEGRATORS:
-        raise ConfigError(f"unknown integrator {integrator!r}; choose one of {', '.join(INTEGRATORS)}")
-    if integrator == "dcnbio" and solver == "dopri5":
-        dopri5.check_options(dict(options or {}))
+        raise ConfigError(f"unknown integrator {integrator!r}; choose one of {', '.join(INTEGRATORS)} "
+                          "(`import dcnbio.fast` registers dcnbio)")
+    entry = INTEGRATORS[integrator]
+    if entry is not None and solver in entry.solvers and entry.check is not None:
+        entry.check(dict(options or {}))
     return integrator
 
 
@@ -118,10 +149,11 @@ class ODEBlock(nn.Module):
     options : dict, optional
         Solver options passed to torchdiffeq (``step_size`` for fixed-grid methods,
         ``min_step``, ``max_num_steps``, ``first_step`` ...).
-    integrator : ``"torchdiffeq"`` or ``"dcnbio"``
-        Who integrates ``dopri5`` solves without the adjoint (direct backprop and no-grad solves):
-        torchdiffeq, or :mod:`dcnbio.core.layers.dopri5` (the same steps and states, faster arithmetic, step sizes
-        not differentiated).  Other solvers and the adjoint's solves are always torchdiffeq's.
+    integrator : str
+        A name in :data:`INTEGRATORS`: who integrates the solves without the adjoint (direct backprop and
+        no-grad solves) — ``"torchdiffeq"``, or with :mod:`dcnbio.fast` ``"dcnbio"`` (its dopri5: the same steps
+        and states, faster arithmetic, step sizes not differentiated).  Solvers the integrator does not name and
+        the adjoint's solves are always torchdiffeq's.
     name : str
         Shown in error messages.
 
@@ -200,6 +232,7 @@ class ODEBlock(nn.Module):
         """:meth:`solve`, or with ``final_only`` the state at ``T`` alone (not sliced from a stack of states)."""
         grid, keep = self._grid(times, h0)
         kwargs = dict(rtol=self.rtol, atol=self.atol, method=self.solver, options=self.options)
+        own = INTEGRATORS[check_integrator(self.integrator, self.solver, self.options)]
         self._phase = "forward"
         try:
             # SRF layers with t-independent filters build them once per solve (srf.filter_cache), and once
@@ -210,9 +243,9 @@ class ODEBlock(nn.Module):
                         kwargs["adjoint_options"] = dict(norm="seminorm")
                     kwargs["adjoint_params"] = tuple(self.func.parameters())
                     states = torchdiffeq.odeint_adjoint(cache.bind(self.func), h0, grid, **kwargs)
-                elif self.integrator == "dcnbio" and self.solver == "dopri5":
-                    states = dopri5.odeint_dopri5(self.func, h0, grid, rtol=self.rtol, atol=self.atol,
-                                                  options=self.options, stack=not final_only)
+                elif own is not None and self.solver in own.solvers:
+                    states = own.solve(self.func, h0, grid, rtol=self.rtol, atol=self.atol, options=self.options,
+                                       stack=not final_only)
                 else:
                     states = torchdiffeq.odeint(self.func, h0, grid, **kwargs)
         except (AssertionError, RuntimeError) as exc:

@@ -1,15 +1,16 @@
 """The reference formulation: the straightforward SRF convolution and ODE-block settings.
 
 This is the formulation of the paper's reference code (SPEC §1–2), kept as the baseline of
-``benchmarks/train_step.py`` and as the oracle of ``tests/test_formulations.py``; the fast
-formulations of :mod:`dcnbio.core.layers.srf` must compute the same function.
+``benchmarks/train_step.py`` and as the oracle of ``tests/test_formulations.py``; every
+entry of :data:`dcnbio.core.layers.srf.FORMULATIONS` must compute the same function.
 
 * Every call builds the filter bank ``W[o, i] = Σ_f α[o, i, f] B_f(σ)`` from the N-jet basis of
   :func:`dcnbio.core.filters.gaussian_derivative_basis` and calls ``conv2d`` with it (no cache);
 * inside ODE blocks the time channel ``t ⊕ h`` is concatenated as an ordinary input channel;
 * the blocks solve with dopri5 at ``rtol = atol = 1e-3`` and backpropagate with the adjoint
   (:data:`SOLVER`);
-* activations are PyTorch's own (``torch.nn.CELU``, not :class:`dcnbio.core.layers.activations.CELU`).
+* activations are ``torch.nn.CELU`` modules (not :class:`dcnbio.core.layers.activations.CELU`, whose
+  formulation :mod:`dcnbio.fast` may change).
 
 Select it with ``formulation="reference"`` (layer or model config) or build a twin of a model
 with :func:`dcnbio.core.models.reference.reference_model`.

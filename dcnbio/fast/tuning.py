@@ -13,24 +13,24 @@ time the shapes occur in the process, where the call happens (inside a training 
 the interference of the operations around it; a few milliseconds to a few hundred, once), and the winner serves
 every later call with the same key (CPU only: on CUDA the fixed rules apply):
 
-* :class:`~dcnbio.core.layers.srf.SRFConv2d` with ``formulation="auto"``: dense, spectral or separable;
-* :func:`~dcnbio.core.layers.conv.conv2d` (stride 1, CPU): oneDNN, oneDNN on images folded into channels, NNPACK or
+* :class:`~dcnbio.core.layers.srf.SRFConv2d` with ``formulation="auto"``: dense, spectral or separable
+  (:mod:`dcnbio.fast.formulations`);
+* :func:`~dcnbio.fast.conv.conv2d` (stride 1, CPU): oneDNN, oneDNN on images folded into channels, NNPACK or
   PyTorch's im2col + GEMM convolution, for the forward convolution and for the input gradient computed as a
   forward convolution (each timed right after a small OpenMP-parallel operation, as in a step);
-* :func:`~dcnbio.core.layers.activations.celu` (CPU): PyTorch's kernel or the ``exp`` formulation.
+* the CELU formulation ``"auto"`` (:mod:`dcnbio.fast.celu`, CPU): PyTorch's kernel or the ``exp`` formulation.
 
 With tuning **disabled** (the default) every choice follows the fixed rules of those modules, so that a run is
 bit-for-bit repeatable on one machine.  All candidates compute the same function; they differ in floating-point
 rounding only (tested against each other and against the reference formulation), so tuning changes results at
 the level of float rounding, and two processes may choose differently where candidates are within a few percent
-of each other.  Turn it on with ``DCNBIO_TUNE=1`` in the environment, :func:`set_enabled`, or the
-:func:`tuning` context manager; :func:`choices` reports what was chosen and the measured times.
+of each other.  Turn it on with :func:`set_enabled`, the :func:`tuning` context manager or ``dcnbio train
+--tune`` (no environment variable is read); :func:`choices` reports what was chosen and the measured times.
 """
 import contextlib
-import os
 import time
 
-from ...errors import ConfigError
+from ..errors import ConfigError
 
 #: A candidate other than the first (the fixed rule's) is taken only if it is at least this much faster.
 MARGIN = 0.9
@@ -40,36 +40,20 @@ WARMUP = 2
 ROUNDS = 5
 
 
-def _from_env():
-    value = os.environ.get("DCNBIO_TUNE", "").strip().lower()
-    if value in ("", "0", "false", "no", "off"):
-        return False
-    if value in ("1", "true", "yes", "on"):
-        return True
-    raise ConfigError(f"DCNBIO_TUNE must be 1 or 0 (true/false, yes/no, on/off), got {os.environ['DCNBIO_TUNE']!r}")
-
-
-_enabled = None  # None: not yet read from DCNBIO_TUNE (read at first use, so a bad value is a user error)
+_enabled = False
 _choices = {}
 
 
 def enabled():
-    """Whether choices are measured (``True``) or follow the fixed rules (``False``).
-
-    Raises :class:`~dcnbio.errors.ConfigError` if ``DCNBIO_TUNE`` holds anything but a yes or a no (the command
-    line tools check it before they start any work).
-    """
-    global _enabled
-    if _enabled is None:
-        _enabled = _from_env()
+    """Whether choices are measured (``True``) or follow the fixed rules (``False``, the default)."""
     return _enabled
 
 
 def set_enabled(flag):
-    """Turn measured choices on or off for this process (``None``: as ``DCNBIO_TUNE`` says); returns the previous
-    setting, to be given back to :func:`set_enabled` to restore it."""
+    """Turn measured choices on or off for this process; returns the previous setting, to be given back to
+    :func:`set_enabled` to restore it."""
     global _enabled
-    previous, _enabled = _enabled, (None if flag is None else bool(flag))
+    previous, _enabled = _enabled, bool(flag)
     return previous
 
 

@@ -39,7 +39,7 @@ import math
 
 import torch
 
-from ...errors import ConfigError
+from ..errors import ConfigError
 
 #: Options this integrator understands (torchdiffeq's names and defaults).
 OPTIONS = {"first_step": None, "min_step": 0.0, "max_step": math.inf, "max_num_steps": 2 ** 31 - 1,

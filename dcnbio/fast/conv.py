@@ -17,7 +17,7 @@ Backends of the forward-type convolutions (the forward and the input gradient), 
 blocks an 8-channel convolution already fills), ``"nnpack"`` (NNPACK's tiled transform convolution, oneDNN switched off
 for the call; float32, batches of 16 or more, kernels under 17 taps, padding under the kernel size) and ``"gemm"``
 (PyTorch's im2col + matrix-product convolution, oneDNN and NNPACK switched off).  With :mod:`tuning
-<dcnbio.core.layers.tuning>` disabled (default) the fast backward is used up to :data:`MAX_CHANNELS` channels and every
+<dcnbio.fast.tuning>` disabled (default) the fast backward is used up to :data:`MAX_CHANNELS` channels and every
 convolution runs on oneDNN, grouped where :func:`group_factor` applies (:func:`default_backend`).  With tuning
 enabled, every stride-1 CPU convolution takes the fast backward, and the backend of each forward-type
 convolution is measured per shape, where it runs: a backend can win back to back and lose inside a training
