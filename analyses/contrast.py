@@ -31,7 +31,8 @@ from pathlib import Path
 
 from dcnbio.script import add_eval_options, analysis_parser, eval_data, open_runs
 from dcnbio.extract.contrast import (CONDITIONS, DEFAULT_CONTRASTS, check_contrasts, compute_contrast,
-                                      compute_rescaling_check, plot_contrast)
+                                      compute_rescaling_check)
+from dcnbio.plots import plot_contrast
 from dcnbio.reports.contrast_report import contrast_report, summary_lines
 from dcnbio.cli import user_errors
 from dcnbio.errors import ConfigError

@@ -30,7 +30,8 @@ import numpy as np
 
 from dcnbio.extract.common import evaluate
 from dcnbio.script import add_eval_options, analysis_parser, eval_data, open_runs, with_init
-from dcnbio.extract.meta import META_MODELS, compute_meta_curves, plot_meta_curves
+from dcnbio.extract.meta import META_MODELS, compute_meta_curves
+from dcnbio.plots import plot_meta_curves
 from dcnbio.reports.meta_report import meta_report
 from dcnbio.cli import user_errors
 from dcnbio.errors import ConfigError

@@ -37,8 +37,8 @@ import time
 from pathlib import Path
 
 from dcnbio.script import add_eval_options, analysis_parser, eval_data, open_runs
-from dcnbio.extract.completion import (check_mask_sizes, compute_pattern_completion, mask_fill, plot_differences,
-                                        plot_examples, plot_masked_accuracy)
+from dcnbio.extract.completion import check_mask_sizes, compute_pattern_completion, mask_fill
+from dcnbio.plots import plot_differences, plot_examples, plot_masked_accuracy
 from dcnbio.reports.completion_report import completion_report, summary_lines
 from dcnbio.cli import user_errors
 from dcnbio.errors import ConfigError

@@ -34,7 +34,8 @@ from pathlib import Path
 import numpy as np
 
 from dcnbio.script import analysis_parser, held_out_splits, open_runs
-from dcnbio.extract.reconstruction import compare_models, compute_reconstruction, plot_reconstructions
+from dcnbio.extract.reconstruction import compare_models, compute_reconstruction
+from dcnbio.plots import plot_reconstructions
 from dcnbio.reports.reconstruction_report import reconstruction_report, split_attrs, summary_lines
 from dcnbio.cli import user_errors
 from dcnbio.errors import ConfigError, DataError

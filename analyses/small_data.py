@@ -28,7 +28,8 @@ import time
 from functools import partial
 from pathlib import Path
 
-from dcnbio.stats.small_data import MODEL_ORDER, plot_small_data
+from dcnbio.plots import plot_small_data
+from dcnbio.stats.small_data import MODEL_ORDER
 from dcnbio.reports.small_data_report import compute_small_data, evaluate_runs, small_data_report, summary_lines
 from dcnbio.cli import user_errors
 from dcnbio.io import prepare_output_dir, save_dataset, save_figure, write_report

@@ -117,9 +117,10 @@ def main(argv=None):
                 results.append({"model": name, "width": width, "weights": weights, "variant": v,
                                 "median_s": med, "times_s": times[v], "nfe_forward": steps_nfe[v],
                                 "ratio_to_all": ratio})
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump({"machine": machine, "args": vars(args), "batch": source, "results": results}, f, indent=1)
+            if args.json:  # after every model: a run stopped part-way keeps what it measured
+                with open(args.json, "w") as f:
+                    json.dump({"machine": machine, "args": vars(args), "batch": source, "results": results}, f,
+                              indent=1)
     return 0
 
 

@@ -56,6 +56,7 @@ def user_errors(main):
 
 
 def main(argv=None):
+    """The ``dcnbio`` command: dispatch to a subcommand's ``main``; returns the exit status."""
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help"):
         print("usage: dcnbio {" + ",".join(SUBCOMMANDS) + "} [options]\n")

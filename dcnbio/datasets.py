@@ -14,6 +14,8 @@ __all__ = ["DATASETS", "DatasetInfo", "check_sizes", "dataset_info"]
 
 @dataclasses.dataclass(frozen=True)
 class DatasetInfo:
+    """What the code needs to know of a dataset: channels, image size, classes, per-channel normalisation, training-
+    set size."""
     name: str
     channels: int
     size: int
@@ -41,6 +43,7 @@ def check_sizes(sizes):
 
 
 def dataset_info(name):
+    """The :class:`DatasetInfo` of ``name`` (a key of :data:`DATASETS`), else a :class:`~dcnbio.errors.DataError`."""
     if name not in DATASETS:
         raise DataError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}")
     return DATASETS[name]

@@ -148,6 +148,7 @@ def resolve_checkpoints(paths, defaults, repo, *, analysis, make=None):
 
 
 def run_label(info, model):
+    """``<model>-seed<S>`` for a loaded run (``<model>`` where its checkpoint records no seed)."""
     seed = (info.get("train_config") or {}).get("seed")
     return model.config.name if seed is None else f"{model.config.name}-seed{seed}"
 

@@ -3,8 +3,8 @@
 * ``.importlinter``: the layer contracts (core < fast < train | extract | stats < plots < reports < script; the
   core imports nothing above it, the speed machinery ``dcnbio.fast`` included; the layers do not import the networks; extraction, statistics, plots and reports
   never import the disk edge, checkpoints, training or the script helpers; statistics import no core and no
-  torch; the disk edge ``dcnbio.io`` depends on no model, checkpoint, training or analysis code), run with
-  import-linter's ``lint-imports``.
+  torch; the disk edge ``dcnbio.io`` depends on no model, checkpoint, training or analysis code; nothing below
+  ``dcnbio.plots`` imports matplotlib or seaborn), run with import-linter's ``lint-imports``.
 * Here, from the syntax tree of every module: no module imports another module's private name (``_x``) or a
   private module (``torchdiffeq._impl``, ``dcnbio.x._y``), and nothing in ``dcnbio/`` imports ``analyses`` or
   ``benchmarks`` (they are scripts built on the library, never the reverse).
@@ -94,6 +94,41 @@ def test_the_environment_check_finds_reads(tmp_path):
     assert sorted(environment_reads(sample)) == [(3, "environ"), (4, "getenv"), (5, "getenv")]
 
 
+#: Methods that override a documented one (torch's Module, argparse's parser, the core's tables' base classes).
+OVERRIDES = {"forward", "extra_repr", "error", "log2_sigma", "prepare", "convolve", "choose"}
+
+
+def undocumented(path):
+    """``(line, name)`` of public module-level functions and classes, and public methods of public classes (other
+    than :data:`OVERRIDES`; dunder methods are Python's protocol), that have no docstring."""
+    tree = ast.parse(path.read_text(), str(path))
+    for node in tree.body:
+        if not isinstance(node, (ast.FunctionDef, ast.ClassDef)) or node.name.startswith("_"):
+            continue
+        if not ast.get_docstring(node):
+            yield node.lineno, node.name
+        if isinstance(node, ast.ClassDef):
+            for item in node.body:
+                if isinstance(item, ast.FunctionDef) and not item.name.startswith("_") and item.name not in OVERRIDES \
+                        and not ast.get_docstring(item):
+                    yield item.lineno, f"{node.name}.{item.name}"
+
+
+def test_the_public_surface_is_documented():
+    """Every public function, class and method of the library says what it does (NumPy style where it takes
+    data: shapes, dims, units)."""
+    offences = [f"{p.relative_to(ROOT)}:{line} {name}" for p in sorted(PACKAGE.rglob("*.py"))
+                for line, name in undocumented(p)]
+    assert offences == []
+
+
+def test_the_docstring_check_finds_them(tmp_path):
+    sample = tmp_path / "m.py"
+    sample.write_text('def f():\n    return 1\n\n\ndef _g():\n    pass\n\n\nclass A:\n    """A."""\n\n'
+                      '    def forward(self):\n        pass\n\n    def size(self):\n        return 2\n')
+    assert list(undocumented(sample)) == [(1, "f"), (15, "A.size")]
+
+
 #: Calls that touch the disk; extraction, statistics, plots and reports take models, tensors and xarray and make
 #: none of them.
 DISK_CALLS = {"open", "read_csv", "read_table", "to_csv", "to_netcdf", "open_dataset", "open_mfdataset", "savefig",
@@ -116,7 +151,7 @@ def disk_calls(path):
 
 #: The layers below the scripts, which take models, tensors and xarray and never paths; the ``dcnbio extract``
 #: command (``extract/cli.py``, ``extract/__main__.py``) is the one module among them that writes.
-NO_DISK = ("extract", "stats", "reports", "plots.py")
+NO_DISK = ("extract", "stats", "reports", "plots")
 COMMANDS = ("extract/cli.py", "extract/__main__.py")
 
 

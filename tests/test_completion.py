@@ -6,8 +6,8 @@ import xarray as xr
 
 from dcnbio import create_model
 from dcnbio.extract.completion import (NORMALIZERS, apply_center_mask, check_mask_sizes, compute_differences,
-                                        compute_pattern_completion, mask_window, plot_differences,
-                                        plot_masked_accuracy)
+                                        compute_pattern_completion, mask_window)
+from dcnbio.plots import plot_differences, plot_masked_accuracy
 from dcnbio.extract.trajectories import extract_trajectories
 from dcnbio.errors import ConfigError, DataError
 

@@ -8,7 +8,8 @@ from torch import nn
 from dcnbio import create_model
 from dcnbio.extract.common import evaluate, override_solver, solver_state
 from dcnbio.extract.contrast import (CONDITIONS, check_contrasts, compute_contrast, compute_rescaling_check,
-                                      condition_settings, plot_contrast)
+                                      condition_settings)
+from dcnbio.plots import plot_contrast
 from dcnbio.errors import ConfigError
 from dcnbio.core.layers.ode import ODEBlock
 

@@ -12,8 +12,8 @@ from torch import nn
 
 from dcnbio import create_model
 from dcnbio.extract.reconstruction import (Decoder, center_crop, compare_models, compute_reconstruction,
-                                            compute_reconstruction_error, encode, plot_reconstructions, reconstruct,
-                                            train_decoder)
+                                            compute_reconstruction_error, encode, reconstruct, train_decoder)
+from dcnbio.plots import plot_reconstructions
 from dcnbio.reports.reconstruction_report import run_values
 from dcnbio.train.checkpoint import make_checkpoint, save_checkpoint
 from dcnbio.train.data import epoch_permutation, load_dataset

@@ -8,8 +8,8 @@ from torch import nn
 
 from dcnbio import create_model, nfe, reset_nfe
 from dcnbio.extract.common import evaluate, override_solver, solver_state
-from dcnbio.extract.solver_audit import (assess_solver_independence, compute_solver_audit, plot_solver_audit,
-                                          solver_grid)
+from dcnbio.extract.solver_audit import assess_solver_independence, compute_solver_audit, solver_grid
+from dcnbio.plots import plot_solver_audit
 from dcnbio.errors import ConfigError
 from dcnbio.core.layers.ode import ODEBlock
 

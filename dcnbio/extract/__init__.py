@@ -19,8 +19,7 @@ module             what
                    (the one module here that writes, through :mod:`dcnbio.io`)
 =================  =====================================================================================
 
-Some modules keep the ``plot_*`` functions of their own results (``completion``, ``contrast``,
-``solver_audit``, ``reconstruction``, ``meta``); the shared figures are :mod:`dcnbio.plots`.
+Figures of these results are :mod:`dcnbio.plots` (``plot_*(data, ax=None)``); nothing here draws.
 """
 from .sigmas import extract_sigmas, stack_sigmas
 from .trajectories import extract_trajectories, iter_trajectories

@@ -58,6 +58,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser():
+    """The ``dcnbio extract`` argument parser."""
     p = _Parser(prog="dcnbio extract",
                 description="Extract ODE-block trajectories h(t) of a checkpoint into netCDF-4 shards "
                             "(DIR/<block>/shard-NNNNN.nc + DIR/manifest.json); re-running resumes.",
@@ -91,6 +92,7 @@ def build_parser():
 
 
 def shard_path(out, block, shard):
+    """Path of shard number ``shard`` of ``block`` under the output directory ``out``."""
     return os.path.join(out, block, f"shard-{shard:05d}.nc")
 
 
@@ -238,6 +240,7 @@ def _stopped(out, completed, n_shards):
 
 @user_errors
 def main(argv=None):
+    """``dcnbio extract`` (``argv`` as for :func:`build_parser`); returns the exit status."""
     args = build_parser().parse_args(argv)
     for name in ("images", "batch_size", "shard_size"):
         _check_positive("--" + name.replace("_", "-"), getattr(args, name))

@@ -18,7 +18,6 @@ magnitude with which the layer uses Gaussian derivative ``f`` at depth t (a stat
 import numpy as np
 import torch
 import xarray as xr
-from matplotlib.figure import Figure
 
 from ..core import filters
 from ..errors import ConfigError, DataError
@@ -26,7 +25,7 @@ from ..provenance import provenance_attrs
 from ..core.models import srf_layers
 from .sigmas import extract_sigmas
 
-__all__ = ["META_MODELS", "compute_meta_curves", "plot_meta_curves"]
+__all__ = ["META_MODELS", "compute_meta_curves"]
 
 #: The registered meta-parametrized models (Table 3).
 META_MODELS = ("dcn-sigma-t", "dcn-sigma-t2", "dcn-sigma-alpha-t")
@@ -100,45 +99,3 @@ def compute_meta_curves(model, times=None, *, info=None):
     ds["time"].attrs["long_name"] = "ODE time t"
     ds.attrs.update(provenance_attrs(model, info))
     return ds
-
-
-def plot_meta_curves(results, axes=None):
-    """σ(t) per layer (top) and the mean α_rms(t) per derivative order (bottom) for each model.
-
-    Parameters
-    ----------
-    results : dict of str → xarray.Dataset or (Dataset, Dataset or None)
-        Model label → :func:`compute_meta_curves` result, or (trained, init) to draw the init curves dashed.
-    axes : 2-D array of Axes ``(2, len(results))``, optional
-
-    Returns
-    -------
-    matplotlib.figure.Figure
-    """
-    if axes is None:
-        fig = Figure(figsize=(4.2 * len(results), 6.0), layout="constrained")
-        axes = fig.subplots(2, len(results), squeeze=False)
-    fig = axes[0, 0].figure
-    for col, (label, value) in enumerate(results.items()):
-        trained, init = value if isinstance(value, tuple) else (value, None)
-        for state, ds, ls in (("trained", trained, "-"), ("init", init, "--")):
-            if ds is None:
-                continue
-            for k, name in enumerate(ds["layer"].values):
-                b = str(ds["block"].values[k])
-                color = f"C{int(b[-1]) - 1}" if b.startswith("block") and b[-1].isdigit() else "k"
-                lw = 1.6 if str(ds["conv"].values[k]) == "conv1" else 0.9
-                axes[0, col].plot(ds["time"].values, ds["sigma"].values[k], ls=ls, color=color, lw=lw,
-                                  label=f"{b} {ds['conv'].values[k]}" if state == "trained" else None)
-                axes[0, col].set_yscale("log", base=2)
-            for o in np.unique(ds["basis_order"].values):
-                m = ds["alpha_rms"].isel(basis=np.flatnonzero(ds["basis_order"].values == o)).mean(("layer", "basis"))
-                axes[1, col].plot(ds["time"].values, m.values, ls=ls, color=f"C{int(o)}",
-                                  label=f"order {int(o)}" if state == "trained" else None)
-        axes[0, col].set_title(label + (" (dashed: init)" if init is not None else ""), fontsize="medium")
-        axes[0, col].set_ylabel("σ(t) (px of layer input)")
-        axes[1, col].set_ylabel("mean RMS α(t)")
-        axes[1, col].set_xlabel("integration time t")
-        axes[0, col].legend(fontsize="xx-small", frameon=False)
-        axes[1, col].legend(fontsize="x-small", frameon=False)
-    return fig

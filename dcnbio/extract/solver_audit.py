@@ -26,7 +26,6 @@ import json
 import numpy as np
 import pandas as pd
 import xarray as xr
-from matplotlib.figure import Figure
 
 from ..errors import ConfigError, DataError, SolverError
 from ..provenance import provenance_attrs
@@ -35,7 +34,7 @@ from ..core.models.network import ode_blocks
 from .common import evaluate, override_solver, solver_state
 
 __all__ = ["DEFAULT_FIXED_STEPS", "DEFAULT_TOLERANCES", "assess_solver_independence", "compute_solver_audit",
-           "plot_solver_audit", "solver_grid"]
+           "solver_grid"]
 
 DEFAULT_TOLERANCES = (1e-3, 1e-4, 1e-5, 1e-6)
 DEFAULT_FIXED_STEPS = {"rk4": (2, 4, 8, 16), "euler": (4, 8, 16, 32)}
@@ -293,35 +292,3 @@ def assess_solver_independence(ds, threshold=0.01):
                "reference": labels[reference] if reference is not None else None,
                "reference_converged": converged, "failed_refinements": failed, "threshold": float(threshold)}
     return table, verdict
-
-
-def plot_solver_audit(results, axes=None):
-    """Accuracy against mean total NFE per batch for every setting, one line per solver family and model.
-
-    Parameters
-    ----------
-    results : dict of str → xarray.Dataset
-        Model label → :func:`compute_solver_audit` result.
-
-    Returns
-    -------
-    matplotlib.figure.Figure
-    """
-    if axes is None:
-        fig = Figure(figsize=(5.5 * len(results), 3.6), layout="constrained")
-        axes = fig.subplots(1, len(results), squeeze=False)[0]
-    fig = axes[0].figure
-    for ax, (label, ds) in zip(axes, results.items()):
-        own = ds.isel(setting=int(np.flatnonzero(ds["is_own"].values)[0]))
-        for k, solver in enumerate(dict.fromkeys(ds["solver"].values[~ds["is_own"].values].astype(str))):
-            part = ds.isel(setting=np.flatnonzero((ds["solver"].values == solver) & ~ds["is_own"].values))
-            order = np.argsort(part["nfe_total"].values)
-            ax.plot(part["nfe_total"].values[order], 100 * part["accuracy"].values[order], "o-", color=f"C{k}",
-                    ms=4, label=solver)
-        ax.plot(float(own["nfe_total"]), 100 * float(own["accuracy"]), "k*", ms=11, label="own setting")
-        ax.set_xscale("log")
-        ax.set_xlabel("forward NFE per batch, all ODE blocks")
-        ax.set_ylabel("accuracy (%)")
-        ax.set_title(label, fontsize="medium")
-        ax.legend(fontsize="x-small", frameon=False)
-    return fig

@@ -16,6 +16,8 @@ __all__ = ["across_runs", "by_condition", "check_table", "claim_table", "contras
 
 
 def by_condition(results, var, scale=1.0, block=None):
+    """Table of ``results[label][var]`` (× ``scale``): rows model / condition, columns contrast (one ``block`` if
+    given)."""
     rows = {}
     for label, ds in results.items():
         for cond in ds["condition"].values:
@@ -29,6 +31,7 @@ def by_condition(results, var, scale=1.0, block=None):
 
 
 def per_block_nfe(results):
+    """Mean NFE per image: rows model / condition / block, columns contrast."""
     rows = {}
     for label, ds in results.items():
         for cond in ds["condition"].values:
@@ -92,6 +95,7 @@ def across_runs(results):
 
 
 def check_table(results, var):
+    """Table of the rescaling check ``var``: rows model / block, columns contrast."""
     rows = {}
     for label, ds in results.items():
         if var not in ds:

@@ -18,6 +18,7 @@ ALPHA = 0.05
 
 
 def fmt_p(p):
+    """A p-value for a report: two significant digits, scientific below 1e-4, ``n/a`` if not finite."""
     return "n/a" if not np.isfinite(p) else (f"{p:.2g}" if p >= 1e-4 else f"{p:.1e}")
 
 

@@ -109,6 +109,7 @@ class Report:
         self._items = []  # (kind, payload)
 
     def section(self, title):
+        """Start a section titled ``title``; returns the report."""
         self._items.append(("section", title))
         return self
 
@@ -118,10 +119,13 @@ class Report:
         return self
 
     def bullets(self, items):
+        """A bulleted list of ``items``; returns the report."""
         self._items.append(("bullets", [str(i) for i in items]))
         return self
 
     def table(self, df, caption="", digits=4):
+        """A table of ``df`` (a DataFrame or what makes one) with ``caption``, numbers to ``digits`` significant
+        digits; returns the report."""
         if not isinstance(df, pd.DataFrame):
             df = pd.DataFrame(df)
         self._items.append(("table", (df, caption, digits)))
@@ -138,6 +142,7 @@ class Report:
         return self
 
     def to_markdown(self):
+        """The report as Markdown text."""
         out = [f"# {self.title}", ""]
         for kind, payload in self._items:
             if kind == "section":
@@ -161,6 +166,7 @@ class Report:
         return "\n".join(out).rstrip() + "\n"
 
     def to_latex(self):
+        """The report as a standalone LaTeX document."""
         out = [r"\documentclass[10pt]{article}", r"\usepackage[margin=2cm]{geometry}", r"\usepackage{booktabs}",
                r"\usepackage{graphicx}", r"\usepackage[T1]{fontenc}", r"\usepackage{float}",
                r"\begin{document}", r"\section*{" + latex_escape(self.title) + "}", ""]

@@ -12,5 +12,5 @@ module            what
 ``small_data``    accuracy vs training-set size over seeds; GLM/OLS model × log size; the verdict
 ================  ==========================================================================================
 
-``small_data`` keeps ``plot_small_data``, the figure of its own fit.
+Figures of these results are :mod:`dcnbio.plots`; nothing here draws.
 """

@@ -67,6 +67,8 @@ def _log_shape(logx, axis=-1):
 
 
 def shape_from_logs(logx, axis=-1):
+    """Geometric mean, SD of log2 (octaves) and skewness of natural logs along ``axis`` of ``logx`` (natural logs of
+    σ)."""
     mean, sd, skew = _log_shape(logx, axis)
     return {"geometric_mean": np.exp(mean), "log2_sd": sd / LN2, "skew_log": skew}
 
@@ -551,6 +553,7 @@ class DepthTrend:
         return "\n\n".join(summary.as_latex() for summary in self._summaries())
 
     def summary_text(self):
+        """The statsmodels summaries of the depth-trend fits, as text."""
         return "\n\n".join(str(summary) for summary in self._summaries())
 
     def _summaries(self):

@@ -47,6 +47,7 @@ FORMAT_VERSION = 1
 
 
 def sha256_file(path, chunk=1 << 20):
+    """Hex SHA-256 of the file at ``path``, read in ``chunk``-byte blocks."""
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(chunk), b""):

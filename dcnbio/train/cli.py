@@ -33,6 +33,7 @@ from ..core.models import list_models
 
 
 def build_parser():
+    """The ``dcnbio train`` argument parser."""
     p = argparse.ArgumentParser(prog="dcnbio train", description=__doc__.split("\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--model", required=True, help=f"one of: {', '.join(list_models())}")
@@ -93,6 +94,7 @@ def build_parser():
 
 
 def config_from_args(args, seed):
+    """The :class:`~dcnbio.train.config.TrainConfig` of seed ``seed`` from parsed arguments."""
     from .config import TrainConfig
 
     overrides = {}
@@ -128,6 +130,7 @@ def write_index(out, rows):
 
 
 def collect_runs(out):
+    """The ``final.json`` of every finished ``seed*`` run under ``out``, with its seed and directory."""
     rows = []
     for name in sorted(os.listdir(out)):
         final = os.path.join(out, name, "final.json")
@@ -141,6 +144,7 @@ def collect_runs(out):
 
 @user_errors
 def main(argv=None):
+    """``dcnbio train`` (``argv`` as for :func:`build_parser`); returns the exit status."""
     args = build_parser().parse_args(argv)
     seeds = args.seeds if args.seeds is not None else [args.seed if args.seed is not None else 0]
     if len(set(seeds)) != len(seeds):

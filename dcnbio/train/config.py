@@ -104,6 +104,7 @@ class TrainConfig:
         self.model_config()  # validates the model name and overrides
 
     def model_config(self):
+        """The :class:`~dcnbio.core.models.ModelConfig` this run trains (dataset channels and classes applied)."""
         info = dataset_info(self.dataset)
         return model_config(self.model, in_channels=info.channels, num_classes=info.num_classes,
                             width=self.width, **self.model_overrides)
@@ -117,6 +118,7 @@ class TrainConfig:
         return dataclasses.replace(self, epochs=PAPER_EPOCHS * small_data_epoch_factor(n))
 
     def milestone_epochs(self):
+        """Epochs after which the learning rate drops ×0.1 (the fixed schedule's milestones × epochs)."""
         epochs = self.resolved().epochs
         return sorted({max(1, int(round(m * epochs))) for m in self.milestones})
 
@@ -125,15 +127,18 @@ class TrainConfig:
         return self.milestone_epochs()[0]
 
     def to_dict(self):
+        """The configuration as plain values (what checkpoints and final.json store)."""
         d = dataclasses.asdict(self)
         d["milestones"] = list(self.milestones)
         return d
 
     def to_json(self):
+        """The configuration as JSON text."""
         return json.dumps(self.to_dict(), indent=2, sort_keys=True)
 
     @classmethod
     def from_dict(cls, d):
+        """The configuration stored by :meth:`to_dict`."""
         d = dict(d)
         unknown = set(d) - {f.name for f in dataclasses.fields(cls)}
         if unknown:

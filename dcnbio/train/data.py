@@ -66,6 +66,7 @@ class ArrayDataset(torch.utils.data.Dataset):
         return self.normalise(self.images[i]), int(self.labels[i])
 
     def subset(self, positions):
+        """The images at ``positions`` (their dataset indices kept) as a new :class:`ArrayDataset`."""
         positions = torch.as_tensor(positions, dtype=torch.long)
         return ArrayDataset(self.images[positions], self.labels[positions], self.indices[positions], self.info)
 

@@ -18,6 +18,7 @@ from ..errors import ConfigError
 
 @dataclasses.dataclass
 class Context:
+    """This process's place in a ``torchrun`` job (rank 0 of 1 without one)."""
     rank: int = 0
     world_size: int = 1
     local_rank: int = 0
@@ -25,13 +26,16 @@ class Context:
 
     @property
     def is_main(self):
+        """Whether this is rank 0 (the process that writes)."""
         return self.rank == 0
 
     @property
     def distributed(self):
+        """Whether more than one process trains."""
         return self.world_size > 1
 
     def barrier(self):
+        """Wait for every rank (nothing to wait for in one process)."""
         if self.distributed:
             dist.barrier()
 
@@ -54,6 +58,7 @@ def setup(device="cpu"):
 
 
 def teardown(ctx):
+    """Leave the process group :func:`setup` joined, if any."""
     if ctx.distributed and dist.is_initialized():
         dist.destroy_process_group()
 
@@ -68,6 +73,7 @@ def local_slice(batch, ctx):
 
 
 def wrap(model, ctx):
+    """``model`` in ``DistributedDataParallel`` when several processes train, else ``model`` itself."""
     if not ctx.distributed:
         return model
     ids = [ctx.device.index] if ctx.device.type == "cuda" else None

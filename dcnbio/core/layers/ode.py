@@ -65,6 +65,7 @@ def register_integrator(name, integrator):
 
 
 def check_solver(method):
+    """``method`` if torchdiffeq knows it (:data:`SOLVERS`), else a :class:`~dcnbio.errors.ConfigError`."""
     if method not in SOLVERS:
         raise ConfigError(f"unknown ODE solver {method!r}; choose one of {', '.join(SOLVERS)}")
     return method
@@ -194,13 +195,17 @@ class ODEBlock(nn.Module):
 
     @property
     def nfe_forward(self):
+        """Function evaluations of the forward solves since the last :meth:`reset_nfe`."""
         return self._nfe["forward"]
 
     @property
     def nfe_backward(self):
+        """Function evaluations of the adjoint's backward solves since the last :meth:`reset_nfe` (0 without the
+        adjoint)."""
         return self._nfe["backward"]
 
     def reset_nfe(self):
+        """Set both evaluation counters to 0."""
         self._nfe["forward"] = 0
         self._nfe["backward"] = 0
 

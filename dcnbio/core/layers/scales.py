@@ -54,6 +54,7 @@ class Scale(nn.Module):
     per_pair = False
 
     def log2_sigma(self, t=None):
+        """``log2 σ`` at depth ``t``: shape ``()``, or ``(out, in)`` for per-pair scales."""
         raise NotImplementedError
 
     def forward(self, t=None):
@@ -154,12 +155,14 @@ ALPHAS = {"static": StaticAlpha, "linear-t": LinearTimeAlpha}
 
 
 def create_scale(name, out_channels, in_channels):
+    """The σ parametrization ``name`` (a key of :data:`SCALES`) for an ``(out_channels, in_channels)`` layer."""
     if name not in SCALES:
         raise ConfigError(f"unknown SRF scale {name!r}; choose one of {sorted(SCALES)}")
     return SCALES[name](out_channels, in_channels)
 
 
 def create_alpha(name, out_channels, in_channels, num_basis):
+    """The α parametrization ``name`` (a key of :data:`ALPHAS`): coefficients ``(out, in, num_basis)``, paper Eq. 1."""
     if name not in ALPHAS:
         raise ConfigError(f"unknown SRF alpha parametrization {name!r}; choose one of {sorted(ALPHAS)}")
     return ALPHAS[name](out_channels, in_channels, num_basis)

@@ -190,6 +190,7 @@ class SRFConv2d(nn.Module):
 
     @property
     def depends_on_t(self):
+        """Whether σ or α depends on the depth ``t`` (then filters are rebuilt at every evaluation)."""
         return self.scale.depends_on_t or self.alpha.depends_on_t
 
     def sigma(self, t=None):
@@ -200,6 +201,8 @@ class SRFConv2d(nn.Module):
         return sigma
 
     def radius(self, sigma):
+        """Kernel radius for ``sigma``: the fixed one, or ``ceil(2σ + 0.5)``
+        (:func:`~dcnbio.core.filters.kernel_radius`)."""
         return self.fixed_radius if self.fixed_radius is not None else filters.kernel_radius(sigma)
 
     def weight(self, t=None):

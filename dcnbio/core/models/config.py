@@ -114,6 +114,8 @@ class ModelConfig:
         return tuple(max(1, int(round(c * self.width))) for c in BASE_CHANNELS)
 
     def replace(self, **changes):
+        """A copy with ``changes`` applied (validated); unknown field names are a
+        :class:`~dcnbio.errors.ConfigError`."""
         unknown = set(changes) - {f.name for f in dataclasses.fields(self)}
         if unknown:
             raise ConfigError(f"unknown model option(s) {sorted(unknown)}; valid: "
@@ -121,10 +123,12 @@ class ModelConfig:
         return dataclasses.replace(self, **changes)
 
     def to_dict(self):
+        """The configuration as plain values (what checkpoints store)."""
         return dataclasses.asdict(self)
 
     @classmethod
     def from_dict(cls, d):
+        """The configuration stored by :meth:`to_dict`; unknown fields are a :class:`~dcnbio.errors.ConfigError`."""
         d = dict(d)
         if d.get("sigma_range") is not None:
             d["sigma_range"] = tuple(d["sigma_range"])

@@ -123,6 +123,7 @@ def srf_layers(model):
 
 
 def reset_nfe(model):
+    """Set the evaluation counters of every ODE block of ``model`` to 0."""
     for block in ode_blocks(model).values():
         block.reset_nfe()
 

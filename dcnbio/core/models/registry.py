@@ -24,6 +24,7 @@ def list_models():
 
 
 def describe_model(name):
+    """The one-line description a registered model was registered with."""
     return _entry(name)[0]
 
 
