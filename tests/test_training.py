@@ -209,6 +209,29 @@ def test_sigkill_at_any_point_then_resume_is_bit_identical(tmp_path):
 
 
 @needs_fmnist
+def test_a_fast_path_run_resumes_bit_identically(tmp_path):
+    """A run trained with the recipe's speed options (``--integrator dcnbio --formulation auto``: entries that
+    dcnbio.fast registers into the core's tables), killed during its second checkpoint write and resumed, ends
+    with the weights of an uninterrupted run, which give the same logits."""
+    args = [*TINY, "--epochs", "2", "--save-every", "2", "--seed", "5", "--integrator", "dcnbio",
+            "--formulation", "auto"]
+    ref = run_cli([*args, "--out", str(tmp_path / "ref")])
+    assert ref.returncode == 0, ref.stderr
+    out = tmp_path / "cut"
+    first = run_cli([*args, "--out", str(out)], env={FAULT_ENV: "kill-before-rename:last.pt:2"})
+    assert first.returncode == -signal.SIGKILL and read_checkpoint(out / "seed5/last.pt")["step"] == 2
+    resumed = run_cli([*args, "--out", str(out), "--resume"])
+    assert resumed.returncode == 0, resumed.stderr
+    assert_identical_states(state_of(out / "seed5/last.pt"), state_of(tmp_path / "ref/seed5/last.pt"))
+    a, info = dcnbio.load_checkpoint(out / "seed5/last.pt")
+    b, _ = dcnbio.load_checkpoint(tmp_path / "ref/seed5/last.pt")
+    assert info["model_config"]["integrator"] == "dcnbio" and info["model_config"]["formulation"] == "auto"
+    x = torch.randn(4, 1, 28, 28, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        assert torch.equal(a(x), b(x))
+
+
+@needs_fmnist
 def test_torchrun_two_processes_match_one_process(tmp_path):
     # A fixed-grid solver makes each image's computation independent of its batch mates, so 2 processes
     # with half batches must reproduce the single-process run up to float32 reduction order.
