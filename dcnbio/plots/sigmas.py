@@ -53,6 +53,14 @@ def _draw_hist(ax, values, color, label, fill, bins):
                 label=f"{label} log-normal fit")
 
 
+def _plotted_filters(ds, time_channel):
+    """The filters a σ figure draws (the t-channel's only with ``time_channel``); none is a DataError."""
+    ds = ds.isel(filter=np.flatnonzero(filter_mask(ds, time_channel=time_channel)))
+    if ds.sizes["filter"] == 0:
+        raise DataError("no sigma values to plot")
+    return ds
+
+
 def plot_sigma_histograms(ds, axes=None, *, variable="sigma", group="block", init=True, time_channel=False):
     """Histograms of σ per block on a log axis, with the fitted log-normal density overlaid.
 
@@ -77,9 +85,7 @@ def plot_sigma_histograms(ds, axes=None, *, variable="sigma", group="block", ini
     -------
     matplotlib.figure.Figure
     """
-    ds = ds.isel(filter=np.flatnonzero(filter_mask(ds, time_channel=time_channel)))
-    if ds.sizes["filter"] == 0:
-        raise DataError("no sigma values to plot")
+    ds = _plotted_filters(ds, time_channel)
     groups = block_order(np.unique(ds[group].values.astype(str)))
     own_figure = axes is None
     if own_figure:
@@ -148,9 +154,7 @@ def plot_sigma_vs_depth(ds, ax=None, *, variable="sigma", time_channel=False):
     -------
     matplotlib.figure.Figure
     """
-    ds = ds.isel(filter=np.flatnonzero(filter_mask(ds, time_channel=time_channel)))
-    if ds.sizes["filter"] == 0:
-        raise DataError("no sigma values to plot")
+    ds = _plotted_filters(ds, time_channel)
     if ax is None:
         depths = np.unique(ds["depth"].values)
         fig, (ax,) = new_axes(1, width=max(4.0, 0.9 * len(depths) + 1.5), height=3.2)
