@@ -117,3 +117,61 @@ def test_finished_full_data_runs_reproduce_their_recorded_test_subset_accuracy()
         acc = evaluate(model, first, 256, "cpu")["acc"]
         # the same function on any CPU: at most one image may flip at float rounding
         assert abs(acc - check["acc_best"]) <= 1 / check["images"] + 1e-12, run
+
+
+def recipe_arguments():
+    """The full-data recipe's ``dcnbio train`` arguments as ``data/checkpoints/retrain.sh`` writes them."""
+    import re
+    import shlex
+
+    text = (BUNDLE / "retrain.sh").read_text()
+    recipe = shlex.split(re.search(r"^RECIPE=\((.*?)\)", text, re.M | re.S).group(1))
+    save = int(re.search(r"local save=(\d+);", text).group(1))
+    return recipe, save
+
+
+def test_a_bundled_run_in_training_resumes_with_today_s_code(tmp_path):
+    """What a fresh machine does with the repository alone: ``retrain.sh``'s command with ``--resume`` continues a
+    bundled unfinished DCN run from its last.pt (same configuration, its weights and optimizer state), takes a
+    step, and on SIGTERM writes the next last.pt with a new segment — stopped at a safe point, exit status 143."""
+    import os
+    import shutil
+    import signal
+    import subprocess
+    import sys
+
+    import torch
+
+    from dcnbio.train.checkpoint import read_checkpoint
+
+    unfinished = [r for r in full_runs() if not (r / "final.json").exists() and r.parent.name.startswith("dcn")]
+    if not unfinished:
+        import pytest
+        pytest.skip("every bundled run has finished: none to resume (retire this test with the last one)")
+    run = unfinished[0]
+    copy = tmp_path / run.parent.name / run.name
+    shutil.copytree(run, copy)
+    before = read_checkpoint(copy / "last.pt")
+    recipe, save = recipe_arguments()
+    command = [sys.executable, "-m", "dcnbio.train", "--model", run.parent.name, "--seeds", run.name[4:],
+               "--out", str(copy.parent), *recipe, "--save-every", str(save), "--resume"]
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=dict(os.environ, OMP_NUM_THREADS="1"))
+    for line in proc.stdout:
+        if line.startswith("resuming"):
+            assert f"(step {before['step']})" in line, line
+            proc.send_signal(signal.SIGTERM)
+            break
+    out, err = proc.communicate(timeout=600)
+    assert proc.returncode == 143, err
+    after = read_checkpoint(copy / "last.pt")
+    assert after["step"] >= before["step"] and after["model_config"] == before["model_config"]
+    assert after["train_config"] == before["train_config"]
+    segments = after["optimizer_state"]["loop"]["segments"]
+    assert segments[:-1] == before["optimizer_state"]["loop"]["segments"]  # the bundled history, kept as it was
+    assert segments[-1]["start_step"] == before["step"] and segments[-1]["end_step"] == after["step"]
+    if after["step"] > before["step"]:
+        changed = [k for k, v in after["model_state"].items() if not torch.equal(v, before["model_state"][k])]
+        assert changed  # a step was taken from the bundled state
+    else:
+        assert all(torch.equal(v, before["model_state"][k]) for k, v in after["model_state"].items())
