@@ -71,12 +71,17 @@ def check_solver(method):
     return method
 
 
-def check_integrator(integrator, solver, options):
-    """Validate the integrator choice against the solver and its options."""
+def integrator_entry(integrator):
+    """The :data:`INTEGRATORS` entry of ``integrator`` (``None``: torchdiffeq's), else a ConfigError."""
     if integrator not in INTEGRATORS:
         raise ConfigError(f"unknown integrator {integrator!r}; choose one of {', '.join(INTEGRATORS)} "
                           "(`import dcnbio.fast` registers dcnbio)")
-    entry = INTEGRATORS[integrator]
+    return INTEGRATORS[integrator]
+
+
+def check_integrator(integrator, solver, options):
+    """Validate the integrator choice against the solver and its options."""
+    entry = integrator_entry(integrator)
     if entry is not None and solver in entry.solvers and entry.check is not None:
         entry.check(dict(options or {}))
     return integrator
@@ -237,7 +242,7 @@ class ODEBlock(nn.Module):
         """:meth:`solve`, or with ``final_only`` the state at ``T`` alone (not sliced from a stack of states)."""
         grid, keep = self._grid(times, h0)
         kwargs = dict(rtol=self.rtol, atol=self.atol, method=self.solver, options=self.options)
-        own = INTEGRATORS[check_integrator(self.integrator, self.solver, self.options)]
+        own = integrator_entry(self.integrator)  # options were checked when the block was built
         self._phase = "forward"
         try:
             # SRF layers with t-independent filters build them once per solve (srf.filter_cache), and once
