@@ -296,6 +296,10 @@ def test_unknown_solver_and_bad_end_time_raise_config_error():
     for T in (0.0, -1.0):
         with pytest.raises(ConfigError, match="T"):
             ODEBlock(Zero(), T=T)
+    for step in (0.0, -0.5, float("nan"), float("inf"), "0.1", True):
+        with pytest.raises(ConfigError, match="step_size must be a finite number > 0"):
+            ODEBlock(Zero(), solver="rk4", options={"step_size": step})
+    assert ODEBlock(Zero(), solver="rk4", options={"step_size": 3}).options["step_size"] == 3
 
 
 def test_the_solver_table_is_what_torchdiffeq_accepts():

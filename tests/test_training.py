@@ -5,10 +5,12 @@ import hashlib
 import json
 import os
 import pickle
+import re
 import signal
 import subprocess
 import sys
 import time
+import warnings
 
 import numpy as np
 import pytest
@@ -231,6 +233,18 @@ def test_a_fast_path_run_resumes_bit_identically(tmp_path):
         assert torch.equal(a(x), b(x))
 
 
+def _torchrun(args, out, logs):
+    """Run ``dcnbio.train`` under torchrun with 2 processes; each rank's stdout/stderr kept under ``logs``."""
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    res = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+                          "--log-dir", str(logs), "--redirects", "3",
+                          "-m", "dcnbio.train", *args, "--out", str(out)],
+                         capture_output=True, text=True, env=env, timeout=600)
+    ranks = "\n".join(f"--- {p.relative_to(logs)}:\n{p.read_text()[-1500:]}"
+                       for p in sorted(logs.rglob("*.log")) if p.stat().st_size)
+    return res, ranks
+
+
 @needs_fmnist
 def test_torchrun_two_processes_match_one_process(tmp_path):
     # A fixed-grid solver makes each image's computation independent of its batch mates, so 2 processes
@@ -238,12 +252,18 @@ def test_torchrun_two_processes_match_one_process(tmp_path):
     args = [*TINY, "--epochs", "1", "--seed", "3", "--solver", "rk4", "--step-size", "0.5"]
     single = run_cli([*args, "--out", str(tmp_path / "one")])
     assert single.returncode == 0, single.stderr
-    env = dict(os.environ, OMP_NUM_THREADS="1")
-    multi = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
-                            "-m", "dcnbio.train", *args, "--out", str(tmp_path / "two")],
-                           capture_output=True, text=True, env=env, timeout=600)
-    assert multi.returncode == 0, multi.stderr[-2000:]
-    a, b = state_of(tmp_path / "one/seed3/last.pt"), state_of(tmp_path / "two/seed3/last.pt")
+    out = tmp_path / "two"
+    multi, ranks = _torchrun(args, out, tmp_path / "logs")
+    root = re.search(r"Root Cause.*?exitcode\s*:\s*(-?\d+)", multi.stderr, re.S)
+    if multi.returncode != 0 and root and int(root.group(1)) < 0 and "Traceback" not in ranks:
+        # A rank killed by a signal with no Python error of its own is the gloo TCP transport aborting
+        # (seen once in CI on a loaded 2-core machine, not reproduced in 10 local runs); one fresh try, and
+        # the first attempt's per-rank logs are kept in the warning so the abort stays on record.
+        warnings.warn(f"torchrun rank killed by a signal, retrying once:\n{multi.stderr[-600:]}\n{ranks}")
+        multi, ranks = _torchrun(args, tmp_path / "two-again", tmp_path / "logs-again")
+        out = tmp_path / "two-again"
+    assert multi.returncode == 0, f"{multi.stderr[-1500:]}\nper-rank logs:\n{ranks}"
+    a, b = state_of(tmp_path / "one/seed3/last.pt"), state_of(out / "seed3/last.pt")
     for k in a:
         # 5 SGD steps from identical weights; gradients differ only by summation order (~1e-7 relative)
         assert torch.allclose(a[k], b[k], rtol=1e-4, atol=1e-5), k
@@ -258,6 +278,8 @@ def test_torchrun_two_processes_match_one_process(tmp_path):
     (["--solver", "rk45"], "unknown ODE solver 'rk45'"),
     (["--subset", "0"], "subset must be at least 1"),
     (["--batch-size", "500"], "fewer than one batch"),
+    (["--solver", "rk4", "--step-size", "-1"], "step_size must be a finite number > 0"),
+    (["--atol", "0"], "rtol and atol must be > 0"),
 ])
 def test_bad_arguments_fail_with_one_line(tmp_path, extra, message):
     res = run_cli([*TINY, "--epochs", "1", "--out", str(tmp_path / "x"), *extra])

@@ -79,6 +79,15 @@ def integrator_entry(integrator):
     return INTEGRATORS[integrator]
 
 
+def check_solver_options(options):
+    """``options`` if its fixed-grid ``step_size`` (when given) is a finite number > 0, else a ConfigError."""
+    step = (options or {}).get("step_size")
+    if step is not None and not (isinstance(step, (int, float)) and not isinstance(step, bool)
+                                 and math.isfinite(step) and step > 0):
+        raise ConfigError(f"step_size must be a finite number > 0, got {step!r}")
+    return options
+
+
 def check_integrator(integrator, solver, options):
     """Validate the integrator choice against the solver and its options."""
     entry = integrator_entry(integrator)
@@ -184,6 +193,7 @@ class ODEBlock(nn.Module):
         self.integrator = check_integrator(integrator, solver, self.options)
         if not T > 0:
             raise ConfigError(f"end time T of {name} must be > 0, got {T}")
+        check_solver_options(self.options)
         if solver not in ADAPTIVE and "step_size" not in self.options and "grid_constructor" not in self.options:
             self.options["step_size"] = T / 10
         # NFE bookkeeping lives in the block: every call of func (by the solver, the initial-step probe or

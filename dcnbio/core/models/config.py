@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from typing import Optional, Tuple
 
 from ...errors import ConfigError
-from ..layers.ode import check_integrator, check_solver
+from ..layers.ode import check_integrator, check_solver, check_solver_options
 from ..layers.scales import ALPHAS, SCALES
 from ..layers.srf import FORMULATIONS
 
@@ -89,6 +89,7 @@ class ModelConfig:
                               ("formulation", FORMULATIONS)):
             choice(name, allowed)
         check_solver(self.solver)
+        check_solver_options(self.solver_options)
         check_integrator(self.integrator, self.solver, self.solver_options)
         if not (isinstance(self.width, (int, float)) and self.width > 0):
             raise ConfigError(f"width must be a number > 0, got {self.width!r}")
