@@ -35,7 +35,7 @@ from dcnbio.cli import user_errors
 from dcnbio.io import prepare_output_dir, save_dataset, save_figure, write_report
 from dcnbio.script import (analysis_parser, check_small_data_options, find_small_data_runs, load_eval_images,
                            load_small_data_runs, select_small_data_runs)
-from dcnbio.train.grid import DEFAULT_EPOCHS_BUDGET, plan_runs, recipe_differences, train_missing
+from dcnbio.train.grid import DEFAULT_EPOCHS_BUDGET, RECIPES, plan_runs, recipe_differences, train_missing
 
 REPO = Path(__file__).resolve().parents[1]
 RUNS_DIR = "data/checkpoints/small-data"
@@ -57,6 +57,8 @@ def build_parser():
                    help="training images per class (--train; default 10 20 50) or a selection of the bundled runs")
     p.add_argument("--seeds", type=int, nargs="+", default=None,
                    help="seeds (--train; default 1 2 3) or a selection of the bundled runs")
+    p.add_argument("--recipe", choices=RECIPES, default="budget", help="training recipe of the grid (--train): "
+                   "budget = equal image passes; plateau = until the training loss plateaus (dcnbio.train.grid)")
     p.add_argument("--width", type=float, default=0.25, help="width multiplier of trained runs (--train)")
     p.add_argument("--epochs-budget", type=int, default=DEFAULT_EPOCHS_BUDGET,
                    help="image passes per class of a trained run: epochs = max(1, budget // size) (--train)")
@@ -77,7 +79,8 @@ def main(argv=None):
     plan, explicit, source = None, True, "the given checkpoints"
     if args.train:
         plan = plan_runs(args.runs_dir, args.models or MODEL_ORDER, args.sizes or DEFAULT_SIZES,
-                         args.seeds or DEFAULT_SEEDS, width=args.width, epochs_budget=args.epochs_budget,
+                         args.seeds or DEFAULT_SEEDS, recipe=args.recipe, width=args.width,
+                         epochs_budget=args.epochs_budget,
                          batch_size=args.batch_size, data_root=args.data_root)
         source = f"the grid in `{args.runs_dir}`"
     else:  # validate every given run before anything is written

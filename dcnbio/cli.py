@@ -1,4 +1,4 @@
-"""The ``dcnbio`` command: ``dcnbio train …``, ``dcnbio extract …``.
+"""The ``dcnbio`` command: ``dcnbio train …``, ``dcnbio grid …``, ``dcnbio extract …``.
 
 Every subcommand module exposes ``main(argv=None) -> int``.  User errors
 (:class:`~dcnbio.errors.DcnbioError`) and failed writes (a full disk, a read-only
@@ -21,6 +21,7 @@ WRITE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EFBIG, errno.EACC
 
 SUBCOMMANDS = {
     "train": ("dcnbio.train.cli", "train a model (or several seeds) and write checkpoints"),
+    "grid": ("dcnbio.train.grid_cli", "train the missing runs of a small-data grid (models × sizes × seeds)"),
     "extract": ("dcnbio.extract.cli", "extract ODE-block trajectories of a checkpoint into netCDF/HDF5"),
 }
 

@@ -119,6 +119,43 @@ def test_finished_full_data_runs_reproduce_their_recorded_test_subset_accuracy()
         assert abs(acc - check["acc_best"]) <= 1 / check["images"] + 1e-12, run
 
 
+def test_full_data_small_data_grid_runs_follow_the_plateau_recipe():
+    """``full/small-data/<model>/n<size>/seed<S>/``: each run is the grid's ``plateau`` recipe for its cell, its
+    init.pt and last.pt load, its segments are contiguous with their machines; a finished run ends where the
+    plateau it measured (or the cap) puts the end, with one metrics row per epoch and no best.pt."""
+    from dcnbio.train.checkpoint import read_checkpoint
+    from dcnbio.train.config import TrainConfig, plateau_schedule
+    from dcnbio.train.grid import IRRELEVANT_FIELDS, small_data_config
+
+    runs = sorted(p for p in (FULL / "small-data").glob("*/n*/seed*") if p.is_dir())
+    assert runs, "no run of the full-data small-data grid is bundled"
+    for run in runs:
+        model, size, seed = run.parts[-3], int(run.parts[-2][1:]), int(run.parts[-1][4:])
+        config = json.loads((run / "config.json").read_text())
+        stored = TrainConfig.from_dict(config["train_config"])
+        assert not small_data_config(model, size, seed, recipe="plateau").differences(stored, IRRELEVANT_FIELDS)
+        for kind in ("init", "last"):
+            _, info = dcnbio.load_checkpoint(run / f"{kind}.pt")
+            assert info["kind"] == kind and info["train_config"] == config["train_config"]
+        last = read_checkpoint(run / "last.pt")
+        loop = last["optimizer_state"]["loop"]
+        segments = loop["segments"]
+        assert segments[0]["start_step"] == 0 and segments[-1]["end_step"] == last["step"]
+        assert all(a["end_step"] == b["start_step"] for a, b in zip(segments, segments[1:]))
+        assert all(s["machine"]["cpu"] and s["machine"]["threads"] == 1 for s in segments)
+        if (run / "final.json").exists():
+            final = json.loads((run / "final.json").read_text())
+            assert not (run / "best.pt").exists()
+            assert final["epochs"] == loop["epochs"] == last["epoch"] and final["steps"] == last["step"]
+            p = final["plateau_epoch"]
+            cap = stored.first_level_cap()
+            assert final["epochs"] == (plateau_schedule(p)[1] if p < cap else stored.epochs)
+            assert final["steps"] == final["epochs"] * stored.steps_per_epoch()
+            assert len((run / "metrics.csv").read_text().strip().splitlines()) == 1 + final["epochs"]
+        else:
+            assert last["epoch"] < loop["epochs"], f"{run}: finished epochs but no final.json"
+
+
 def recipe_arguments():
     """The full-data recipe's ``dcnbio train`` arguments as ``data/checkpoints/retrain.sh`` writes them."""
     import re

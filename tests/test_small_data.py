@@ -303,6 +303,25 @@ def test_recipe_is_the_bundled_command_line(model, size):
     assert small_data_config(model, size, 2) == cli
 
 
+@pytest.mark.parametrize("model,size,cap", [("resnet-blocks", 10, 1000), ("odenet", 52, 1000), ("dcn-ode", 53, 500),
+                                            ("dcn-ode", 100, 500)])
+def test_plateau_recipe_is_its_command_line_with_the_paper_s_cap(model, size, cap):
+    """The ``plateau`` recipe: the paper's small-set epochs (100 × 10 up to 520 images, × 5 up to 1030) as the cap,
+    the training-loss plateau over 120-step windows, the full-data bundle's fastest exact path."""
+    from dcnbio.train.cli import build_parser, config_from_args
+    from dcnbio.train.config import PAPER_EPOCHS, small_data_epoch_factor
+
+    assert PAPER_EPOCHS * small_data_epoch_factor(10 * size) == cap
+    argv = ["--model", model, "--dataset", "fashion-mnist", "--width", "0.25", "--subset", str(size), "--val-size",
+            "0", "--epochs", str(cap), "--batch-size", "32", "--plateau-patience", "2", "--plateau-delta", "0.02",
+            "--plateau-window", "120", "--no-adjoint", "--integrator", "dcnbio", "--formulation", "auto",
+            "--no-test", "--seeds", "3", "--out", "unused"]
+    cli = config_from_args(build_parser().parse_args(argv), 3)
+    assert small_data_config(model, size, 3, recipe="plateau") == cli
+    with pytest.raises(ConfigError, match="unknown small-data recipe 'fast'; choose one of budget, plateau"):
+        small_data_config(model, size, 3, recipe="fast")
+
+
 def test_small_input_checks():
     assert [epochs_for(s) for s in (1, 10, 20, 50, 300, 301)] == [300, 30, 15, 6, 1, 1]
     assert check_sizes([50, 10]) == [10, 50]
@@ -474,3 +493,34 @@ def test_bad_inputs_exit_2_with_one_line(script, odd_checkpoints, tmp_path, caps
     rc, _, err = run(script, argv + ["--out", tmp_path / "out"], capsys)
     assert_one_line_error(rc, err, match)
     assert not (tmp_path / "out").exists() and not (tmp_path / "runs").exists()
+
+
+# --- dcnbio grid --------------------------------------------------------------------------------------------------
+
+def grid_cli(*args):
+    import subprocess
+    import sys
+
+    return subprocess.run([sys.executable, "-m", "dcnbio.train.grid_cli", *map(str, args)], capture_output=True,
+                          text=True, env=dict(os.environ, OMP_NUM_THREADS="1"), timeout=600)
+
+
+def test_grid_command_trains_what_is_missing_once_and_refuses_another_recipe(tmp_path):
+    """``dcnbio grid`` trains every missing run of models × sizes × seeds with the recipe, keeps finished runs as
+    they are when run again, and refuses (one line, status 2, nothing touched) a grid trained with another recipe."""
+    grid = ["--runs-dir", tmp_path, "--models", "resnet-blocks", "--sizes", 1, 2, "--seeds", 1, "--width", 0.125,
+            "--epochs-budget", 2, "--batch-size", 5, "--quiet"]
+    first = grid_cli("--recipe", "budget", *grid)
+    assert first.returncode == 0, first.stderr
+    assert "2 runs, 0 finished, 2 to train" in first.stdout
+    runs = [Path(run_path(tmp_path, "resnet-blocks", n, 1)) for n in (1, 2)]
+    for run, n in zip(runs, (1, 2)):
+        final = json.loads((run / "final.json").read_text())
+        assert final["epochs"] == epochs_for(n, 2) and final["steps"] == epochs_for(n, 2) * (10 * n // 5)
+    files = {p: p.read_bytes() for run in runs for p in run.iterdir()}
+    again = grid_cli("--recipe", "budget", *grid)
+    assert again.returncode == 0 and "2 runs, 2 finished, 0 to train" in again.stdout
+    other = grid_cli("--recipe", "plateau", *grid)
+    assert other.returncode == 2 and other.stderr.count("\n") == 1
+    assert "holds a run trained with another" in other.stderr and "Traceback" not in other.stderr
+    assert {p: p.read_bytes() for run in runs for p in run.iterdir()} == files

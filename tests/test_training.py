@@ -465,6 +465,34 @@ def test_plateau_rule_and_schedule_closed_forms():
     assert not loss_plateau_reached([1.0], 1, 0.0)
     with pytest.raises(ConfigError, match="plateau_delta"):
         TrainConfig("dcn-ode", dataset="fashion-mnist", plateau_patience=2, plateau_delta=1.5)
+    # windows of 2 epochs: means 0.8, 0.61, 0.6 — the last did not lower 0.61 by 0.02, but 2 windows of patience
+    # still hold 0.61 itself, which lowered 0.8; the incomplete last window of 7 epochs waits
+    losses = [0.9, 0.7, 0.6, 0.62, 0.59, 0.61]
+    assert not loss_plateau_reached(losses, 2, 0.02, window=2)
+    assert loss_plateau_reached(losses, 1, 0.02, window=2)
+    assert loss_plateau_reached(losses + [5.0], 1, 0.02, window=2)
+    assert loss_plateau_reached(losses, 2, 0.02, window=1) == loss_plateau_reached(losses, 2, 0.02)
+
+
+def test_plateau_window_is_checked_counted_in_epochs_and_written_only_when_set():
+    small = dict(dataset="fashion-mnist", subset=10, val_size=0, batch_size=32, plateau_patience=2)
+    for steps, epochs in ((0, 1), (1, 1), (3, 1), (4, 2), (120, 40)):  # 100 images, batch 32: 3 steps an epoch
+        assert TrainConfig("resnet-blocks", **small, plateau_window=steps).loss_window_epochs() == epochs
+    for bad in (-1, 2.5, True):
+        with pytest.raises(ConfigError, match="plateau_window is a whole number"):
+            TrainConfig("resnet-blocks", **small, plateau_window=bad)
+    with pytest.raises(ConfigError, match="--val-size 0 and --plateau-patience"):
+        TrainConfig("resnet-blocks", **dict(small, val_size=100, subset=None), plateau_window=10)
+    with pytest.raises(ConfigError, match="--val-size 0 and --plateau-patience"):
+        TrainConfig("resnet-blocks", **dict(small, plateau_patience=0), plateau_window=10)
+    # a run bundled before the field existed records no plateau_window; read back, it means 0, and a
+    # configuration with 0 writes the same dict it was read from (so such a run resumes with the same record)
+    plain = TrainConfig("resnet-blocks", **small)
+    stored = plain.to_dict()
+    assert "plateau_window" not in stored and TrainConfig.from_dict(stored) == plain
+    assert TrainConfig.from_dict(stored).to_dict() == stored
+    windowed = TrainConfig("resnet-blocks", **small, plateau_window=120)
+    assert windowed.to_dict()["plateau_window"] == 120 and TrainConfig.from_dict(windowed.to_dict()) == windowed
 
 
 @needs_fmnist
@@ -479,3 +507,21 @@ def test_without_a_hold_out_the_plateau_is_measured_on_the_training_loss(tmp_pat
     assert "the training loss plateaued after epoch 2" in done.stdout
     final = json.loads((tmp_path / "seed1/final.json").read_text())
     assert (final["plateau_epoch"], final["epochs"]) == (2, 5)
+
+
+@needs_fmnist
+def test_a_plateau_window_averages_the_training_loss_over_steps(tmp_path):
+    # 100 images in batches of 20: 5 steps an epoch, so --plateau-window 15 averages 3 epochs; with a 0.99-nat margin
+    # the second window cannot beat the first, so the plateau comes when that window is complete: after epoch 6
+    args = ["--model", "resnet-blocks", "--width", "0.25", "--dataset", "fashion-mnist", "--subset", "10",
+            "--val-size", "0", "--batch-size", "20", "--epochs", "30", "--plateau-patience", "1",
+            "--plateau-delta", "0.99", "--plateau-window", "15", "--no-test", "--seeds", "1", "--out", str(tmp_path)]
+    done = run_cli(args)
+    assert done.returncode == 0, done.stderr
+    assert "the training loss plateaued after epoch 6" in done.stdout
+    final = json.loads((tmp_path / "seed1/final.json").read_text())
+    assert (final["plateau_epoch"], final["epochs"]) == (6, 15)
+    with open(tmp_path / "seed1/metrics.csv") as f:
+        losses = [float(row["train_loss"]) for row in csv.DictReader(f)]
+    from dcnbio.train.config import loss_plateau_reached
+    assert [loss_plateau_reached(losses[:k], 1, 0.99, window=3) for k in range(1, 7)] == [False] * 5 + [True]

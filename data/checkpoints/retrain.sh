@@ -5,8 +5,12 @@
 #   bash data/checkpoints/retrain.sh            # both lanes, then the manifest
 #   bash data/checkpoints/retrain.sh lane1      # one lane (lane1 | lane2)
 #   bash data/checkpoints/retrain.sh manifest   # rewrite MANIFEST.sha256 (before committing)
+#   bash data/checkpoints/retrain.sh small      # only the small-data grid, one lane
 # The σ learning-rate control set (full-sigma-lr10/: the same recipe with --sigma-lr-scale 10, never replacing a
 # paper-recipe run) trains in lane 1 after the paper-recipe σ_ji and ODE runs; `control` trains it alone.
+# The small-data grid (full/small-data/<model>/n<size>/seed<S>/: dcn-ode, odenet, resnet-blocks × 10/20/50/100
+# images per class × seeds 1-3) trains after them with `dcnbio grid --recipe plateau` (the recipe lives in
+# dcnbio/train/grid.py); `small` trains it alone in one lane.
 # Stop the lanes with SIGTERM (kill -TERM -- -<pgid>): each run writes last.pt and exits; commit what is there.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -29,17 +33,34 @@ run() {  # run MODEL SEED [extra dcnbio-train arguments]; OUT_ROOT overrides the
         --save-every "$save" "${mode[@]}" "$@"
 }
 
+small() {  # small MODEL "SIZES" "SEEDS": runs of the small-data grid, each trained until its training loss plateaus
+    local model=$1 sizes=$2 seeds=$3
+    echo "$(date -u +%FT%TZ) small-data grid: $model n{$sizes} seed{$seeds}"
+    # shellcheck disable=SC2086  # sizes and seeds are word lists
+    "$PY" -m dcnbio.train.grid_cli --recipe plateau --runs-dir "$ROOT/small-data" --models "$model" \
+        --sizes $sizes --seeds $seeds --save-every 20
+    # No hold-out: best.pt is the last epoch's weights; last.pt (the result) and init.pt are bundled.
+    for n in $sizes; do for s in $seeds; do
+        local dir="$ROOT/small-data/$model/n$n/seed$s"
+        [ -f "$dir/final.json" ] && rm -f "$dir/best.pt"
+    done; done
+    return 0
+}
+small_lane1() { small resnet-blocks "10 20 50 100" "1 2 3"; small dcn-ode "10 20 50 100" 1; small odenet "10 20 50 100" "2 3"; }
+small_lane2() { small odenet "10 20 50 100" 1; small dcn-ode "10 20 50 100" "2 3"; }
 control() {  # σ moved < 0.05 octaves (median) in dcn-sigma-ji at the paper's rate: the labelled control
     OUT_ROOT=data/checkpoints/full-sigma-lr10 run dcn-sigma-ji 1 --sigma-lr-scale 10
 }
 lane1() {
     run dcn-sigma-ji 1; run dcn-ode 2; run dcn-sigma-ji 3; run odenet 2; control
     run dcn-sigma-t 1; run dcn-sigma-t 3; run dcn-sigma-alpha-t 1
+    small_lane1
 }
 lane2() {
     run resnet-blocks 1; run resnet-blocks 2; run resnet-blocks 3
     run dcn-ode 1; run odenet 1; run dcn-sigma-ji 2; run dcn-ode 3; run odenet 3
     run dcn-sigma-t2 1; run dcn-sigma-t 2
+    small_lane2
 }
 manifest() {
     (cd data/checkpoints && find . -name '*.pt' -o -name '*.json' -o -name '*.csv' | sort | xargs sha256sum \
@@ -51,6 +72,7 @@ case "${1:-all}" in
     lane2) lane2 ;;
     manifest) manifest ;;
     control) control ;;
+    small) small_lane1; small_lane2 ;;
     all) lane1 & lane2 & wait; manifest ;;
-    *) echo "usage: retrain.sh [lane1|lane2|control|manifest|all]" >&2; exit 2 ;;
+    *) echo "usage: retrain.sh [lane1|lane2|control|small|manifest|all]" >&2; exit 2 ;;
 esac

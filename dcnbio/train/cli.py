@@ -52,6 +52,9 @@ def build_parser():
                         "0: the fixed schedule of --epochs.  With --val-size 0 the training loss is measured instead")
     p.add_argument("--plateau-delta", type=float, default=0.005,
                    help="progress: a validation-accuracy gain, or (with --val-size 0) a training-loss decrease in nats")
+    p.add_argument("--plateau-window", type=int, default=0, metavar="STEPS",
+                   help="with --val-size 0: compare means of the training loss over windows of the epochs that make "
+                        "up STEPS SGD steps, K windows of patience (0: one epoch per window)")
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--eval-batch-size", type=int, default=256)
     p.add_argument("--lr", type=float, default=0.1)
@@ -112,7 +115,7 @@ def config_from_args(args, seed):
         eval_batch_size=args.eval_batch_size, lr=args.lr, momentum=args.momentum, weight_decay=args.weight_decay,
         sigma_lr_scale=args.sigma_lr_scale, augment=args.augment, seed=seed, device=args.device,
         save_every=args.save_every, test=args.test, tune=args.tune, plateau_patience=args.plateau_patience,
-        plateau_delta=args.plateau_delta, model_overrides=overrides)
+        plateau_delta=args.plateau_delta, plateau_window=args.plateau_window, model_overrides=overrides)
 
 
 def write_index(out, rows):

@@ -10,6 +10,8 @@ from ..core.models import model_config
 
 #: Paper recipe (App. A.2): 100 epochs, SGD 0.1, momentum 0.9, batch 128, ×0.1 at epochs 40 and 70.
 PAPER_EPOCHS = 100
+#: Fields added to :class:`TrainConfig` after runs were bundled, with the default that older runs mean.
+LATER_FIELDS = {"plateau_window": 0}
 
 
 def small_data_epoch_factor(num_images):
@@ -34,8 +36,9 @@ class TrainConfig:
     ``plateau_patience`` > 0 chooses the length of the schedule by measurement: the run stays at the first
     learning rate until validation accuracy has plateaued (:func:`plateau_reached`: ``plateau_patience`` epochs
     without beating the earlier best by ``plateau_delta``) — or, without a validation hold-out (the small-data
-    regime), until the training loss has (:func:`loss_plateau_reached`: ``plateau_patience`` epochs without
-    lowering the earlier lowest by ``plateau_delta`` nats) — drops it there, at epoch P, and keeps the paper's
+    regime), until the training loss has (:func:`loss_plateau_reached`: ``plateau_patience`` windows without
+    lowering the earlier lowest window mean by ``plateau_delta`` nats; a window is the epochs that make up
+    ``plateau_window`` SGD steps, one epoch when it is 0) — drops it there, at epoch P, and keeps the paper's
     proportions 40 : 70 : 100 from it: the second drop at round(1.75 P), the end at round(2.5 P)
     (:func:`plateau_schedule`).  ``epochs`` is then the cap: without a plateau by its first milestone the run is
     the fixed schedule of ``epochs``.
@@ -68,6 +71,7 @@ class TrainConfig:
     tune: bool = False
     plateau_patience: int = 0
     plateau_delta: float = 0.005
+    plateau_window: int = 0
     model_overrides: dict = field(default_factory=dict)
 
     def __post_init__(self):
@@ -93,15 +97,39 @@ class TrainConfig:
         if not 0 <= self.plateau_delta < 1:
             raise ConfigError(f"plateau_delta is an accuracy gain (or a loss decrease in nats) in [0, 1), got "
                               f"{self.plateau_delta!r}")
+        if isinstance(self.plateau_window, bool) or int(self.plateau_window) != self.plateau_window \
+                or self.plateau_window < 0:
+            raise ConfigError(f"plateau_window is a whole number of SGD steps >= 0, got {self.plateau_window!r}")
+        if self.plateau_window and (self.val_size or not self.plateau_patience):
+            raise ConfigError("plateau_window averages the training loss of a plateau-scheduled run without a "
+                              "hold-out: use it with --val-size 0 and --plateau-patience K")
         if self.save_every < 0:
             raise ConfigError(f"save_every must be >= 0 steps, got {self.save_every}")
         if not (self.device == "cpu" or self.device.startswith("cuda")):
             raise ConfigError(f"device must be cpu or cuda[:N], got {self.device!r}")
-        train_images = (self.subset * info.num_classes if self.subset else info.train_size - self.val_size)
-        if train_images < self.batch_size:
-            raise ConfigError(f"{train_images} training images are fewer than one batch of {self.batch_size}; "
-                              f"lower --batch-size or raise --subset")
+        if self.train_images() < self.batch_size:
+            raise ConfigError(f"{self.train_images()} training images are fewer than one batch of "
+                              f"{self.batch_size}; lower --batch-size or raise --subset")
         self.model_config()  # validates the model name and overrides
+
+    def train_images(self):
+        """Images the run trains on: ``subset`` per class, else the training split less the hold-out."""
+        info = dataset_info(self.dataset)
+        return self.subset * info.num_classes if self.subset else info.train_size - self.val_size
+
+    def steps_per_epoch(self):
+        """SGD steps of one epoch (the last incomplete batch is dropped, App. A.2)."""
+        return self.train_images() // self.batch_size
+
+    def loss_window_epochs(self):
+        """Epochs averaged into one training-loss window of the plateau rule: enough to make up
+        ``plateau_window`` steps (at least one epoch).
+
+        >>> TrainConfig("resnet-blocks", "fashion-mnist", subset=10, val_size=0, batch_size=32,
+        ...             plateau_patience=2, plateau_window=120).loss_window_epochs()
+        40
+        """
+        return max(1, -(-self.plateau_window // self.steps_per_epoch()))
 
     def model_config(self):
         """The :class:`~dcnbio.core.models.ModelConfig` this run trains (dataset channels and classes applied)."""
@@ -127,9 +155,16 @@ class TrainConfig:
         return self.milestone_epochs()[0]
 
     def to_dict(self):
-        """The configuration as plain values (what checkpoints and final.json store)."""
+        """The configuration as plain values (what checkpoints and final.json store).
+
+        Fields added after runs were bundled (:data:`LATER_FIELDS`) are written only when they differ from their
+        default, so a run trained before them and resumed today keeps recording the same configuration.
+        """
         d = dataclasses.asdict(self)
         d["milestones"] = list(self.milestones)
+        for name, default in LATER_FIELDS.items():
+            if d[name] == default:
+                del d[name]
         return d
 
     def to_json(self):
@@ -168,9 +203,10 @@ def plateau_reached(val_acc, patience, delta):
     return not recent > before + delta
 
 
-def loss_plateau_reached(losses, patience, delta):
-    """Whether a loss has plateaued: its last ``patience`` epochs did not lower the lowest before them by more than
-    ``delta`` (in the loss's units, nats for cross-entropy).
+def loss_plateau_reached(losses, patience, delta, window=1):
+    """Whether a loss has plateaued: the means of its last ``patience`` windows of ``window`` epochs did not lower
+    the lowest window mean before them by more than ``delta`` (in the loss's units, nats for cross-entropy).
+    Windows are counted from the first epoch; an incomplete last window waits for its epochs.
 
     An absolute margin, because a training loss on a small subset falls towards zero: relative to itself it keeps
     halving long after it has stopped mattering.  On a few hundred images the loss also sits near ln 10 for the
@@ -180,8 +216,18 @@ def loss_plateau_reached(losses, patience, delta):
     True
     >>> loss_plateau_reached([1.0, 0.5, 0.30, 0.27, 0.29], patience=2, delta=0.02)
     False
+
+    An epoch of a few SGD steps has a loss noisier than the decrease it should detect; averaging windows of
+    epochs (one window = a fixed number of steps) makes the rule the same at every subset size:
+
+    >>> loss_plateau_reached([0.9, 0.7, 0.6, 0.62, 0.59, 0.61], patience=2, delta=0.02, window=2)
+    False
+    >>> loss_plateau_reached([0.9, 0.7, 0.6, 0.62, 0.59, 0.63, 0.6, 0.6], patience=2, delta=0.02, window=2)
+    True
     """
-    return plateau_reached([-loss for loss in losses], patience, delta)
+    complete = len(losses) - len(losses) % window
+    means = [sum(losses[i:i + window]) / window for i in range(0, complete, window)]
+    return plateau_reached([-m for m in means], patience, delta)
 
 
 def plateau_schedule(plateau_epoch):

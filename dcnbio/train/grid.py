@@ -1,10 +1,23 @@
 """The small-data grid as training runs: its recipe, its run layout, and training the runs not there yet.
 
 A grid is every (model, images per class, seed) of a study of accuracy against training-set size (paper Table 2a;
-:mod:`dcnbio.stats.small_data` tabulates and fits it).  Each run is one ``dcnbio train`` run of the
-CPU-scale recipe :func:`small_data_config` in :func:`run_path` ``(root, model, size, seed)``; :func:`plan_runs`
+:mod:`dcnbio.stats.small_data` tabulates and fits it).  Each run is one ``dcnbio train`` run of a recipe
+(:data:`RECIPES`, :func:`small_data_config`) in :func:`run_path` ``(root, model, size, seed)``; :func:`plan_runs`
 says which are done, to resume or new (refusing a run trained with another recipe) and :func:`train_missing`
 trains them with the training core.
+
+Two recipes:
+
+``budget``
+    The same image budget for every size (``epochs_budget // size`` epochs, 90 SGD steps): the subset-trained
+    bundle's quick grid, where a difference between sizes is one of data and not of optimisation length.
+``plateau``
+    Trained until the training loss plateaus on the subset (the full-data bundle's grid): the paper's epochs for
+    small sets (100 × 10 / 5 / 2, App. A.2) are the cap, the first learning-rate drop comes when the mean
+    training loss over windows of :data:`PLATEAU_WINDOW_STEPS` steps has not fallen by :data:`PLATEAU_DELTA`
+    nats for :data:`PLATEAU_PATIENCE` windows, and the schedule keeps the paper's proportions from there
+    (:class:`~dcnbio.train.config.TrainConfig`).  A window of steps rather than of epochs makes the rule the same
+    at every size: an epoch is 3 steps at 10 images per class and 31 at 100.
 """
 import os
 
@@ -13,12 +26,19 @@ import numpy as np
 from ..datasets import check_sizes
 from ..errors import CheckpointError, ConfigError
 
-__all__ = ["DEFAULT_EPOCHS_BUDGET", "GRID_FIELDS", "IRRELEVANT_FIELDS", "check_models", "epochs_for", "plan_runs",
+__all__ = ["DEFAULT_EPOCHS_BUDGET", "PLATEAU_DELTA", "PLATEAU_PATIENCE", "PLATEAU_WINDOW_STEPS", "RECIPES",
+           "GRID_FIELDS", "IRRELEVANT_FIELDS", "check_models", "epochs_for", "plan_runs",
            "recipe_differences", "run_path", "small_data_config", "train_missing"]
 
 #: Image passes per run of the bundled recipe: ``epochs = budget // size`` (300 → 30 / 15 / 6 epochs at 10 / 20 / 50
 #: per class, 90 SGD steps of 32 each).
 DEFAULT_EPOCHS_BUDGET = 300
+#: The grid recipes (module docstring).
+RECIPES = ("budget", "plateau")
+#: The ``plateau`` recipe's rule: SGD steps per training-loss window, windows of patience, progress in nats.
+PLATEAU_WINDOW_STEPS = 120
+PLATEAU_PATIENCE = 2
+PLATEAU_DELTA = 0.02
 #: Training-configuration fields that may differ between the runs of one grid (they define its cells).
 GRID_FIELDS = ("model", "subset", "seed", "epochs")
 #: Fields that do not change what is trained.
@@ -56,14 +76,17 @@ def run_path(root, model, size, seed):
     return os.path.join(os.fspath(root), str(model), f"n{int(size)}", f"seed{int(seed)}")
 
 
-def small_data_config(model, size, seed, *, width=0.25, epochs_budget=DEFAULT_EPOCHS_BUDGET, batch_size=32,
-                      dataset="fashion-mnist", data_root=None, device="cpu", download=True):
-    """The training configuration of one small-data run (the recipe of the bundled set).
+def small_data_config(model, size, seed, *, recipe="budget", width=0.25, epochs_budget=DEFAULT_EPOCHS_BUDGET,
+                      batch_size=32, dataset="fashion-mnist", data_root=None, device="cpu", download=True):
+    """The training configuration of one small-data run of ``recipe`` (:data:`RECIPES`).
 
-    Equal to ``python -m dcnbio.train --model M --dataset fashion-mnist --width 0.25 --subset SIZE --val-size 0
-    --epochs (300 // SIZE) --batch-size 32 --no-adjoint --no-test --seed S``: ``size`` images per class drawn
-    stratified by ``seed``, no validation hold-out (so no checkpoint selection: the last epoch is the result),
-    an equal image budget for every size, backpropagation through the solver.
+    ``budget`` equals ``python -m dcnbio.train --model M --dataset fashion-mnist --width 0.25 --subset SIZE
+    --val-size 0 --epochs (300 // SIZE) --batch-size 32 --no-adjoint --no-test --seed S``; ``plateau`` equals
+    ``... --subset SIZE --val-size 0 --epochs E --batch-size 32 --plateau-patience 2 --plateau-delta 0.02
+    --plateau-window 120 --no-adjoint --integrator dcnbio --formulation auto --no-test --seed S`` with E the
+    paper's cap for 10 × SIZE images (:func:`~dcnbio.train.config.small_data_epoch_factor`: 1000 epochs up to 520
+    images, 500 up to 1030).  Both draw ``size`` images per class stratified by ``seed``, hold none out (so no
+    checkpoint selection: the last epoch is the result) and backpropagate through the solver.
 
     Returns
     -------
@@ -72,15 +95,23 @@ def small_data_config(model, size, seed, *, width=0.25, epochs_budget=DEFAULT_EP
     Raises
     ------
     ConfigError
-        A bad size, model or budget, or fewer training images than one batch.
+        An unknown recipe, a bad size, model or budget, or fewer training images than one batch.
     """
-    from .config import TrainConfig
+    from ..datasets import dataset_info
+    from .config import PAPER_EPOCHS, TrainConfig, small_data_epoch_factor
 
     check_models([model])
-    return TrainConfig(model=model, dataset=dataset, width=width, data_root=data_root, download=download,
-                       subset=check_sizes([size])[0], val_size=0, epochs=epochs_for(size, epochs_budget),
-                       batch_size=batch_size, seed=int(seed), device=device, test=False,
-                       model_overrides={"adjoint": False})
+    if recipe not in RECIPES:
+        raise ConfigError(f"unknown small-data recipe {recipe!r}; choose one of {', '.join(RECIPES)}")
+    (size,) = check_sizes([size])
+    common = dict(model=model, dataset=dataset, width=width, data_root=data_root, download=download, subset=size,
+                  val_size=0, batch_size=batch_size, seed=int(seed), device=device, test=False)
+    if recipe == "budget":
+        return TrainConfig(**common, epochs=epochs_for(size, epochs_budget), model_overrides={"adjoint": False})
+    cap = PAPER_EPOCHS * small_data_epoch_factor(size * dataset_info(dataset).num_classes)
+    return TrainConfig(**common, epochs=cap, plateau_patience=PLATEAU_PATIENCE, plateau_delta=PLATEAU_DELTA,
+                       plateau_window=PLATEAU_WINDOW_STEPS,
+                       model_overrides={"adjoint": False, "integrator": "dcnbio", "formulation": "auto"})
 
 
 def recipe_differences(configs):
@@ -97,6 +128,15 @@ def recipe_differences(configs):
         Field → its distinct values (as JSON-like text), for every field that is not the same in all runs
         (device, download, data root, checkpoint frequency and the test report are ignored).
     """
+    from .config import TrainConfig
+
+    def complete(c):  # fields added after a run was trained take their defaults, as on --resume
+        try:
+            return TrainConfig.from_dict(c).to_dict()
+        except (ConfigError, TypeError):
+            return c
+
+    configs = [complete(c) for c in configs]
     out = {}
     keys = sorted({k for c in configs for k in c} - set(GRID_FIELDS) - set(IRRELEVANT_FIELDS))
     for k in keys:
@@ -106,8 +146,8 @@ def recipe_differences(configs):
     return out
 
 
-def plan_runs(root, models, sizes, seeds, *, width=0.25, epochs_budget=DEFAULT_EPOCHS_BUDGET, batch_size=32,
-              dataset="fashion-mnist", data_root=None):
+def plan_runs(root, models, sizes, seeds, *, recipe="budget", width=0.25, epochs_budget=DEFAULT_EPOCHS_BUDGET,
+              batch_size=32, dataset="fashion-mnist", data_root=None):
     """The runs of a grid and what each needs, checked before anything is trained.
 
     A run directory with ``final.json`` is finished (``done``) — after checking that its configuration is the
@@ -119,8 +159,8 @@ def plan_runs(root, models, sizes, seeds, *, width=0.25, epochs_budget=DEFAULT_E
     root : path
         Runs live in :func:`run_path` ``(root, model, size, seed)``.
     models, sizes, seeds : sequences
-    width, epochs_budget, batch_size, dataset, data_root
-        The recipe (:func:`small_data_config`).
+    recipe, width, epochs_budget, batch_size, dataset, data_root
+        The recipe (:func:`small_data_config`; ``epochs_budget`` is the ``budget`` recipe's).
 
     Returns
     -------
@@ -144,7 +184,7 @@ def plan_runs(root, models, sizes, seeds, *, width=0.25, epochs_budget=DEFAULT_E
     for m in models:
         for s in sizes:
             for seed in seeds:
-                config = small_data_config(m, s, int(seed), width=width, epochs_budget=epochs_budget,
+                config = small_data_config(m, s, int(seed), recipe=recipe, width=width, epochs_budget=epochs_budget,
                                            batch_size=batch_size, dataset=dataset, data_root=data_root)
                 d = run_path(root, m, s, seed)
                 last = os.path.join(d, "last.pt")
@@ -163,15 +203,15 @@ def plan_runs(root, models, sizes, seeds, *, width=0.25, epochs_budget=DEFAULT_E
     return plan
 
 
-def train_missing(plan, *, log=print):
+def train_missing(plan, *, log=print, quiet=True):
     """Train (or resume) the runs of a :func:`plan_runs` plan that are not done, with the training core, in this
-    process; returns the ``last.pt`` of every run of the plan."""
+    process; returns the ``last.pt`` of every run of the plan.  ``quiet=False`` logs each run's epochs too."""
     from .loop import train_run
 
     todo = [p for p in plan if p[2] != "done"]
     log(f"small-data grid: {len(plan)} runs, {len(plan) - len(todo)} finished, {len(todo)} to train")
     for k, (config, d, state) in enumerate(todo, 1):
         log(f"[{k}/{len(todo)}] {'resuming' if state == 'resume' else 'training'} {config.model} n{config.subset} "
-            f"seed{config.seed} ({config.epochs} epochs) -> {d}")
-        train_run(config, d, resume=state == "resume", log=lambda *a, **kw: None)
+            f"seed{config.seed} ({'at most ' if config.plateau_patience else ''}{config.epochs} epochs) -> {d}")
+        train_run(config, d, resume=state == "resume", log=(lambda *a, **kw: None) if quiet else log)
     return [os.path.join(d, "last.pt") for _, d, _ in plan]

@@ -178,7 +178,7 @@ def _decide_plateau(config, state, scheduler, ctx, log):
     else:  # no hold-out (small data): the training loss (rank 0's, broadcast below)
         measured = "the training loss"
         reached = loss_plateau_reached([row["train_loss"] for row in state["metrics"]], config.plateau_patience,
-                                       config.plateau_delta)
+                                       config.plateau_delta, window=config.loss_window_epochs())
     reached = distributed.broadcast_flag(reached, ctx)
     if reached and done < cap:
         milestones, epochs = plateau_schedule(done)
@@ -299,7 +299,7 @@ def _train(config, out_dir, resume, overwrite, ctx, log, stop):
         save("init", paths["init.pt"])
     model = distributed.wrap(net, ctx)
     blocks = list(ode_blocks(net))
-    n_batches = len(train) // config.batch_size  # the last incomplete batch is dropped (App. A.2)
+    n_batches = len(train) // config.batch_size  # = config.steps_per_epoch(): the last incomplete batch is dropped
     t_start = time.perf_counter() - state["elapsed"]
 
     while state["epoch"] < state["epochs"]:
