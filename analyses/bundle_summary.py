@@ -6,7 +6,9 @@ Writes ``summary.md`` (one row per run: status, plateau epoch and schedule, best
 median |Δ log2 σ| per block from the run's own ``init.pt``) and ``sigma_shift.nc`` (the shifts, labelled by
 model, seed and block).  Runs still in training are summarised from ``last.pt``.  A model whose σ moved less
 than 0.05 octaves in every block is flagged: at the paper's learning rate σ then barely trains, which is a
-finding to report, and the reason for the separately labelled ``--sigma-lr-scale`` control set.
+finding to report, and the reason for the separately labelled ``--sigma-lr-scale`` control set.  The runs of the
+small-data grid (``<runs>/small-data/<model>/n<size>/seed<S>/``, no hold-out) follow in a second table: status,
+plateau of the training loss and schedule, steps, the last epoch's training loss and accuracy, hours.
 """
 import json
 import sys
@@ -61,6 +63,20 @@ def table(rows, shifts):
     return "\n".join(lines) + "\n"
 
 
+def small_table(runs):
+    lines = ["| model | images per class | seed | status | plateau → epochs | steps | last train loss | last train "
+             "acc | hours |", "|---|---|---|---|---|---|---|---|---|"]
+    for run in runs:
+        info = load_checkpoint(run / "last.pt")[1]
+        loop, last = info["optimizer_state"]["loop"], (info["metrics"] or [{}])[-1]
+        status = "done" if (run / "final.json").exists() else f"training: epoch {info['epoch']}/{loop['epochs']}"
+        lines.append(f"| {run.parts[-3]} | {run.parts[-2][1:]} | {run.parts[-1][4:]} | {status} | "
+                     f"{loop.get('plateau_epoch')} → {loop['epochs']} | {info['step']} | "
+                     f"{last.get('train_loss', float('nan')):.4f} | {last.get('train_acc', float('nan')):.3f} | "
+                     f"{loop['elapsed'] / 3600:.2f} |")
+    return "\n".join(lines) + "\n"
+
+
 @user_errors
 def main(argv=None):
     p = analysis_parser("bundle_summary", __doc__)
@@ -78,6 +94,10 @@ def main(argv=None):
         if shift is not None:
             shifts[(row["model"], row["seed"])] = shift
     text = table(rows, shifts)
+    small = sorted(d for d in args.runs.glob("small-data/*/n*/seed*") if (d / "last.pt").exists())
+    small.sort(key=lambda d: (d.parts[-3], int(d.parts[-2][1:]), d.parts[-1]))
+    if small:
+        text += "\nSmall-data grid (`small-data/`):\n\n" + small_table(small)
     write_text(out / "summary.md", text)
     if shifts:
         merged = xr.combine_by_coords([s.drop_attrs() for s in shifts.values()], combine_attrs="drop")

@@ -212,3 +212,40 @@ def test_a_bundled_run_in_training_resumes_with_today_s_code(tmp_path):
         assert changed  # a step was taken from the bundled state
     else:
         assert all(torch.equal(v, before["model_state"][k]) for k, v in after["model_state"].items())
+
+
+def test_bundle_summary_tabulates_every_run_and_its_sigma_shift_from_the_weights(tmp_path, capsys):
+    """``analyses/bundle_summary.py`` on the bundle: one row per run (and per small-data run) with the status its
+    files say; the σ shift of dcn-ode (one σ per SRF layer) equals the median over each block's layers of
+    |Δ log2_scale| read straight from the state dicts of last.pt and init.pt."""
+    import importlib.util
+
+    import numpy as np
+    import xarray as xr
+
+    from dcnbio.train.checkpoint import read_checkpoint
+
+    path = Path(__file__).resolve().parents[1] / "analyses" / "bundle_summary.py"
+    spec = importlib.util.spec_from_file_location("bundle_summary", path)
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    assert script.main(["--out", str(tmp_path / "bs")]) == 0
+    capsys.readouterr()
+    text = (tmp_path / "bs" / "summary.md").read_text()
+    main_rows = [line for line in text.split("Small-data grid")[0].splitlines() if line.startswith("| ")][1:]
+    assert len(main_rows) == len(full_runs())
+    for run, line in zip(full_runs(), main_rows):
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        assert cells[:2] == [run.parent.name, run.name[4:]]
+        assert (cells[2] == "done") == (run / "final.json").exists()
+    small = list((FULL / "small-data").glob("*/n*/seed*"))
+    assert text.count("\n| resnet-blocks |") + text.count("\n| odenet |") + text.count("\n| dcn-ode |") \
+        == sum(r.parent.name in ("resnet-blocks", "odenet", "dcn-ode") for r in full_runs()) + len(small)
+    shifts = xr.open_dataset(tmp_path / "bs" / "sigma_shift.nc")
+    run = FULL / "dcn-ode" / "seed1"
+    last, init = (read_checkpoint(run / f"{k}.pt")["model_state"] for k in ("last", "init"))
+    for block in ("block1", "block2", "block3"):
+        keys = [k for k in last if k.startswith(block + ".") and k.endswith("log2_scale")]
+        expected = np.median([abs(float(last[k]) - float(init[k])) for k in keys])
+        got = float(shifts["median_abs_shift"].sel(model="dcn-ode", seed=1, block=block))
+        assert abs(got - expected) < 1e-6, block
