@@ -335,6 +335,12 @@ def test_small_input_checks():
     assert run_path("r", "odenet", 10, 3) == os.path.join("r", "odenet", "n10", "seed3")
     with pytest.raises(CheckpointError, match="does not record a subset"):
         describe_run({"train_config": {"model": "odenet", "seed": 1, "subset": None}, "path": "x.pt"})
+    # a plateau-scheduled run ends where its measured plateau puts the end, before train_config's cap
+    tc = {"model": "odenet", "seed": 1, "subset": 50, "epochs": 1000}
+    cut = {"train_config": tc, "epoch": 240, "optimizer_state": {"loop": {"epochs": 240, "plateau_epoch": 96}}}
+    assert describe_run(cut)["finished"] and describe_run(cut)["epochs"] == 240
+    assert not describe_run(dict(cut, epoch=239))["finished"]
+    assert not describe_run({"train_config": tc, "epoch": 240})["finished"]  # no loop record: the cap
     assert recipe_differences([{"model": "a", "width": 0.25, "device": "cpu"},
                                {"model": "b", "width": 0.5, "device": "cuda"}]) == {"width": ["0.25", "0.5"]}
 

@@ -94,9 +94,10 @@ def describe_run(info, path=None):
     Returns
     -------
     dict
-        ``model``, ``size`` (``train_config['subset']``), ``seed``, ``dataset``, ``width``, ``epochs`` (planned),
-        ``epoch`` (reached), ``steps``, ``finished`` (``epoch == epochs``), ``train_acc`` and ``wall_seconds`` of
-        the last epoch (NaN if not recorded), ``train_config``.
+        ``model``, ``size`` (``train_config['subset']``), ``seed``, ``dataset``, ``width``, ``epochs`` (planned:
+        the training loop's schedule, shorter than ``train_config['epochs']`` where a plateau cut it), ``epoch``
+        (reached), ``steps``, ``finished`` (``epoch == epochs``), ``train_acc`` and ``wall_seconds`` of the last
+        epoch (NaN if not recorded), ``train_config``.
 
     Raises
     ------
@@ -115,7 +116,9 @@ def describe_run(info, path=None):
     if tc.get("seed") is None:
         raise CheckpointError(f"{path} does not record its seed (train_config['seed'])")
     metrics = info.get("metrics") or [{}]
-    epochs = tc.get("epochs")
+    # planned epochs: the schedule the training loop settled on (a plateau-scheduled run ends before its cap)
+    loop = (info.get("optimizer_state") or {}).get("loop") or {}
+    epochs = loop.get("epochs", tc.get("epochs"))
     epoch = int(info.get("epoch", -1))
     return {"model": str(name), "size": int(tc["subset"]), "seed": int(tc["seed"]), "dataset": tc.get("dataset"),
             "width": tc.get("width"), "epochs": epochs, "epoch": epoch, "steps": int(info.get("step", -1)),
