@@ -18,7 +18,7 @@ import xarray as xr
 
 from dcnbio.extract.sigmas import extract_sigmas
 from dcnbio.stats.sigmas import sigma_shift
-from dcnbio.train.checkpoint import load_checkpoint
+from dcnbio.train.checkpoint import load_checkpoint, read_checkpoint
 from dcnbio.cli import user_errors
 from dcnbio.errors import DcnbioError
 from dcnbio.script import analysis_parser
@@ -29,13 +29,18 @@ ROOT = Path(__file__).resolve().parents[1]
 STILL = 0.05  # octaves: below this in every block, σ "did not move"
 
 
+def status(run, info):
+    """``done`` for a run with final.json, else how far its last.pt (``info``) has trained."""
+    loop = info["optimizer_state"]["loop"]
+    return "done" if (run / "final.json").exists() else f"training: epoch {info['epoch']}/{loop['epochs']}"
+
+
 def summarise(run):
     config = json.loads((run / "config.json").read_text())["train_config"]
     final = json.loads((run / "final.json").read_text()) if (run / "final.json").exists() else None
     model, info = load_checkpoint(run / "last.pt")
     loop = info["optimizer_state"]["loop"]
-    row = {"model": run.parent.name, "seed": config["seed"],
-           "status": "done" if final else f"training: epoch {info['epoch']}/{loop['epochs']}",
+    row = {"model": run.parent.name, "seed": config["seed"], "status": status(run, info),
            "plateau": loop.get("plateau_epoch"), "epochs": loop["epochs"],
            "best_val": max((m["val_acc"] for m in info["metrics"]), default=float("nan")),
            "test_best": final.get("test_acc_best", float("nan")) if final else float("nan"),
@@ -67,10 +72,9 @@ def small_table(runs):
     lines = ["| model | images per class | seed | status | plateau → epochs | steps | last train loss | last train "
              "acc | hours |", "|---|---|---|---|---|---|---|---|---|"]
     for run in runs:
-        info = load_checkpoint(run / "last.pt")[1]
+        info = read_checkpoint(run / "last.pt")  # its records only: no model is built
         loop, last = info["optimizer_state"]["loop"], (info["metrics"] or [{}])[-1]
-        status = "done" if (run / "final.json").exists() else f"training: epoch {info['epoch']}/{loop['epochs']}"
-        lines.append(f"| {run.parts[-3]} | {run.parts[-2][1:]} | {run.parts[-1][4:]} | {status} | "
+        lines.append(f"| {run.parts[-3]} | {run.parts[-2][1:]} | {run.parts[-1][4:]} | {status(run, info)} | "
                      f"{loop.get('plateau_epoch')} → {loop['epochs']} | {info['step']} | "
                      f"{last.get('train_loss', float('nan')):.4f} | {last.get('train_acc', float('nan')):.3f} | "
                      f"{loop['elapsed'] / 3600:.2f} |")
@@ -94,8 +98,8 @@ def main(argv=None):
         if shift is not None:
             shifts[(row["model"], row["seed"])] = shift
     text = table(rows, shifts)
-    small = sorted(d for d in args.runs.glob("small-data/*/n*/seed*") if (d / "last.pt").exists())
-    small.sort(key=lambda d: (d.parts[-3], int(d.parts[-2][1:]), d.parts[-1]))
+    small = sorted((d for d in args.runs.glob("small-data/*/n*/seed*") if (d / "last.pt").exists()),
+                   key=lambda d: (d.parts[-3], int(d.parts[-2][1:]), d.parts[-1]))
     if small:
         text += "\nSmall-data grid (`small-data/`):\n\n" + small_table(small)
     write_text(out / "summary.md", text)

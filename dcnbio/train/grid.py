@@ -128,15 +128,6 @@ def recipe_differences(configs):
         Field → its distinct values (as JSON-like text), for every field that is not the same in all runs
         (device, download, data root, checkpoint frequency and the test report are ignored).
     """
-    from .config import TrainConfig
-
-    def complete(c):  # fields added after a run was trained take their defaults, as on --resume
-        try:
-            return TrainConfig.from_dict(c).to_dict()
-        except (ConfigError, TypeError):
-            return c
-
-    configs = [complete(c) for c in configs]
     out = {}
     keys = sorted({k for c in configs for k in c} - set(GRID_FIELDS) - set(IRRELEVANT_FIELDS))
     for k in keys:
