@@ -44,7 +44,8 @@ DEFAULT_GLOB = "data/checkpoints/full/dcn-sigma-ji/seed*/last.pt"
 
 
 def build_parser():
-    p = analysis_parser("sigma_distribution", __doc__, [DEFAULT_GLOB], what="trained checkpoint(s), one per seed")
+    p = analysis_parser("sigma_distribution", __doc__, [DEFAULT_GLOB], what="trained checkpoint(s), one per seed",
+                        evaluates=False)
     p.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples for confidence intervals")
     p.add_argument("--seed", type=int, default=0, help="seed of the bootstrap")
     return p

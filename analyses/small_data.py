@@ -87,13 +87,13 @@ def main(argv=None):
         if not args.checkpoint:
             explicit, source = False, f"the bundled runs (`{DEFAULT_PATTERN}`)"
         paths = args.checkpoint or find_small_data_runs(REPO, DEFAULT_PATTERN)
-        runs, skipped = load_small_data_runs(paths, explicit=explicit, repo=REPO)
+        runs, skipped = load_small_data_runs(paths, explicit=explicit, repo=REPO, compute=args.compute)
     out = Path(prepare_output_dir(args.out, overwrite=args.overwrite))
     if plan is not None:
         t0 = time.time()
         paths = train_missing(plan, log=log)
         log(f"training done in {time.time() - t0:.0f} s")
-        runs, skipped = load_small_data_runs(paths, explicit=True, repo=REPO)
+        runs, skipped = load_small_data_runs(paths, explicit=True, repo=REPO, compute=args.compute)
     # a selection of the bundled set; the runs of --train and --checkpoint are taken whole
     keep = {} if explicit else dict(models=args.models, sizes=args.sizes, seeds=args.seeds)
     runs, dataset = select_small_data_runs(runs, skipped=skipped, **keep)

@@ -11,7 +11,7 @@ import os
 
 import numpy as np
 
-from .train.checkpoint import load_checkpoint
+from .train.checkpoint import COMPUTE_PATHS, load_checkpoint
 from .train.data import dataset_info, load_dataset
 from .errors import CheckpointError, ConfigError
 from .core.models.network import ode_blocks
@@ -23,13 +23,14 @@ class ScriptParser(argparse.ArgumentParser):
         raise ConfigError(f"{message} (see {self.prog} --help)")
 
 
-def analysis_parser(name, doc, defaults=None, *, what="checkpoint(s)", out=None):
+def analysis_parser(name, doc, defaults=None, *, what="checkpoint(s)", out=None, evaluates=True):
     """The parser of ``analyses/<name>.py`` with the options every analysis script shares.
 
     ``--checkpoint PATH …`` (only when the script has ``defaults``: the bundled runs found by
-    :func:`resolve_checkpoints`, or a sentence saying which), ``--out`` (default ``out`` or ``results/<name>``)
-    and ``--overwrite``; the description is the first line of ``doc`` (the script's docstring), every option's
-    default is shown in ``--help``, and a usage error is one :class:`ConfigError` line.
+    :func:`resolve_checkpoints`, or a sentence saying which) and with it, for a script that computes with the
+    models (``evaluates``), ``--compute`` (:func:`add_compute_option`); ``--out`` (default ``out`` or
+    ``results/<name>``) and ``--overwrite``; the description is the first line of ``doc`` (the script's
+    docstring), every option's default is shown in ``--help``, and a usage error is one :class:`ConfigError` line.
 
     >>> p = analysis_parser("demo", "Demo analysis.\\n\\nMore.", ["data/x/seed*/last.pt"])
     >>> p.parse_args([]).out, p.parse_args(["--checkpoint", "a.pt"]).checkpoint
@@ -40,8 +41,25 @@ def analysis_parser(name, doc, defaults=None, *, what="checkpoint(s)", out=None)
     if defaults is not None:
         default = defaults if isinstance(defaults, str) else "the bundled " + ", ".join(defaults)
         p.add_argument("--checkpoint", nargs="+", default=None, metavar="PATH", help=f"{what}; default: {default}")
+        if evaluates:
+            add_compute_option(p)
     p.add_argument("--out", default=out or f"results/{name}", help="output directory")
     p.add_argument("--overwrite", action="store_true", help="write into a non-empty output directory")
+    return p
+
+
+def add_compute_option(p):
+    """Add ``--compute {fast,recorded}`` (default ``fast``): how the loaded models compute their function.
+
+    ``fast`` evaluates every model on the fastest exact path (:data:`dcnbio.fast.FASTEST`: dcnbio's dopri5, the
+    ``auto`` SRF formulation), ``recorded`` on the one its checkpoint was trained with; the function is the same
+    to float rounding, so this changes run time, not results (trained DCNs integrate with many more function
+    evaluations than untrained ones, and an analysis's cost is mostly those).  The models' configuration in the
+    results' provenance says which path computed them.
+    """
+    p.add_argument("--compute", choices=COMPUTE_PATHS, default="fast",
+                   help="integrator and SRF formulation of the evaluation: the fastest exact ones, or those the "
+                        "checkpoint records (the same function to float rounding)")
     return p
 
 
@@ -66,7 +84,7 @@ def open_runs(args, defaults, repo, *, analysis, require_ode=False, make=None):
         Default patterns that matched nothing and unfinished default runs (:func:`resolve_checkpoints`).
     """
     paths, missing = resolve_checkpoints(args.checkpoint, defaults, repo, analysis=analysis, make=make)
-    return load_models(paths, require_ode=require_ode, analysis=analysis), missing
+    return load_models(paths, require_ode=require_ode, analysis=analysis, compute=args.compute), missing
 
 
 def eval_data(runs, args, check=None):
@@ -153,7 +171,7 @@ def run_label(info, model):
     return model.config.name if seed is None else f"{model.config.name}-seed{seed}"
 
 
-def load_models(paths, *, require_ode=False, analysis=""):
+def load_models(paths, *, require_ode=False, analysis="", compute="fast"):
     """Load checkpoints and give each a unique label (``<model>-seed<S>``).
 
     Parameters
@@ -163,6 +181,8 @@ def load_models(paths, *, require_ode=False, analysis=""):
         Refuse models without ODE blocks (ResNets) with a one-line error.
     analysis : str
         Named in that error.
+    compute : ``"fast"`` or ``"recorded"``
+        :func:`~dcnbio.train.checkpoint.load_checkpoint`'s computation path.
 
     Returns
     -------
@@ -174,7 +194,7 @@ def load_models(paths, *, require_ode=False, analysis=""):
     """
     out, labels = [], {}
     for path in paths:
-        model, info = load_checkpoint(path)
+        model, info = load_checkpoint(path, compute=compute)
         if require_ode and not ode_blocks(model):
             raise ConfigError(f"{path} is a {model.config.name!r} model without ODE blocks; the {analysis} analysis "
                               "changes ODE solves, so pass a DCN or ODE-Net checkpoint")
@@ -261,7 +281,7 @@ def init_control(info, model):
         return None, None, "the checkpoint is itself the init state"
     if not os.path.isfile(init_path):
         return None, None, f"no init.pt beside {info['path']}"
-    init_model, init_info = load_checkpoint(init_path)
+    init_model, init_info = load_checkpoint(init_path, compute=info.get("compute", "recorded"))
     if init_model.config != model.config:
         return None, None, f"{init_path} has another model configuration"
     return init_model, init_info, None
@@ -502,7 +522,7 @@ def repo_relative(path, repo):
         return str(path)
 
 
-def load_small_data_runs(paths, *, explicit, repo):
+def load_small_data_runs(paths, *, explicit, repo, compute="fast"):
     """Load small-data runs and keep the finished ones, in model (DCN first), size and seed order.
 
     A run is finished when its checkpoint reached its planned epochs: the last epoch is the result (the grid's
@@ -518,6 +538,8 @@ def load_small_data_runs(paths, *, explicit, repo):
         The paths were given (``--checkpoint``) or trained (``--train``), not found.
     repo : path
         Paths inside it are named relative to it.
+    compute : ``"fast"`` or ``"recorded"``
+        :func:`~dcnbio.train.checkpoint.load_checkpoint`'s computation path.
 
     Returns
     -------
@@ -537,7 +559,7 @@ def load_small_data_runs(paths, *, explicit, repo):
     for path in map(os.fspath, paths):
         if not os.path.isfile(path):
             raise CheckpointError(f"no checkpoint file {path}")
-        model, info = load_checkpoint(path)
+        model, info = load_checkpoint(path, compute=compute)
         run = describe_run(info, path)
         if not run["finished"]:
             if explicit:

@@ -1,5 +1,6 @@
 """The analysis scripts end to end on tiny checkpoints and real Fashion-MNIST test images, and their one-line errors."""
 import importlib.util
+import json
 import shutil
 from pathlib import Path
 
@@ -112,6 +113,31 @@ def test_pattern_completion(scripts, ckpts, fmnist, tmp_path, capsys):
     assert "## Across training runs" in report and "| dcn-ode | 1 |" in report
     assert "\\begin{tabular}" in (out / "report.tex").read_text()
     assert "dcn-ode-seed1: accuracy intact" in printed and "wrote completion.nc" in printed
+
+
+def test_compute_path_changes_the_provenance_not_the_results(scripts, ckpts, tmp_path, capsys):
+    """``--compute fast`` (the default: dcnbio's dopri5, the ``auto`` formulation) and ``--compute recorded`` (the
+    checkpoint's torchdiffeq and dense): the same D(t), NFE and accuracies to float32 rounding; the provenance
+    names the path that computed them."""
+    found = {}
+    for compute in ("fast", "recorded"):
+        out = tmp_path / compute
+        argv = ["--checkpoint", ckpts["dcn-ode"], "--n-images", N, "--batch-size", 2, "--masks", 0, 6,
+                "--example-mask", 6, "--n-times", 3, "--out", out] + (["--compute", compute] if compute != "fast"
+                                                                      else [])
+        rc, _, err = run(scripts["pattern_completion"], argv, capsys)
+        assert rc == 0, err
+        found[compute] = open_results(out / "completion.nc")["dcn-ode-seed1"].load()
+    fast, recorded = found["fast"], found["recorded"]
+    assert json.loads(fast.attrs["model_config"])["integrator"] == "dcnbio"
+    assert json.loads(fast.attrs["model_config"])["formulation"] == "auto"
+    assert json.loads(recorded.attrs["model_config"])["integrator"] == "torchdiffeq"
+    assert json.loads(recorded.attrs["model_config"])["formulation"] == "dense"
+    assert fast.attrs["checkpoint_sha256"] == recorded.attrs["checkpoint_sha256"]
+    for name in ("D", "accuracy"):
+        np.testing.assert_allclose(fast[name].values, recorded[name].values, rtol=1e-4, atol=1e-6)
+    for name in ("nfe_intact", "nfe_masked"):
+        np.testing.assert_array_equal(fast[name].values, recorded[name].values)
 
 
 def test_contrast(scripts, ckpts, fmnist, tmp_path, capsys):

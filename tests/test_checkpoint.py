@@ -80,3 +80,32 @@ def test_weights_that_do_not_fit_the_config_are_reported(saved, tmp_path):
     torch.save(ckpt, bad)
     with pytest.raises(CheckpointError, match="invalid model configuration"):
         dcnbio.load_checkpoint(bad)
+
+
+@pytest.mark.parametrize("name", ["dcn-sigma-ji", "dcn-sigma-alpha-t", "odenet"])
+def test_the_fast_compute_path_is_the_recorded_function(name):
+    """A bundled subset-trained run (torchdiffeq, dense SRF formulation) loaded on the fastest exact path
+    (dcnbio's dopri5, ``auto``): its config says so, the checkpoint's record does not change, and in float64 the
+    logits agree to 1e-9 of their scale with the same NFE — per-pair σ, time-dependent σ and α, pixel convs."""
+    path = f"data/checkpoints/{name}/seed1/last.pt"
+    recorded, rinfo = dcnbio.load_checkpoint(path, compute="recorded")
+    fast, finfo = dcnbio.load_checkpoint(path)  # the loader's default is the recorded path
+    assert finfo["compute"] == "recorded" and fast.config == recorded.config
+    fast, finfo = dcnbio.load_checkpoint(path, compute="fast")
+    assert (recorded.config.integrator, recorded.config.formulation) == ("torchdiffeq", "dense")
+    assert (fast.config.integrator, fast.config.formulation) == ("dcnbio", "auto")
+    assert finfo["compute"] == "fast" and finfo["model_config"] == rinfo["model_config"]
+    assert all(b.integrator == "dcnbio" for b in dcnbio.ode_blocks(fast).values())
+    x = torch.randn(6, 1, 28, 28, generator=torch.Generator().manual_seed(5), dtype=torch.float64)
+    with torch.no_grad():
+        a = recorded.double()(x)
+        nfe_a = dcnbio.nfe(recorded)
+        b = fast.double()(x)
+        nfe_b = dcnbio.nfe(fast)
+    assert float((a - b).abs().max()) <= 1e-9 * float(a.abs().max())
+    assert nfe_a == nfe_b and sum(n["forward"] for n in nfe_a.values()) > 0
+
+
+def test_an_unknown_compute_path_is_refused(saved):
+    with pytest.raises(dcnbio.errors.ConfigError, match="compute must be one of recorded, fast"):
+        dcnbio.load_checkpoint(saved[1], compute="fastest")

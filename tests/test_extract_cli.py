@@ -61,8 +61,9 @@ def test_extract_matches_in_memory(files, tmp_path):
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["complete"] and manifest["completed_shards"] == [0, 1]
     assert manifest["command"]["times"] == [0.0, 0.5, 1.0, 1.5, 2.0]  # default: 5 points from 0 to T = 2
+    assert manifest["command"]["compute"] == "fast"  # the default: the fastest exact path
 
-    model, info = load_checkpoint(files["ckpt"])
+    model, info = load_checkpoint(files["ckpt"], compute="fast")
     images = torch.load(files["images"], weights_only=True)[:4]
     ref = extract_trajectories(model, images, np.linspace(0, 2, 5), labels=[-1] * 4, batch_size=2)
     lazy = open_results(out)
@@ -188,11 +189,33 @@ def test_dataset_source(files, tmp_path, monkeypatch):
     assert list(res) == ["block2"]
     np.testing.assert_array_equal(res["block2"].label, [9, 2, 1, 1])
     np.testing.assert_array_equal(res["block2"].image, [0, 1, 2, 3])
-    model, _ = load_checkpoint(files["ckpt"])
+    model, _ = load_checkpoint(files["ckpt"], compute="fast")
     images, _ = fake.batch(torch.arange(4))
     ref = extract_trajectories(model, images, np.linspace(0, 2, 5), blocks=["block2"], batch_size=2)
     np.testing.assert_array_equal(res["block2"].h.values, ref["block2"].h.values)
     assert json.loads(res["block2"].attrs["source"])["split"] == "val"
+
+
+def test_recorded_compute_path_is_the_checkpoint_s_and_agrees_with_the_fast_one(files, tmp_path):
+    """``--compute recorded`` extracts with the checkpoint's torchdiffeq and dense formulation (bit for bit the
+    in-memory extraction on that path), the default with the fastest exact one: the same h(t) to rounding and the
+    same NFE; the provenance says which; a resume with the other path is refused (its shards would mix)."""
+    assert run(files, tmp_path / "rec", "--compute", "recorded") == 0
+    assert run(files, tmp_path / "fast") == 0
+    rec, fast = loaded(tmp_path / "rec"), loaded(tmp_path / "fast")
+    model, _ = load_checkpoint(files["ckpt"])
+    images = torch.load(files["images"], weights_only=True)[:4]
+    ref = extract_trajectories(model, images, np.linspace(0, 2, 5), labels=[-1] * 4, batch_size=2)
+    for name in ref:
+        np.testing.assert_array_equal(rec[name].h.values, ref[name].h.values)
+        scale = float(np.abs(rec[name].h.values).max())  # float32 rounding, carried through adaptive solves
+        assert float(np.abs(fast[name].h.values - rec[name].h.values).max()) <= 1e-4 * scale
+        np.testing.assert_array_equal(fast[name].nfe.values, rec[name].nfe.values)
+        assert json.loads(rec[name].attrs["model_config"])["integrator"] == "torchdiffeq"
+        assert json.loads(fast[name].attrs["model_config"])["integrator"] == "dcnbio"
+    before = shard_mtimes(tmp_path / "rec")
+    assert run(files, tmp_path / "rec") == 2  # same --out, another path: refused, nothing removed
+    assert shard_mtimes(tmp_path / "rec") == before and len(before) == 6
 
 
 def test_bad_checkpoint(files, tmp_path, capsys):
@@ -268,7 +291,7 @@ def test_masked_extraction_equals_masking_in_memory(files, tmp_path):
     from dcnbio.extract.completion import apply_center_mask
 
     assert run(files, tmp_path / "m6", "--mask-size", "6", "--mask-fill", "mean") == 0
-    model, _ = load_checkpoint(files["ckpt"])
+    model, _ = load_checkpoint(files["ckpt"], compute="fast")
     images = torch.load(files["images"])[:4]
     masked = apply_center_mask(images, 6, 0.0)
     assert float(masked[:, :, 11:17, 11:17].abs().max()) == 0.0  # rows/columns (28 - 6)//2 = 11 … 16

@@ -37,7 +37,7 @@ import numpy as np
 import torch
 
 from .trajectories import check_images, check_times, concat_batches, iter_trajectories
-from ..train.checkpoint import load_checkpoint, sha256_file
+from ..train.checkpoint import COMPUTE_PATHS, load_checkpoint, sha256_file
 from ..cli import user_errors
 from ..errors import ConfigError, DataError, DcnbioError
 from ..io import (LOCK_NAME, TMP_PREFIX, discard, lock_directory, prepare_output_dir, provenance_attrs, save_dataset,
@@ -65,6 +65,9 @@ def build_parser():
                 epilog="example: dcnbio extract --checkpoint ckpt.pt --dataset fashion-mnist --images 1000 "
                        "--times 0 0.5 1 1.5 2 --out results/traj")
     p.add_argument("--checkpoint", required=True, help="checkpoint file (.pt) written by dcnbio train")
+    p.add_argument("--compute", choices=COMPUTE_PATHS, default="fast",
+                   help="integrator and SRF formulation: the fastest exact ones, or those the checkpoint records "
+                        "(the same function to float rounding)")
     p.add_argument("--out", required=True, help="output directory (created; resumed when it holds this command)")
     src = p.add_argument_group("images")
     src.add_argument("--dataset", default=None, help="fashion-mnist (default) or cifar10")
@@ -252,7 +255,7 @@ def main(argv=None):
         raise ConfigError(f"--shard-size ({shard_size}) must be a multiple of --batch-size ({batch_size}): "
                           f"a batch split across shards would be solved differently")
 
-    model, info = load_checkpoint(args.checkpoint)
+    model, info = load_checkpoint(args.checkpoint, compute=args.compute)
     blocks = [b for b in ALL_BLOCKS if args.blocks is None or b in args.blocks]
     ode = [model.blocks()[b] for b in blocks if isinstance(model.blocks()[b], ODEBlock)]
     T = float(model.config.T)
@@ -279,7 +282,8 @@ def main(argv=None):
     _, mask = shard_images(0, 1)  # a wrong model or mask size fails here, before any work
     n = len(labels)
     command = json.loads(json.dumps({
-        "checkpoint_sha256": info["sha256"], "model_name": model.config.name, "source": source,
+        "checkpoint_sha256": info["sha256"], "model_name": model.config.name, "compute": args.compute,
+        "source": source,
         "times": [float(t) for t in times], "blocks": blocks, "batch_size": batch_size, "shard_size": shard_size,
         **({"mask": mask} if mask is not None else {}),
     }))

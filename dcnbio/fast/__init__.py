@@ -38,6 +38,10 @@ from . import celu, dopri5, formulations, tuning
 
 #: The levers :func:`without` can take out.
 LEVERS = ("conv", "formulations", "celu", "integrator")
+#: The model-configuration fields of the fastest exact path: dcnbio's dopri5 (for dopri5 solves; other solvers
+#: stay torchdiffeq's) and the ``auto`` SRF formulation.  The same function as any other path, to float rounding;
+#: what evaluations use by default (:func:`dcnbio.train.checkpoint.load_checkpoint`'s ``compute="fast"``).
+FASTEST = {"integrator": "dcnbio", "formulation": "auto"}
 
 
 def register():
@@ -81,4 +85,4 @@ def without(*levers):
 
 register()
 
-__all__ = ["LEVERS", "register", "tuning", "without"]
+__all__ = ["FASTEST", "LEVERS", "register", "tuning", "without"]

@@ -40,7 +40,12 @@ from ..version import __version__
 from ..errors import CheckpointError, ConfigError
 from ..io.atomic import write_bytes
 from ..core.models import ModelConfig, build_model
-from .. import fast  # noqa: F401  (checkpoints may name its formulations and integrator)
+from .. import fast  # checkpoints may name its formulations and integrator; its fastest exact path
+
+#: How :func:`load_checkpoint` computes the model function: ``"recorded"`` — the computation the checkpoint's
+#: configuration names (the one it was trained with); ``"fast"`` — :data:`dcnbio.fast.FASTEST` in its place.
+#: The function is the same either way, to float rounding (tests/test_checkpoint.py); only its cost differs.
+COMPUTE_PATHS = ("recorded", "fast")
 
 FORMAT = "dcnbio-checkpoint"
 FORMAT_VERSION = 1
@@ -135,20 +140,25 @@ def _check_finite(path, state):
                                       f"{value.numel()} values); the file is damaged: restore or retrain it")
 
 
-def load_checkpoint(path, map_location="cpu"):
+def load_checkpoint(path, map_location="cpu", *, compute="recorded"):
     """Rebuild a model from a checkpoint through the registry.
 
     Parameters
     ----------
     path : str or PathLike
     map_location : str or torch.device
+    compute : ``"recorded"`` or ``"fast"``
+        :data:`COMPUTE_PATHS`: build the model with the integrator and SRF formulation its configuration
+        records, or with the fastest exact ones (:data:`dcnbio.fast.FASTEST`).  The model's ``config`` says
+        which were used (so do the provenance attrs of what is computed from it); ``info["model_config"]``
+        stays the checkpoint's.
 
     Returns
     -------
     model : :class:`~dcnbio.core.models.Network`
         In eval mode, with the checkpoint's weights.
     info : dict
-        The checkpoint without ``model_state``, plus ``path`` and ``sha256`` of the file.
+        The checkpoint without ``model_state``, plus ``path`` and ``sha256`` of the file and ``compute``.
 
     Examples
     --------
@@ -157,11 +167,15 @@ def load_checkpoint(path, map_location="cpu"):
         model, info = load_checkpoint("data/checkpoints/dcn-sigma-ji/seed1/last.pt")
         info["model_config"]["name"], info["epoch"]   # ('dcn-sigma-ji', 12)
     """
+    if compute not in COMPUTE_PATHS:
+        raise ConfigError(f"compute must be one of {', '.join(COMPUTE_PATHS)}, got {compute!r}")
     ckpt = read_checkpoint(path, map_location)
     try:
         config = ModelConfig.from_dict(ckpt["model_config"])
     except (ConfigError, TypeError, KeyError) as exc:
         raise CheckpointError(f"{path} has an invalid model configuration: {exc}") from None
+    if compute == "fast":
+        config = config.replace(**fast.FASTEST)
     model = build_model(config)
     try:
         model.load_state_dict(ckpt["model_state"], strict=True)
@@ -172,4 +186,5 @@ def load_checkpoint(path, map_location="cpu"):
     info = {k: v for k, v in ckpt.items() if k != "model_state"}
     info["path"] = os.fspath(path)
     info["sha256"] = sha256_file(path)
+    info["compute"] = compute
     return model, info
