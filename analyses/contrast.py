@@ -4,9 +4,9 @@ Run from the repository root::
 
     OMP_NUM_THREADS=1 .venv/bin/python analyses/contrast.py
 
-evaluates the bundled DCN-ODE, DCN σ_ji and ODE-Net checkpoints that exist (``data/checkpoints/<model>/seed*/last.pt``)
-on the first 100 test images (every finished seed; a few minutes on 2 cores; ``--n-images 1000`` for the
-paper-grade run) at contrasts c = 1, 0.5, 0.25, 0.125, 0.06 and writes ``results/contrast/``.
+evaluates the bundled DCN-ODE, DCN σ_ji and ODE-Net checkpoints that exist (``<bundle>/<model>/seed*/last.pt``
+of ``--bundle``) on the first 100 test images (every finished seed; ``--n-images 1000`` for the paper-grade run)
+at contrasts c = 1, 0.5, 0.25, 0.125, 0.06 and writes ``results/contrast/``.
 Other checkpoints, contrasts or conditions::
 
     .venv/bin/python analyses/contrast.py --checkpoint ckpt.pt --contrast 1 0.1 --conditions naive all-blocks \\
@@ -39,11 +39,11 @@ from dcnbio.errors import ConfigError
 from dcnbio.io import prepare_output_dir, save_figure, save_results, write_report
 
 REPO = Path(__file__).resolve().parents[1]
-DEFAULTS = tuple(f"data/checkpoints/{m}/seed*/last.pt" for m in ("dcn-ode", "dcn-sigma-ji", "odenet"))
+MODELS = ("dcn-ode", "dcn-sigma-ji", "odenet")
 
 
 def build_parser():
-    p = analysis_parser("contrast", __doc__, DEFAULTS, what="checkpoint(s) with ODE blocks")
+    p = analysis_parser("contrast", __doc__, MODELS, what="checkpoint(s) with ODE blocks")
     add_eval_options(p, n_images_help="first N images of the evaluation split (1000 for the paper-grade run)")
     p.add_argument("--contrast", type=float, nargs="+", default=list(DEFAULT_CONTRASTS), help="contrasts c > 0")
     p.add_argument("--conditions", nargs="+", choices=CONDITIONS, default=list(CONDITIONS))
@@ -62,7 +62,7 @@ def main(argv=None):
         raise ConfigError("--n-images and --batch-size must be >= 1 and --n-check >= 0")
     contrasts = check_contrasts(args.contrast)
     start = time.time()
-    runs, missing = open_runs(args, DEFAULTS, REPO, analysis="contrast", require_ode=True)
+    runs, missing = open_runs(args, MODELS, REPO, analysis="contrast", require_ode=True)
     data = eval_data(runs, args)
     out = Path(prepare_output_dir(args.out, overwrite=args.overwrite))
 

@@ -4,7 +4,7 @@ Run from the repository root::
 
     OMP_NUM_THREADS=1 .venv/bin/python analyses/meta_parametrization.py --checkpoint CKPT [CKPT ...]
 
-Without ``--checkpoint`` it looks for bundled ``data/checkpoints/<model>/seed*/last.pt`` of ``dcn-sigma-t``,
+Without ``--checkpoint`` it looks for bundled ``<bundle>/<model>/seed*/last.pt`` (``--bundle``) of ``dcn-sigma-t``,
 ``dcn-sigma-t2`` and ``dcn-sigma-alpha-t``. One seed of each is bundled, trained with (at CPU scale; 70 steps, so
 they are barely past chance — see ``data/checkpoints/README.md``)::
 
@@ -39,7 +39,7 @@ from dcnbio.io import save_figure, write_report
 from dcnbio.io import prepare_output_dir, save_results
 
 REPO = Path(__file__).resolve().parents[1]
-DEFAULTS = tuple(f"data/checkpoints/{m}/seed*/last.pt" for m in META_MODELS)
+MODELS = tuple(META_MODELS)
 TRAIN_COMMAND = ("dcnbio train --model dcn-sigma-t --width 0.25 --dataset fashion-mnist --subset 100 --val-size 500 "
                  "--epochs 10 --no-adjoint --no-test --seeds 1 --out data/checkpoints/dcn-sigma-t")
 #: Table 4 of the paper (CIFAR-10 validation accuracy, %, mean ± SD over 3 runs), for context only.
@@ -47,7 +47,7 @@ PAPER_TABLE4 = {"dcn-sigma-t": "89.97 ± 0.30", "dcn-sigma-t2": "89.93 ± 0.28",
 
 
 def build_parser():
-    p = analysis_parser("meta_parametrization", __doc__, DEFAULTS, what="meta-parametrized checkpoint(s)")
+    p = analysis_parser("meta_parametrization", __doc__, MODELS, what="meta-parametrized checkpoint(s)")
     add_eval_options(p, n_images=1000, n_images_help="first N images of the evaluation split (accuracy)",
                      batch_help="images per solve")
     p.add_argument("--n-times", type=int, default=41, help="points of the grid over [0, T]")
@@ -60,7 +60,7 @@ def main(argv=None):
     if args.n_images < 1 or args.batch_size < 1 or args.n_times < 2:
         raise ConfigError("--n-images and --batch-size must be >= 1 and --n-times >= 2")
     start = time.time()
-    runs, missing = open_runs(args, DEFAULTS, REPO, analysis="meta-parametrization", make=TRAIN_COMMAND)
+    runs, missing = open_runs(args, MODELS, REPO, analysis="meta-parametrization", make=TRAIN_COMMAND)
     inits = {label: (m, i) for label, state, m, i in with_init(runs) if state == "init"}
     curves = {}
     for label, model, info in runs:  # curves first: a model that is not meta-parametrized fails before any output

@@ -6,9 +6,9 @@ Run from the repository root::
     OMP_NUM_THREADS=1 .venv/bin/python analyses/pattern_completion.py
 
 compares the bundled DCN-ODE, DCN σ_ji, ODE-Net and ResNet-blocks checkpoints that exist
-(``data/checkpoints/<model>/seed*/last.pt``, every finished seed) on the first 100 test images of the dataset each
-was trained on (a few minutes on 2 cores), and writes ``results/pattern_completion/``.  The paper-grade run, D(t)
-over 1000 images, is ``--n-images 1000`` (about ten times longer; ``REPRODUCTION.md``).  Any checkpoints, other
+(``<bundle>/<model>/seed*/last.pt`` of ``--bundle``, every finished seed) on the first 100 test images of the
+dataset each was trained on, and writes ``results/pattern_completion/``.  The paper-grade run, D(t) over 1000
+images, is ``--n-images 1000`` (about ten times longer; ``REPRODUCTION.md``).  Any checkpoints, other
 image counts, other masks::
 
     .venv/bin/python analyses/pattern_completion.py --checkpoint a.pt b.pt --n-images 200 --masks 0 4 8 \\
@@ -45,11 +45,11 @@ from dcnbio.errors import ConfigError
 from dcnbio.io import prepare_output_dir, save_figure, save_results, write_report
 
 REPO = Path(__file__).resolve().parents[1]
-DEFAULTS = tuple(f"data/checkpoints/{m}/seed*/last.pt" for m in ("dcn-ode", "dcn-sigma-ji", "odenet", "resnet-blocks"))
+MODELS = ("dcn-ode", "dcn-sigma-ji", "odenet", "resnet-blocks")
 
 
 def build_parser():
-    p = analysis_parser("pattern_completion", __doc__, DEFAULTS, what="checkpoint(s) to compare")
+    p = analysis_parser("pattern_completion", __doc__, MODELS, what="checkpoint(s) to compare")
     add_eval_options(p, n_images_help="first N images of the evaluation split (1000 for the paper-grade run)")
     p.add_argument("--masks", type=int, nargs="+", default=[2, 4, 6, 8, 10, 12, 14], help="mask sides n (pixels)")
     p.add_argument("--fill", choices=("black", "mean"), default="black",
@@ -68,7 +68,7 @@ def main(argv=None):
     start = time.time()
     if args.example_mask not in args.masks:
         raise ConfigError(f"--example-mask {args.example_mask} is not among --masks {args.masks}")
-    runs, missing = open_runs(args, DEFAULTS, REPO, analysis="pattern completion")
+    runs, missing = open_runs(args, MODELS, REPO, analysis="pattern completion")
     data = eval_data(runs, args, check=lambda images: check_mask_sizes(args.masks, *images.shape[-2:]))
     out = Path(prepare_output_dir(args.out, overwrite=args.overwrite))
 

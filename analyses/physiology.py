@@ -5,7 +5,7 @@ Run from the repository root::
     OMP_NUM_THREADS=1 .venv/bin/python analyses/physiology.py
 
 records every channel of every block of the bundled DCN-ODE, DCN σ_ji, ODE-Net and ResNet checkpoints
-(``data/checkpoints/<model>/seed*/last.pt``) and of each run's ``init.pt`` (the control) at the centre of its
+(``<bundle>/<model>/seed*/last.pt`` of ``--bundle``) and of each run's ``init.pt`` (the control) at the centre of its
 map, for a factorial grid of gratings (10 spatial frequencies × 8 orientations × 8 phases × 4 Michelson
 contrasts) at 9 ODE times per block; derives each unit's preferred SF, SF bandwidth and selectivity,
 orientation bandwidth, circular variance, F1/F0, Naka–Rushton fit and half-rise latency per contrast
@@ -36,8 +36,7 @@ from dcnbio.script import (analysis_parser, dataset_of, fresh_or_resumed, load_t
                            with_init)
 
 REPO = Path(__file__).resolve().parents[1]
-DEFAULTS = tuple(f"data/checkpoints/{m}/seed*/last.pt" for m in ("dcn-ode", "dcn-sigma-ji", "odenet",
-                                                                  "resnet-blocks"))
+MODELS = ("dcn-ode", "dcn-sigma-ji", "odenet", "resnet-blocks")
 
 
 def reference_arg(text):
@@ -48,7 +47,7 @@ def reference_arg(text):
 
 
 def build_parser():
-    p = analysis_parser("physiology", __doc__, DEFAULTS)
+    p = analysis_parser("physiology", __doc__, MODELS)
     p.add_argument("--resume", action="store_true", help="continue a stopped run in --out (finished shards kept)")
     p.add_argument("--n-sf", type=int, default=10, help="spatial frequencies, log-spaced 0.02-0.45 cycles/pixel")
     p.add_argument("--n-orientations", type=int, default=8, help="orientations, evenly over 180 degrees")
@@ -80,7 +79,7 @@ def main(argv=None):
     start = time.time()
     grid = stimulus_grid(args.n_sf, args.n_orientations, args.n_phases, args.contrasts)
     refs = load_tuning_references(args.reference)
-    runs, missing = open_runs(args, DEFAULTS, REPO, analysis="physiology")
+    runs, missing = open_runs(args, MODELS, REPO, analysis="physiology")
     runs = with_init(runs, skip=args.no_init)
     study.check_unique_runs([(m.config.name, (i.get("train_config") or {}).get("seed", 0), st)
                              for _, st, m, i in runs])  # before any work

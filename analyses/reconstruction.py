@@ -5,7 +5,7 @@ Run from the repository root::
     OMP_NUM_THREADS=1 .venv/bin/python analyses/reconstruction.py
 
 takes the bundled DCN-ODE, ODE-Net and ResNet-blocks checkpoints that exist
-(``data/checkpoints/<model>/seed*/last.pt``), freezes each classifier up to its third block, trains a fresh
+(``<bundle>/<model>/seed*/last.pt`` of ``--bundle``), freezes each classifier up to its third block, trains a fresh
 decoder of the same block kind on its block-3 features of the first ``--n-train`` images of the checkpoint's own
 training split, measures the reconstruction MSE of every one of the first ``--n-images`` images of the
 checkpoint's validation split (same ``val_size`` and ``split_seed`` as in training: images the classifier never
@@ -42,11 +42,11 @@ from dcnbio.errors import ConfigError, DataError
 from dcnbio.io import prepare_output_dir, save_figure, save_results, write_report
 
 REPO = Path(__file__).resolve().parents[1]
-DEFAULTS = tuple(f"data/checkpoints/{m}/seed*/last.pt" for m in ("dcn-ode", "odenet", "resnet-blocks"))
+MODELS = ("dcn-ode", "odenet", "resnet-blocks")
 
 
 def build_parser():
-    p = analysis_parser("reconstruction", __doc__, DEFAULTS, what="classifier checkpoint(s)")
+    p = analysis_parser("reconstruction", __doc__, MODELS, what="classifier checkpoint(s)")
     p.add_argument("--n-images", type=int, default=1000, help="first N images of the validation split (evaluation)")
     p.add_argument("--n-train", type=int, default=512, help="first N images of the training split (decoder training)")
     p.add_argument("--steps", type=int, default=120, help="decoder SGD steps")
@@ -70,7 +70,7 @@ def main(argv=None):
     if not (np.isfinite(args.lr) and args.lr > 0):
         raise ConfigError(f"--lr must be a number > 0, got {args.lr:g}")
     start = time.time()
-    runs, missing = open_runs(args, DEFAULTS, REPO, analysis="reconstruction")
+    runs, missing = open_runs(args, MODELS, REPO, analysis="reconstruction")
     cache = {}
     data = {label: held_out_splits(info, model, args.n_train, args.n_images, root=args.data_root, cache=cache)
             for label, model, info in runs}

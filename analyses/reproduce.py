@@ -7,12 +7,16 @@ Run from the repository root::
 
 Without ``--no-run`` it runs, in turn and each as its own process, ``sigma_distribution``, ``pattern_completion``,
 ``contrast``, ``solver_audit`` (those three with ``--n-images``), ``small_data``, ``reconstruction``,
-``meta_parametrization`` and ``physiology`` on their default (bundled) checkpoints, each writing
-``<results>/<analysis>/`` (replaced), and stops at the first that fails (``--only A …``: just those, the others'
-results kept); each one's wall time goes to ``<results>/runtimes.csv`` (:mod:`dcnbio.reproduce_run`), which the
-report's *Run time* section reads, with or without ``--no-run``.  It then reads their netCDF results and writes
-``<out>/`` (default ``results/reproduction``): ``report.md`` / ``report.tex`` (one row per claim: the result as
-mean ± SD over training runs, the test across runs and a verdict; the run time of every analysis) and ``claims.csv``.
+``meta_parametrization`` and ``physiology`` on the finished runs of one bundle (``--bundle``; the models evaluated
+on the fastest exact path, ``--compute``), each writing ``<results>/<analysis>/`` (replaced), and stops at the
+first that fails; each one's wall time and a fingerprint of the bundle it read go to ``<results>/runtimes.csv``
+(:mod:`dcnbio.reproduce_run`), which the report's *Run time* section reads, with or without ``--no-run``.  Long
+runs split and survive interruption: ``--only A …`` runs just those (the others' results kept; one lane per
+core, each with its own analyses, into the same ``--results``), and ``--resume`` skips every analysis already
+finished on the same command and the same bundle contents (one killed mid-way is run again).  It then reads
+their netCDF results and writes ``<out>/`` (default ``results/reproduction``): ``report.md`` / ``report.tex`` (the
+bundle; one row per claim: the result as mean ± SD over training runs, the test across runs and a verdict; the run
+time of every analysis) and ``claims.csv``.  Results of another bundle than ``--bundle`` are refused.
 
 The verdict rules — *holds*, *does not hold* or *undecided at this scale*, fixed before looking at any number,
 the training run as the unit — are those of :mod:`dcnbio.reports.claims`; ``REPRODUCTION.md`` discusses them.
@@ -25,8 +29,8 @@ from dcnbio.reports.claims import claims_report
 from dcnbio.cli import user_errors
 from dcnbio.errors import ConfigError
 from dcnbio.io import prepare_output_dir, write_report, write_text
-from dcnbio.reproduce_run import ANALYSES, SMOKE_ARGS, judge_claims, read_runtimes, run_analyses
-from dcnbio.script import analysis_parser
+from dcnbio.reproduce_run import ANALYSES, SMOKE_ARGS, judge_claims, read_runtimes, recorded_bundles, run_analyses
+from dcnbio.script import DEFAULT_BUNDLE, add_bundle_option, add_compute_option, analysis_parser
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -43,6 +47,10 @@ def build_parser():
                    help="run only these analyses (the others' results must already be in --results); one of "
                         + ", ".join(ANALYSES))
     p.add_argument("--results", default="results", help="where each analysis writes <results>/<analysis>/")
+    p.add_argument("--resume", action="store_true",
+                   help="skip the analyses already finished into --results on the same command and bundle contents")
+    add_bundle_option(p, DEFAULT_BUNDLE)
+    add_compute_option(p)
     return p
 
 
@@ -64,14 +72,21 @@ def main(argv=None):
         raise ConfigError(f"output directory {out} exists and is not empty; choose another or pass --overwrite")
     if args.smoke and not args.run:
         raise ConfigError("--smoke runs the analyses: it cannot go with --no-run")
-    if args.only and not args.run:
-        raise ConfigError("--only chooses analyses to run: it cannot go with --no-run")
+    for option in ("only", "resume"):
+        if getattr(args, option) and not args.run:
+            raise ConfigError(f"--{option} chooses analyses to run: it cannot go with --no-run")
     if args.run:
         run_analyses(results, 2 if args.smoke else args.n_images, SMOKE_ARGS if args.smoke else None, args.only,
-                     repo=REPO, log=log)
-    table = judge_claims(results, REPO)
+                     repo=REPO, log=log, bundle=args.bundle, compute=args.compute, resume=args.resume)
+    runtimes = read_runtimes(results)
+    other = {a: b for a, b in recorded_bundles(runtimes).items() if b not in (None, args.bundle)}
+    if other:
+        which = ", ".join(f"{a}: {b}" for a, b in other.items())
+        raise ConfigError(f"{results} holds results of another bundle ({which}); judge them with --bundle "
+                          f"{sorted(set(other.values()))[0]} or rerun those analyses")
+    table = judge_claims(results, REPO, args.bundle)
     out = Path(prepare_output_dir(out, overwrite=args.overwrite))  # only now: a failure above leaves nothing
-    write_report(claims_report(table, read_runtimes(results), results), out)
+    write_report(claims_report(table, runtimes, results, bundle=args.bundle), out)
     write_text(out / "claims.csv", table.to_csv())
     for name, r in table.iterrows():
         log(f"  {r['verdict']:<24.24} {name}")

@@ -7,7 +7,7 @@ Run from the repository root::
 analyses the finished runs of the full-data σ_ji DCN bundle (``data/checkpoints/full/dcn-sigma-ji/seed*/last.pt``
 with a ``final.json``; runs still in training are named on stderr and skipped), each seed's ``init.pt`` as the
 control, and writes ``results/sigma_distribution/``.  Any SRF model works, one or several seeds (the subset-trained
-bundle: ``--checkpoint data/checkpoints/dcn-sigma-ji/seed*/last.pt``)::
+bundle: ``--bundle subset``)::
 
     .venv/bin/python analyses/sigma_distribution.py \\
         --checkpoint data/checkpoints/dcn-ode/seed*/last.pt --out results/sigma_dcn_ode --n-boot 2000
@@ -36,24 +36,24 @@ from dcnbio.reports.sigma_report import sigma_report
 from dcnbio.cli import user_errors
 from dcnbio.errors import ConfigError
 from dcnbio.io import load_v1_reference, prepare_output_dir, save_dataset, save_figure, write_report
-from dcnbio.script import analysis_parser, load_sigma_study
+from dcnbio.script import analysis_parser, bundle_patterns, load_sigma_study
 from dcnbio.script import resolve_checkpoints as resolve_defaults
 
 REPO = Path(__file__).resolve().parents[1]
-DEFAULT_GLOB = "data/checkpoints/full/dcn-sigma-ji/seed*/last.pt"
+MODELS = ("dcn-sigma-ji",)
 
 
 def build_parser():
-    p = analysis_parser("sigma_distribution", __doc__, [DEFAULT_GLOB], what="trained checkpoint(s), one per seed",
-                        evaluates=False)
+    p = analysis_parser("sigma_distribution", __doc__, MODELS, what="trained checkpoint(s), one per seed",
+                        evaluates=False, bundle="full")
     p.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples for confidence intervals")
     p.add_argument("--seed", type=int, default=0, help="seed of the bootstrap")
     return p
 
 
-def resolve_checkpoints(paths):
-    """``--checkpoint`` as given, else the finished bundled runs (unfinished ones are named on stderr)."""
-    found, missing = resolve_defaults(paths, [DEFAULT_GLOB], REPO, analysis="σ distribution")
+def resolve_checkpoints(paths, bundle):
+    """``--checkpoint`` as given, else the finished runs in ``bundle`` (unfinished ones are named on stderr)."""
+    found, missing = resolve_defaults(paths, bundle_patterns(MODELS, bundle), REPO, analysis="σ distribution")
     for m in missing:
         print(f"skipping {m}", file=sys.stderr)
     return found
@@ -65,7 +65,7 @@ def main(argv=None):
     if args.n_boot < 1:
         raise ConfigError("--n-boot must be >= 1")
     start = time.time()
-    ds, inputs = load_sigma_study(resolve_checkpoints(args.checkpoint))  # before the output directory exists
+    ds, inputs = load_sigma_study(resolve_checkpoints(args.checkpoint, args.bundle))  # before any output exists
     out = Path(prepare_output_dir(args.out, overwrite=args.overwrite))
     save_dataset(ds, out / "sigma.nc", overwrite=args.overwrite)
     report, figures, lines = sigma_report(ds, inputs, n_boot=args.n_boot, seed=args.seed,

@@ -4,7 +4,7 @@ Run from the repository root::
 
     OMP_NUM_THREADS=1 .venv/bin/python analyses/small_data.py
 
-evaluates every finished bundled run (``data/checkpoints/small-data/<model>/n<size>/seed<S>/last.pt``: dcn-ode,
+evaluates every finished bundled run (``<bundle>/small-data/<model>/n<size>/seed<S>/last.pt`` of ``--bundle``: dcn-ode,
 odenet and resnet-blocks trained on 10, 20 and 50 Fashion-MNIST images per class, seeds 1–3; recipe in that
 directory's README) on the first 1000 test images — the same images for every run — and writes
 ``results/small_data/``.  Train a grid first (only the runs that are missing, with the training core and the same
@@ -33,13 +33,13 @@ from dcnbio.stats.small_data import MODEL_ORDER
 from dcnbio.reports.small_data_report import compute_small_data, evaluate_runs, small_data_report, summary_lines
 from dcnbio.cli import user_errors
 from dcnbio.io import prepare_output_dir, save_dataset, save_figure, write_report
-from dcnbio.script import (analysis_parser, check_small_data_options, find_small_data_runs, load_eval_images,
-                           load_small_data_runs, select_small_data_runs)
+from dcnbio.script import (BUNDLES, analysis_parser, check_small_data_options, find_small_data_runs,
+                           load_eval_images, load_small_data_runs, select_small_data_runs)
 from dcnbio.train.grid import DEFAULT_EPOCHS_BUDGET, RECIPES, plan_runs, recipe_differences, train_missing
 
 REPO = Path(__file__).resolve().parents[1]
 RUNS_DIR = "data/checkpoints/small-data"
-DEFAULT_PATTERN = RUNS_DIR + "/*/n*/seed*/last.pt"
+DEFAULT_PATTERN = "<bundle>/small-data/*/n*/seed*/last.pt"
 DEFAULT_SIZES = (10, 20, 50)
 DEFAULT_SEEDS = (1, 2, 3)
 log = partial(print, flush=True)
@@ -84,9 +84,11 @@ def main(argv=None):
                          batch_size=args.batch_size, data_root=args.data_root)
         source = f"the grid in `{args.runs_dir}`"
     else:  # validate every given run before anything is written
-        if not args.checkpoint:
-            explicit, source = False, f"the bundled runs (`{DEFAULT_PATTERN}`)"
-        paths = args.checkpoint or find_small_data_runs(REPO, DEFAULT_PATTERN)
+        paths = args.checkpoint
+        if not paths:
+            pattern = DEFAULT_PATTERN.replace("<bundle>", BUNDLES[args.bundle])
+            explicit, source = False, f"the bundled runs (`{pattern}`)"
+            paths = find_small_data_runs(REPO, pattern)
         runs, skipped = load_small_data_runs(paths, explicit=explicit, repo=REPO, compute=args.compute)
     out = Path(prepare_output_dir(args.out, overwrite=args.overwrite))
     if plan is not None:

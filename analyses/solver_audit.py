@@ -4,9 +4,9 @@ Run from the repository root::
 
     OMP_NUM_THREADS=1 .venv/bin/python analyses/solver_audit.py
 
-audits the bundled DCN-ODE, DCN σ_ji and ODE-Net checkpoints that exist (``data/checkpoints/<model>/seed*/last.pt``)
-on the first 100 test images (every finished seed; a few minutes on 2 cores; ``--n-images 1000`` resolves
-accuracy shifts ten times finer) under dopri5 at rtol = atol = 1e-3 … 1e-6, rk4 with 2–16 and euler with 4–32
+audits the bundled DCN-ODE, DCN σ_ji and ODE-Net checkpoints that exist (``<bundle>/<model>/seed*/last.pt``
+of ``--bundle``) on the first 100 test images (every finished seed; ``--n-images 1000`` resolves accuracy shifts
+ten times finer) under dopri5 at rtol = atol = 1e-3 … 1e-6, rk4 with 2–16 and euler with 4–32
 steps per block, and writes ``results/solver_audit/``.  Any checkpoint, another grid or threshold::
 
     .venv/bin/python analyses/solver_audit.py --checkpoint ckpt.pt --tolerances 1e-3 1e-5 --rk4-steps 4 8 \\
@@ -34,11 +34,11 @@ from dcnbio.io import save_figure, write_report
 from dcnbio.io import prepare_output_dir, save_results
 
 REPO = Path(__file__).resolve().parents[1]
-DEFAULTS = tuple(f"data/checkpoints/{m}/seed*/last.pt" for m in ("dcn-ode", "dcn-sigma-ji", "odenet"))
+MODELS = ("dcn-ode", "dcn-sigma-ji", "odenet")
 
 
 def build_parser():
-    p = analysis_parser("solver_audit", __doc__, DEFAULTS, what="checkpoint(s) with ODE blocks")
+    p = analysis_parser("solver_audit", __doc__, MODELS, what="checkpoint(s) with ODE blocks")
     add_eval_options(p, n_images_help="first N images of the evaluation split (1000 resolves 0.1 pp)")
     p.add_argument("--tolerances", type=float, nargs="*", default=list(DEFAULT_TOLERANCES),
                    help="rtol = atol of the adaptive solver")
@@ -68,7 +68,7 @@ def main(argv=None):
         raise ConfigError("give at least one --tolerances value: the tightest adaptive setting is the reference")
     grid = solver_grid(args.tolerances, fixed, adaptive=args.adaptive)
     start = time.time()
-    runs, missing = open_runs(args, DEFAULTS, REPO, analysis="solver audit", require_ode=True)
+    runs, missing = open_runs(args, MODELS, REPO, analysis="solver audit", require_ode=True)
     data = eval_data(runs, args)
     out = Path(prepare_output_dir(args.out, overwrite=args.overwrite))
 

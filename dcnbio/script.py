@@ -23,28 +23,59 @@ class ScriptParser(argparse.ArgumentParser):
         raise ConfigError(f"{message} (see {self.prog} --help)")
 
 
-def analysis_parser(name, doc, defaults=None, *, what="checkpoint(s)", out=None, evaluates=True):
+#: The bundles of trained runs by name, each a root relative to the repository holding ``<model>/seed<S>/`` and
+#: ``small-data/<model>/n<size>/seed<S>/``: ``full`` — the full-data CPU recipe; ``subset`` — the first bundle,
+#: trained on subsets (``data/checkpoints/README.md`` describes both).
+BUNDLES = {"full": "data/checkpoints/full", "subset": "data/checkpoints"}
+#: The bundle the analyses read when ``--bundle`` is not given.
+DEFAULT_BUNDLE = "subset"
+
+
+def bundle_patterns(models, bundle):
+    """Glob patterns (relative to the repository) of the ``last.pt`` of ``models``' runs in ``bundle``.
+
+    >>> bundle_patterns(["dcn-ode", "odenet"], "full")
+    ('data/checkpoints/full/dcn-ode/seed*/last.pt', 'data/checkpoints/full/odenet/seed*/last.pt')
+    """
+    if bundle not in BUNDLES:
+        raise ConfigError(f"unknown bundle {bundle!r}; choose one of {', '.join(BUNDLES)}")
+    return tuple(f"{BUNDLES[bundle]}/{m}/seed*/last.pt" for m in models)
+
+
+def analysis_parser(name, doc, models=None, *, what="checkpoint(s)", out=None, evaluates=True,
+                    bundle=DEFAULT_BUNDLE):
     """The parser of ``analyses/<name>.py`` with the options every analysis script shares.
 
-    ``--checkpoint PATH …`` (only when the script has ``defaults``: the bundled runs found by
-    :func:`resolve_checkpoints`, or a sentence saying which) and with it, for a script that computes with the
-    models (``evaluates``), ``--compute`` (:func:`add_compute_option`); ``--out`` (default ``out`` or
-    ``results/<name>``) and ``--overwrite``; the description is the first line of ``doc`` (the script's
-    docstring), every option's default is shown in ``--help``, and a usage error is one :class:`ConfigError` line.
+    When the script has bundled defaults (``models``: the model names whose finished runs it reads, found by
+    :func:`open_runs`; or a sentence saying which), ``--checkpoint PATH …`` to name others, ``--bundle`` (which
+    of :data:`BUNDLES`; default ``bundle``) and, for a script that computes with the models (``evaluates``),
+    ``--compute`` (:func:`add_compute_option`); always ``--out`` (default ``out`` or ``results/<name>``) and
+    ``--overwrite``.  The description is the first line of ``doc`` (the script's docstring), every option's
+    default is shown in ``--help``, and a usage error is one :class:`ConfigError` line.
 
-    >>> p = analysis_parser("demo", "Demo analysis.\\n\\nMore.", ["data/x/seed*/last.pt"])
-    >>> p.parse_args([]).out, p.parse_args(["--checkpoint", "a.pt"]).checkpoint
-    ('results/demo', ['a.pt'])
+    >>> p = analysis_parser("demo", "Demo analysis.\\n\\nMore.", ["dcn-ode"])
+    >>> a = p.parse_args([]); a.out, a.checkpoint, a.bundle, a.compute
+    ('results/demo', None, 'subset', 'fast')
     """
     p = ScriptParser(prog=f"analyses/{name}.py", description=doc.split("\n")[0],
                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    if defaults is not None:
-        default = defaults if isinstance(defaults, str) else "the bundled " + ", ".join(defaults)
+    if models is not None:
+        default = models if isinstance(models, str) else \
+            "the finished runs of " + ", ".join(models) + " in --bundle"
         p.add_argument("--checkpoint", nargs="+", default=None, metavar="PATH", help=f"{what}; default: {default}")
+        add_bundle_option(p, bundle)
         if evaluates:
             add_compute_option(p)
     p.add_argument("--out", default=out or f"results/{name}", help="output directory")
     p.add_argument("--overwrite", action="store_true", help="write into a non-empty output directory")
+    return p
+
+
+def add_bundle_option(p, default=DEFAULT_BUNDLE):
+    """Add ``--bundle`` (one of :data:`BUNDLES`): the bundle of trained runs the default checkpoints come from."""
+    p.add_argument("--bundle", choices=list(BUNDLES), default=default,
+                   help="the bundled runs the default checkpoints come from: " +
+                        "; ".join(f"{k} ({v})" for k, v in BUNDLES.items()))
     return p
 
 
@@ -73,8 +104,9 @@ def add_eval_options(p, *, n_images=100, n_images_help=None, batch_help="images 
     return p
 
 
-def open_runs(args, defaults, repo, *, analysis, require_ode=False, make=None):
-    """The runs an analysis script works on: ``--checkpoint`` or the finished bundled ones, loaded and labelled.
+def open_runs(args, models, repo, *, analysis, require_ode=False, make=None):
+    """The runs an analysis script works on: ``--checkpoint``, or the finished runs of ``models`` in
+    ``--bundle`` (:func:`bundle_patterns`), loaded (``--compute``) and labelled.
 
     Returns
     -------
@@ -83,6 +115,7 @@ def open_runs(args, defaults, repo, *, analysis, require_ode=False, make=None):
     missing : list of str
         Default patterns that matched nothing and unfinished default runs (:func:`resolve_checkpoints`).
     """
+    defaults = bundle_patterns(models, args.bundle)
     paths, missing = resolve_checkpoints(args.checkpoint, defaults, repo, analysis=analysis, make=make)
     return load_models(paths, require_ode=require_ode, analysis=analysis, compute=args.compute), missing
 

@@ -219,7 +219,8 @@ def test_scripts_share_one_skeleton():
         options = [node.args[0].value for node in ast.walk(tree) if isinstance(node, ast.Call)
                    and getattr(node.func, "attr", None) == "add_argument" and node.args
                    and isinstance(node.args[0], ast.Constant)]
-        assert not {"--checkpoint", "--out", "--overwrite"} & set(options), f"{path.name} repeats a shared option"
+        assert not {"--checkpoint", "--out", "--overwrite", "--bundle", "--compute"} & set(options), \
+            f"{path.name} repeats a shared option"
         imported = {a.name.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
         imported |= {n.module.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
         assert not imported & {p.stem for p in (ROOT / "analyses").glob("*.py")}, f"{path.name} imports a script"

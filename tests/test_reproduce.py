@@ -118,6 +118,7 @@ def test_smoke_run_judges_every_claim(rp, smoke):
     assert "428,752" in judged.loc["DCNs need fewer parameters", "result"]
     assert judged.loc["learned σ grow with depth", "verdict"].startswith(UNDECIDED + " (σ did not move")
     report = (root / "out" / "report.md").read_text()
+    assert "the finished runs of the 'subset' bundle" in report
     for name in reproduce_run.ANALYSES:
         assert f"| {name} |" in report  # its run time
     assert (root / "out" / "report.tex").stat().st_size > 0
@@ -162,3 +163,77 @@ def test_a_foreign_runtimes_table_is_refused(tmp_path):
     (tmp_path / "runtimes.csv").write_text("analysis,minutes\nx,1\n")
     with pytest.raises(DataError, match="not a runtimes table"):
         reproduce_run.read_runtimes(tmp_path)
+
+
+def test_bundle_fingerprint_covers_the_bundle_and_the_reference_data_only(tmp_path):
+    """A bundle's fingerprint changes with its own runs' files and with data outside every bundle, not with another
+    bundle's files (``full`` lies inside ``subset``'s root) nor with run lock files."""
+    files = {"subset": tmp_path / "data/checkpoints/dcn-ode/seed1/last.pt",
+             "full": tmp_path / "data/checkpoints/full/dcn-ode/seed1/last.pt",
+             "reference": tmp_path / "data/reference/v1.csv",
+             "lock": tmp_path / "data/checkpoints/full/dcn-ode/seed1/.dcnbio.lock"}
+    for path in files.values():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"0")
+
+    def prints():
+        return {b: reproduce_run.bundle_fingerprint(tmp_path, b) for b in ("subset", "full")}
+
+    before = prints()
+    assert before["subset"] != before["full"]
+    for changed, moves in (("lock", set()), ("full", {"full"}), ("subset", {"subset"}),
+                           ("reference", {"subset", "full"})):
+        files[changed].write_bytes(b"1" + files[changed].read_bytes())
+        now = prints()
+        assert {b for b in now if now[b] != before[b]} == moves, changed
+        before = now
+    with pytest.raises(DataError, match="unknown bundle"):
+        reproduce_run.bundle_fingerprint(tmp_path, "nope")
+
+
+def test_resume_skips_what_finished_on_the_same_inputs_and_reruns_the_rest(tmp_path, monkeypatch):
+    """``resume``: an analysis recorded with this command and these inputs is kept; one whose row is gone (it
+    started and never finished) or whose inputs differ is run again."""
+    results, lines = tmp_path / "results", []
+    extra = {"sigma_distribution": ["--n-boot", "5"]}
+
+    def run():
+        lines.clear()
+        reproduce_run.run_analyses(results, 2, extra, ["sigma_distribution"], repo=ROOT, log=lines.append,
+                                   bundle="full", resume=True)
+        return reproduce_run.read_runtimes(results)
+
+    first = run()
+    assert lines[0] == "running sigma_distribution ..."
+    assert "--bundle full" in first.loc["sigma_distribution", "command"]
+    assert "--compute" not in first.loc["sigma_distribution", "command"]  # it evaluates no model
+    assert first.loc["sigma_distribution", "inputs"] == reproduce_run.bundle_fingerprint(ROOT, "full")
+    mtime = (results / "sigma_distribution" / "sigma.nc").stat().st_mtime_ns
+    again = run()
+    assert lines == [f"  sigma_distribution: done on these inputs ({first.loc['sigma_distribution', 'finished']}), "
+                     "kept"]
+    pd.testing.assert_frame_equal(first, again)
+    assert (results / "sigma_distribution" / "sigma.nc").stat().st_mtime_ns == mtime
+    monkeypatch.setattr(reproduce_run, "bundle_fingerprint", lambda repo, bundle: "other contents")
+    run()
+    assert lines[0] == "running sigma_distribution ..."
+    monkeypatch.undo()
+    reproduce_run.forget_runtime(results, "sigma_distribution")  # as when a run is killed mid-way
+    assert "sigma_distribution" not in reproduce_run.read_runtimes(results).index
+    run()
+    assert lines[0] == "running sigma_distribution ..."
+
+
+def test_results_of_another_bundle_are_refused(rp, smoke, tmp_path, capsys):
+    rc, root = smoke
+    assert rc == 0
+    results = tmp_path / "results"
+    shutil.copytree(root / "results", results)
+    times = pd.read_csv(results / "runtimes.csv", index_col="analysis")
+    assert all("--bundle subset" in c for c in times["command"])  # the default bundle, named in every command
+    one_line_error(capsys, rp.main(["--no-run", "--bundle", "full", "--results", str(results),
+                                    "--out", str(tmp_path / "out")]),
+                   "holds results of another bundle (sigma_distribution: subset")
+    assert not (tmp_path / "out").exists()
+    one_line_error(capsys, rp.main(["--no-run", "--resume", "--out", str(tmp_path / "out")]),
+                   "--resume chooses analyses to run")

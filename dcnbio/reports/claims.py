@@ -564,8 +564,9 @@ def physiology_claims(stacked, sf_reference):
 
 # --- the report -------------------------------------------------------------------------------------------------
 
-def claims_report(table, runtimes, results):
-    """The reproduction report: the verdict rules, one row per claim, the commands and each analysis's run time.
+def claims_report(table, runtimes, results, bundle=None):
+    """The reproduction report: the bundle judged, the verdict rules, one row per claim, the commands and each
+    analysis's run time.
 
     Parameters
     ----------
@@ -576,12 +577,16 @@ def claims_report(table, runtimes, results):
         *Run time* section.
     results : str or path
         The results directory the run times refer to (named in the text).
+    bundle : str, optional
+        The bundle of trained runs the results come from (named in the text).
 
     Returns
     -------
     Report
     """
     report = Report("Reproduction of the paper's claims from the bundled checkpoints")
+    if bundle is not None:
+        report.text(f"Trained runs: the finished runs of the {bundle!r} bundle (analyses/reproduce.py --bundle).")
     report.text(f"Verdict rules (fixed in dcnbio/reports/claims.py): tests across training runs at α = {ALPHA}; "
                 f"σ claims undecided while the median |Δ log2 σ| from init is below {MOVED_OCTAVES} octaves; 'keeps "
                 f"accuracy' within {ACCURACY_MARGIN_PP} pp; the NFE saving counts as gone at a ratio ≥ "
