@@ -82,7 +82,6 @@ def run_analyses(results, n_images, extra=None, only=None, *, repo, log=print, b
         An analysis failed: its exit status, wall time and the last line of its standard error.
     """
     results, repo = Path(results), Path(repo)
-    inputs = bundle_fingerprint(repo, bundle)
     done = read_runtimes(results) if resume else None
     for name in ANALYSES:
         if only and name not in only:
@@ -94,6 +93,7 @@ def run_analyses(results, n_images, extra=None, only=None, *, repo, log=print, b
         if name in WITH_N_IMAGES:
             cmd += ["--n-images", str(n_images)]
         cmd += list((extra or {}).get(name, []))
+        inputs = bundle_fingerprint(repo, bundle)  # per analysis: lanes may add finished runs meanwhile
         if done is not None and name in done.index and done.loc[name, "inputs"] == inputs \
                 and done.loc[name, "command"] == command_line(cmd[1:], repo):
             log(f"  {name}: done on these inputs ({done.loc[name, 'finished']}), kept")
