@@ -12,8 +12,9 @@ on the fastest exact path, ``--compute``), each writing ``<results>/<analysis>/`
 first that fails; each one's wall time and a fingerprint of the bundle it read go to ``<results>/runtimes.csv``
 (:mod:`dcnbio.reproduce_run`), which the report's *Run time* section reads, with or without ``--no-run``.  Long
 runs split and survive interruption: ``--only A …`` runs just those (the others' results kept; one lane per
-core, each with its own analyses, into the same ``--results``), and ``--resume`` skips every analysis already
-finished on the same command and the same bundle contents (one killed mid-way is run again).  It then reads
+core, each with its own analyses, into the same ``--results``; a lane judges only once every analysis has
+finished), and ``--resume`` skips every analysis already finished on the same command and the same bundle
+contents (one killed mid-way is run again).  It then reads
 their netCDF results and writes ``<out>/`` (default ``results/reproduction``): ``report.md`` / ``report.tex`` (the
 bundle; one row per claim: the result as mean ± SD over training runs, the test across runs and a verdict; the run
 time of every analysis) and ``claims.csv``.  Results of another bundle than ``--bundle`` are refused.
@@ -79,6 +80,11 @@ def main(argv=None):
         run_analyses(results, 2 if args.smoke else args.n_images, SMOKE_ARGS if args.smoke else None, args.only,
                      repo=REPO, log=log, bundle=args.bundle, compute=args.compute, resume=args.resume)
     runtimes = read_runtimes(results)
+    pending = [a for a in ANALYSES if a not in runtimes.index]
+    if args.only and pending:  # a lane's share is done; another lane's is not (yet)
+        log(f"ran {', '.join(args.only)}; not finished in {results}: {', '.join(pending)} — run those (--only, "
+            "another lane), then judge with --no-run")
+        return 0
     other = {a: b for a, b in recorded_bundles(runtimes).items() if b not in (None, args.bundle)}
     if other:
         which = ", ".join(f"{a}: {b}" for a, b in other.items())

@@ -159,6 +159,17 @@ def test_only_reruns_one_analysis_and_keeps_the_others_results_and_times(rp, smo
                                   pd.read_csv(tmp_path / "out" / "claims.csv", index_col="claim"))
 
 
+def test_a_lane_judges_only_when_every_analysis_has_finished(rp, smoke, tmp_path, capsys):
+    rc, root = smoke
+    assert rc == 0
+    results = tmp_path / "results"
+    shutil.copytree(root / "results", results)
+    reproduce_run.forget_runtime(results, "contrast")  # another lane's analysis, still running
+    assert rp.main(["--only", "sigma_distribution", "--results", str(results), "--out", str(tmp_path / "out")]) == 0
+    assert "not finished in" in capsys.readouterr().out and not (tmp_path / "out").exists()
+    assert "sigma_distribution" in reproduce_run.read_runtimes(results).index
+
+
 def test_a_foreign_runtimes_table_is_refused(tmp_path):
     (tmp_path / "runtimes.csv").write_text("analysis,minutes\nx,1\n")
     with pytest.raises(DataError, match="not a runtimes table"):

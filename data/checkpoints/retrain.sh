@@ -6,6 +6,7 @@
 #   bash data/checkpoints/retrain.sh lane1      # one lane (lane1 | lane2)
 #   bash data/checkpoints/retrain.sh manifest   # rewrite MANIFEST.sha256 (before committing)
 #   bash data/checkpoints/retrain.sh small      # only the small-data grid, one lane
+#   bash data/checkpoints/retrain.sh rejudge    # re-judge the paper on the finished bundle, two analysis lanes
 # The σ learning-rate control set (full-sigma-lr10/: the same recipe with --sigma-lr-scale 10, never replacing a
 # paper-recipe run) trains in lane 2 after the paper-recipe σ_ji and ODE runs; `control` trains it alone.
 # The small-data grid (full/small-data/<model>/n<size>/seed<S>/: dcn-ode, odenet, resnet-blocks × 10/20/50/100
@@ -64,6 +65,18 @@ lane2() {
     small_lane2
     run dcn-sigma-t 2
 }
+rejudge() {  # analyses/reproduce.py on this bundle in two lanes; resumable (--resume), judged when both are done
+    local common=(analyses/reproduce.py --bundle full --resume --results results/full --overwrite) rc=0
+    "$PY" "${common[@]}" --out results/full/lane1 --only pattern_completion solver_audit reconstruction \
+        sigma_distribution & local p1=$!
+    "$PY" "${common[@]}" --out results/full/lane2 --only contrast physiology small_data meta_parametrization &
+    local p2=$!
+    wait "$p1" || rc=1
+    wait "$p2" || rc=1
+    [ "$rc" = 0 ] || { echo "an analysis lane failed (its message is above); rerun: retrain.sh rejudge" >&2; return 1; }
+    "$PY" analyses/reproduce.py --bundle full --no-run --results results/full --out results/full/reproduction \
+        --overwrite
+}
 manifest() {
     (cd data/checkpoints && find . -name '*.pt' -o -name '*.json' -o -name '*.csv' | sort | xargs sha256sum \
         > MANIFEST.sha256)
@@ -75,6 +88,7 @@ case "${1:-all}" in
     manifest) manifest ;;
     control) control ;;
     small) small_lane1; small_lane2 ;;
+    rejudge) rejudge ;;
     all) lane1 & lane2 & wait; manifest ;;
-    *) echo "usage: retrain.sh [lane1|lane2|control|small|manifest|all]" >&2; exit 2 ;;
+    *) echo "usage: retrain.sh [lane1|lane2|control|small|manifest|rejudge|all]" >&2; exit 2 ;;
 esac
