@@ -76,6 +76,14 @@ def main(argv=None):
     for option in ("only", "resume"):
         if getattr(args, option) and not args.run:
             raise ConfigError(f"--{option} chooses analyses to run: it cannot go with --no-run")
+    # the results kept beside those this run makes must be of the same bundle: refused before any work
+    kept = [a for a in ANALYSES if not args.run or (args.only and a not in args.only)]
+    other = {a: b for a, b in recorded_bundles(read_runtimes(results)).items()
+             if a in kept and b not in (None, args.bundle)}
+    if other:
+        which = ", ".join(f"{a}: {b}" for a, b in other.items())
+        raise ConfigError(f"{results} holds results of another bundle ({which}); judge them with --bundle "
+                          f"{sorted(set(other.values()))[0]} or rerun those analyses")
     if args.run:
         run_analyses(results, 2 if args.smoke else args.n_images, SMOKE_ARGS if args.smoke else None, args.only,
                      repo=REPO, log=log, bundle=args.bundle, compute=args.compute, resume=args.resume)
@@ -85,11 +93,6 @@ def main(argv=None):
         log(f"ran {', '.join(args.only)}; not finished in {results}: {', '.join(pending)} — run those (--only, "
             "another lane), then judge with --no-run")
         return 0
-    other = {a: b for a, b in recorded_bundles(runtimes).items() if b not in (None, args.bundle)}
-    if other:
-        which = ", ".join(f"{a}: {b}" for a, b in other.items())
-        raise ConfigError(f"{results} holds results of another bundle ({which}); judge them with --bundle "
-                          f"{sorted(set(other.values()))[0]} or rerun those analyses")
     table = judge_claims(results, REPO, args.bundle)
     out = Path(prepare_output_dir(out, overwrite=args.overwrite))  # only now: a failure above leaves nothing
     write_report(claims_report(table, runtimes, results, bundle=args.bundle), out)

@@ -12,7 +12,6 @@ the layers below it (extract, stats, reports) may not.
 """
 import hashlib
 import os
-import shlex
 import subprocess
 import sys
 import time
@@ -176,7 +175,7 @@ def recorded_bundles(runtimes):
     """The ``--bundle`` of each analysis in a run-time table (``None`` where its command names none)."""
     out = {}
     for name, cmd in runtimes["command"].items():
-        words = shlex.split(str(cmd))
+        words = str(cmd).split(" ")  # as command_line joined them
         out[name] = words[words.index("--bundle") + 1] if "--bundle" in words[:-1] else None
     return out
 

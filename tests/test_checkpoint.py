@@ -89,8 +89,8 @@ def test_the_fast_compute_path_is_the_recorded_function(name):
     logits agree to 1e-9 of their scale with the same NFE — per-pair σ, time-dependent σ and α, pixel convs."""
     path = f"data/checkpoints/{name}/seed1/last.pt"
     recorded, rinfo = dcnbio.load_checkpoint(path, compute="recorded")
-    fast, finfo = dcnbio.load_checkpoint(path)  # the loader's default is the recorded path
-    assert finfo["compute"] == "recorded" and fast.config == recorded.config
+    default, dinfo = dcnbio.load_checkpoint(path)  # the loader's default is the recorded path
+    assert dinfo["compute"] == "recorded" and default.config == recorded.config
     fast, finfo = dcnbio.load_checkpoint(path, compute="fast")
     assert (recorded.config.integrator, recorded.config.formulation) == ("torchdiffeq", "dense")
     assert (fast.config.integrator, fast.config.formulation) == ("dcnbio", "auto")

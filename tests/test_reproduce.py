@@ -248,3 +248,9 @@ def test_results_of_another_bundle_are_refused(rp, smoke, tmp_path, capsys):
     assert not (tmp_path / "out").exists()
     one_line_error(capsys, rp.main(["--no-run", "--resume", "--out", str(tmp_path / "out")]),
                    "--resume chooses analyses to run")
+    # a lane on another bundle is refused before it runs anything: the results it would keep are the other's
+    before = (results / "runtimes.csv").read_text()
+    one_line_error(capsys, rp.main(["--only", "sigma_distribution", "--bundle", "full", "--results", str(results),
+                                    "--out", str(tmp_path / "out")]),
+                   "holds results of another bundle (pattern_completion: subset")
+    assert (results / "runtimes.csv").read_text() == before
