@@ -31,7 +31,7 @@ from dcnbio.cli import user_errors
 from dcnbio.errors import ConfigError
 from dcnbio.io import prepare_output_dir, write_report, write_text
 from dcnbio.reproduce_run import ANALYSES, SMOKE_ARGS, judge_claims, read_runtimes, recorded_bundles, run_analyses
-from dcnbio.script import DEFAULT_BUNDLE, add_bundle_option, add_compute_option, analysis_parser
+from dcnbio.script import DEFAULT_BUNDLE, add_bundle_option, add_compute_option, analysis_parser, say
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -53,10 +53,6 @@ def build_parser():
     add_bundle_option(p, DEFAULT_BUNDLE)
     add_compute_option(p)
     return p
-
-
-def log(msg):
-    print(msg, flush=True)
 
 
 @user_errors
@@ -86,11 +82,11 @@ def main(argv=None):
                           f"{sorted(set(other.values()))[0]} or rerun those analyses")
     if args.run:
         run_analyses(results, 2 if args.smoke else args.n_images, SMOKE_ARGS if args.smoke else None, args.only,
-                     repo=REPO, log=log, bundle=args.bundle, compute=args.compute, resume=args.resume)
+                     repo=REPO, log=say, bundle=args.bundle, compute=args.compute, resume=args.resume)
     runtimes = read_runtimes(results)
     pending = [a for a in ANALYSES if a not in runtimes.index]
     if args.only and pending:  # a lane's share is done; another lane's is not (yet)
-        log(f"ran {', '.join(args.only)}; not finished in {results}: {', '.join(pending)} — run those (--only, "
+        say(f"ran {', '.join(args.only)}; not finished in {results}: {', '.join(pending)} — run those (--only, "
             "another lane), then judge with --no-run")
         return 0
     table = judge_claims(results, REPO, args.bundle)
@@ -98,8 +94,8 @@ def main(argv=None):
     write_report(claims_report(table, runtimes, results, bundle=args.bundle), out)
     write_text(out / "claims.csv", table.to_csv())
     for name, r in table.iterrows():
-        log(f"  {r['verdict']:<24.24} {name}")
-    log(f"wrote report.md/.tex and claims.csv to {out} in {time.time() - start:.0f} s")
+        say(f"  {r['verdict']:<24.24} {name}")
+    say(f"wrote report.md/.tex and claims.csv to {out} in {time.time() - start:.0f} s")
     return 0
 
 

@@ -25,7 +25,6 @@ images per class, log x, mean ± SD; the paper's table beside it), ``report.md``
 """
 import sys
 import time
-from functools import partial
 from pathlib import Path
 
 from dcnbio.plots import plot_small_data
@@ -34,7 +33,7 @@ from dcnbio.reports.small_data_report import compute_small_data, evaluate_runs, 
 from dcnbio.cli import user_errors
 from dcnbio.io import prepare_output_dir, save_dataset, save_figure, write_report
 from dcnbio.script import (BUNDLES, analysis_parser, check_small_data_options, find_small_data_runs,
-                           load_eval_images, load_small_data_runs, select_small_data_runs)
+                           load_eval_images, load_small_data_runs, say, select_small_data_runs)
 from dcnbio.train.grid import DEFAULT_EPOCHS_BUDGET, RECIPES, plan_runs, recipe_differences, train_missing
 
 REPO = Path(__file__).resolve().parents[1]
@@ -42,7 +41,6 @@ RUNS_DIR = "data/checkpoints/small-data"
 DEFAULT_PATTERN = "<bundle>/small-data/*/n*/seed*/last.pt"
 DEFAULT_SIZES = (10, 20, 50)
 DEFAULT_SEEDS = (1, 2, 3)
-log = partial(print, flush=True)
 
 
 def build_parser():
@@ -93,23 +91,23 @@ def main(argv=None):
     out = Path(prepare_output_dir(args.out, overwrite=args.overwrite))
     if plan is not None:
         t0 = time.time()
-        paths = train_missing(plan, log=log)
-        log(f"training done in {time.time() - t0:.0f} s")
+        paths = train_missing(plan, log=say)
+        say(f"training done in {time.time() - t0:.0f} s")
         runs, skipped = load_small_data_runs(paths, explicit=True, repo=REPO, compute=args.compute)
     # a selection of the bundled set; the runs of --train and --checkpoint are taken whole
     keep = {} if explicit else dict(models=args.models, sizes=args.sizes, seeds=args.seeds)
     runs, dataset = select_small_data_runs(runs, skipped=skipped, **keep)
     images, labels, indices, _ = load_eval_images(dataset, split="test", n_images=args.n_images, root=args.data_root)
     records = evaluate_runs([(model, run) for model, _, run in runs], images, labels,
-                            batch_size=args.eval_batch_size, log=log)
+                            batch_size=args.eval_batch_size, log=say)
     study = compute_small_data(records, dataset=dataset, indices=indices, eval_batch_size=args.eval_batch_size,
                                differences=recipe_differences([run["train_config"] for *_, run in runs]))
     save_dataset(study.results, out / "small_data.nc", overwrite=args.overwrite)
     save_figure(plot_small_data(study.table, study.fit), out / "small_data.png", dpi=120)
     write_report(small_data_report(study, records, source=source, skipped=skipped), out)
 
-    log("\n" + "\n".join(summary_lines(study)))
-    log(f"wrote small_data.nc, small_data.png and report.md/.tex to {out} in {time.time() - start:.1f} s")
+    say("\n" + "\n".join(summary_lines(study)))
+    say(f"wrote small_data.nc, small_data.png and report.md/.tex to {out} in {time.time() - start:.1f} s")
     return 0
 
 

@@ -23,7 +23,7 @@ import sys
 import time
 from pathlib import Path
 
-from dcnbio.script import add_eval_options, analysis_parser, eval_data, open_runs
+from dcnbio.script import add_eval_options, analysis_parser, eval_data, open_runs, say
 from dcnbio.extract.solver_audit import (DEFAULT_FIXED_STEPS, DEFAULT_TOLERANCES, assess_solver_independence,
                                           compute_solver_audit, solver_grid)
 from dcnbio.plots import plot_solver_audit
@@ -50,10 +50,6 @@ def build_parser():
     p.add_argument("--threshold", type=float, default=0.01,
                    help="largest accepted accuracy change under refinement (fraction)")
     return p
-
-
-def log(msg):
-    print(msg, flush=True)
 
 
 @user_errors
@@ -84,7 +80,7 @@ def main(argv=None):
                          "solver_independent": int(v["solver_independent"]),
                          "max_refinement_shift": v["max_refinement_shift"]})
         results[label] = ds
-        log(f"{label}: {len(grid) + 1} settings on {images.shape[0]} images in {time.time() - t0:.1f} s")
+        say(f"{label}: {len(grid) + 1} settings on {images.shape[0]} images in {time.time() - t0:.1f} s")
     save_results(results, out / "solver_audit.nc", overwrite=args.overwrite)
     save_figure(plot_solver_audit(results), out / "solver_audit.png", dpi=120)
 
@@ -95,11 +91,11 @@ def main(argv=None):
     for label, v in verdicts.items():
         ds = results[label]
         own = float(ds["accuracy"].values[0])
-        log(f"  {label}: own {100 * own:.1f}% (NFE {float(ds['nfe_total'].values[0]):.0f}); largest refinement shift "
+        say(f"  {label}: own {100 * own:.1f}% (NFE {float(ds['nfe_total'].values[0]):.0f}); largest refinement shift "
             f"{100 * v['max_refinement_shift']:.2f} pp ({v['worst_refinement']}) -> "
             f"{'solver-independent' if v['solver_independent'] else 'NOT solver-independent'}"
             f"{'' if v['reference_converged'] in (True, None) else ' (reference not converged)'}")
-    log(f"  wrote solver_audit.nc, solver_audit.png and report.md/.tex to {out} in {time.time() - start:.1f} s")
+    say(f"  wrote solver_audit.nc, solver_audit.png and report.md/.tex to {out} in {time.time() - start:.1f} s")
     return 0
 
 
