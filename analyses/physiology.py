@@ -30,7 +30,7 @@ from dcnbio.core.stimuli import stimulus_grid
 from dcnbio.plots import plot_latency_contrast, plot_property_histograms, plot_tuning_examples
 from dcnbio.reports.report import physiology_report
 from dcnbio.extract.responses import grating_responses
-from dcnbio.cli import user_errors
+from dcnbio.cli import say, user_errors
 from dcnbio.io import open_results, prepare_output_dir, save_figure, save_results, save_shards, write_report
 from dcnbio.script import (analysis_parser, dataset_of, fresh_or_resumed, load_tuning_references, open_runs,
                            with_init)
@@ -96,8 +96,8 @@ def main(argv=None):
         per_run.append((model.config.name, (info.get("train_config") or {}).get("seed", 0), state, props))
         if state == "trained":
             examples.setdefault(model.config.name, props)
-        print(f"{label} ({state}): {resp.sizes['unit']} units, {int(props.responsive.sum())} responsive, "
-              f"{time.time() - t0:.0f} s", flush=True)
+        say(f"{label} ({state}): {resp.sizes['unit']} units, {int(props.responsive.sum())} responsive, "
+            f"{time.time() - t0:.0f} s")
     stacked = study.stack_runs(per_run)
     save_results(stacked, out / "properties.nc", overwrite=True)
     tables = study.summarize(stacked, refs)

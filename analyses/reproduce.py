@@ -27,11 +27,11 @@ import time
 from pathlib import Path
 
 from dcnbio.reports.claims import claims_report
-from dcnbio.cli import user_errors
+from dcnbio.cli import say, user_errors
 from dcnbio.errors import ConfigError
 from dcnbio.io import prepare_output_dir, write_report, write_text
 from dcnbio.reproduce_run import ANALYSES, SMOKE_ARGS, judge_claims, read_runtimes, recorded_bundles, run_analyses
-from dcnbio.script import DEFAULT_BUNDLE, add_bundle_option, add_compute_option, analysis_parser, say
+from dcnbio.script import DEFAULT_BUNDLE, add_bundle_option, add_compute_option, analysis_parser
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -30,10 +30,10 @@ from pathlib import Path
 from dcnbio.plots import plot_small_data
 from dcnbio.stats.small_data import MODEL_ORDER
 from dcnbio.reports.small_data_report import compute_small_data, evaluate_runs, small_data_report, summary_lines
-from dcnbio.cli import user_errors
+from dcnbio.cli import say, user_errors
 from dcnbio.io import prepare_output_dir, save_dataset, save_figure, write_report
 from dcnbio.script import (BUNDLES, analysis_parser, check_small_data_options, find_small_data_runs,
-                           load_eval_images, load_small_data_runs, say, select_small_data_runs)
+                           load_eval_images, load_small_data_runs, select_small_data_runs)
 from dcnbio.train.grid import DEFAULT_EPOCHS_BUDGET, RECIPES, plan_runs, recipe_differences, train_missing
 
 REPO = Path(__file__).resolve().parents[1]

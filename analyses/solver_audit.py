@@ -23,12 +23,12 @@ import sys
 import time
 from pathlib import Path
 
-from dcnbio.script import add_eval_options, analysis_parser, eval_data, open_runs, say
+from dcnbio.script import add_eval_options, analysis_parser, eval_data, open_runs
 from dcnbio.extract.solver_audit import (DEFAULT_FIXED_STEPS, DEFAULT_TOLERANCES, assess_solver_independence,
                                           compute_solver_audit, solver_grid)
 from dcnbio.plots import plot_solver_audit
 from dcnbio.reports.solver_audit_report import solver_audit_report
-from dcnbio.cli import user_errors
+from dcnbio.cli import say, user_errors
 from dcnbio.errors import ConfigError
 from dcnbio.io import save_figure, write_report
 from dcnbio.io import prepare_output_dir, save_results

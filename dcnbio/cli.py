@@ -26,6 +26,12 @@ SUBCOMMANDS = {
 }
 
 
+def say(*parts):
+    """Print one progress line at once (flushed): a command run in a lane with its output in a log file shows
+    each line as it happens, not when the buffer fills."""
+    print(*parts, flush=True)
+
+
 def user_errors(main):
     """Decorator for ``main(argv) -> int``: DcnbioError → one line on stderr, exit status 2; the directory locks
     the command took are released when it returns."""

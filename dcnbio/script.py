@@ -71,12 +71,6 @@ def analysis_parser(name, doc, models=None, *, what="checkpoint(s)", out=None, e
     return p
 
 
-def say(*parts):
-    """Print one progress line at once (flushed): a script run in a lane with its output in a log file shows
-    each line as it happens, not when the buffer fills."""
-    print(*parts, flush=True)
-
-
 def add_bundle_option(p, default=DEFAULT_BUNDLE):
     """Add ``--bundle`` (one of :data:`BUNDLES`): the bundle of trained runs the default checkpoints come from."""
     p.add_argument("--bundle", choices=list(BUNDLES), default=default,

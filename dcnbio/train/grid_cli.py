@@ -14,7 +14,7 @@ continues.  The grid of the full-data bundle, one lane per core::
 import argparse
 import sys
 
-from ..cli import user_errors
+from ..cli import say, user_errors
 from .grid import DEFAULT_EPOCHS_BUDGET, RECIPES, plan_runs, train_missing
 
 
@@ -46,7 +46,7 @@ def main(argv=None):
     plan = plan_runs(args.runs_dir, args.models, args.sizes, args.seeds, recipe=args.recipe, width=args.width,
                      epochs_budget=args.epochs_budget, batch_size=args.batch_size, data_root=args.data_root)
     plan = [(dataclasses.replace(config, save_every=args.save_every), d, state) for config, d, state in plan]
-    train_missing(plan, log=lambda *a: print(*a, flush=True), quiet=args.quiet)
+    train_missing(plan, log=say, quiet=args.quiet)
     return 0
 
 
