@@ -34,8 +34,7 @@ from dcnbio.extract.contrast import (CONDITIONS, DEFAULT_CONTRASTS, check_contra
                                       compute_rescaling_check)
 from dcnbio.plots import plot_contrast
 from dcnbio.reports.contrast_report import contrast_report, summary_lines
-from dcnbio.cli import user_errors
-from dcnbio.errors import ConfigError
+from dcnbio.cli import at_least, user_errors
 from dcnbio.io import prepare_output_dir, save_figure, save_results, write_report
 
 REPO = Path(__file__).resolve().parents[1]
@@ -50,7 +49,7 @@ def build_parser():
     p.add_argument("--first-step", type=float, default=None, metavar="FRACTION",
                    help="initial step of adaptive solvers as a fraction of each block's interval, in every condition "
                         "(default: torchdiffeq's heuristic, which is not scale-covariant)")
-    p.add_argument("--n-check", type=int, default=32,
+    p.add_argument("--n-check", type=at_least(0), default=32,
                    help="images for the rescaling check (f scale-freeness, h_c(cT) = c h(T)); 0 skips it")
     return p
 
@@ -58,8 +57,6 @@ def build_parser():
 @user_errors
 def main(argv=None):
     args = build_parser().parse_args(argv)
-    if args.n_images < 1 or args.batch_size < 1 or args.n_check < 0:
-        raise ConfigError("--n-images and --batch-size must be >= 1 and --n-check >= 0")
     contrasts = check_contrasts(args.contrast)
     start = time.time()
     runs, missing = open_runs(args, MODELS, REPO, analysis="contrast", require_ode=True)

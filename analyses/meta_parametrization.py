@@ -33,8 +33,7 @@ from dcnbio.script import add_eval_options, analysis_parser, eval_data, open_run
 from dcnbio.extract.meta import META_MODELS, compute_meta_curves
 from dcnbio.plots import plot_meta_curves
 from dcnbio.reports.meta_report import meta_report
-from dcnbio.cli import user_errors
-from dcnbio.errors import ConfigError
+from dcnbio.cli import at_least, user_errors
 from dcnbio.io import save_figure, write_report
 from dcnbio.io import prepare_output_dir, save_results
 
@@ -50,15 +49,13 @@ def build_parser():
     p = analysis_parser("meta_parametrization", __doc__, MODELS, what="meta-parametrized checkpoint(s)")
     add_eval_options(p, n_images=1000, n_images_help="first N images of the evaluation split (accuracy)",
                      batch_help="images per solve")
-    p.add_argument("--n-times", type=int, default=41, help="points of the grid over [0, T]")
+    p.add_argument("--n-times", type=at_least(2), default=41, help="points of the grid over [0, T]")
     return p
 
 
 @user_errors
 def main(argv=None):
     args = build_parser().parse_args(argv)
-    if args.n_images < 1 or args.batch_size < 1 or args.n_times < 2:
-        raise ConfigError("--n-images and --batch-size must be >= 1 and --n-times >= 2")
     start = time.time()
     runs, missing = open_runs(args, MODELS, REPO, analysis="meta-parametrization", make=TRAIN_COMMAND)
     inits = {label: (m, i) for label, state, m, i in with_init(runs) if state == "init"}

@@ -40,7 +40,7 @@ from dcnbio.script import add_eval_options, analysis_parser, eval_data, open_run
 from dcnbio.extract.completion import check_mask_sizes, compute_pattern_completion, mask_fill
 from dcnbio.plots import plot_differences, plot_examples, plot_masked_accuracy
 from dcnbio.reports.completion_report import completion_report, summary_lines
-from dcnbio.cli import user_errors
+from dcnbio.cli import at_least, user_errors
 from dcnbio.errors import ConfigError
 from dcnbio.io import prepare_output_dir, save_figure, save_results, write_report
 
@@ -51,20 +51,18 @@ MODELS = ("dcn-ode", "dcn-sigma-ji", "odenet", "resnet-blocks")
 def build_parser():
     p = analysis_parser("pattern_completion", __doc__, MODELS, what="checkpoint(s) to compare")
     add_eval_options(p, n_images_help="first N images of the evaluation split (1000 for the paper-grade run)")
-    p.add_argument("--masks", type=int, nargs="+", default=[2, 4, 6, 8, 10, 12, 14], help="mask sides n (pixels)")
+    p.add_argument("--masks", type=at_least(0), nargs="+", default=[2, 4, 6, 8, 10, 12, 14], help="mask sides n (pixels)")
     p.add_argument("--fill", choices=("black", "mean"), default="black",
                    help="mask value: a zero pixel (black, the paper's) or the dataset mean (0 in normalised units)")
-    p.add_argument("--n-times", type=int, default=21, help="points of the time grid over [0, T]")
-    p.add_argument("--example-mask", type=int, default=6, help="mask size of the D(t) figure and example panels")
-    p.add_argument("--n-examples", type=int, default=2, help="images shown in the example panels")
+    p.add_argument("--n-times", type=at_least(2), default=21, help="points of the time grid over [0, T]")
+    p.add_argument("--example-mask", type=at_least(0), default=6, help="mask size of the D(t) figure and example panels")
+    p.add_argument("--n-examples", type=at_least(0), default=2, help="images shown in the example panels")
     return p
 
 
 @user_errors
 def main(argv=None):
     args = build_parser().parse_args(argv)
-    if args.n_images < 1 or args.batch_size < 1:
-        raise ConfigError("--n-images and --batch-size must be >= 1")
     start = time.time()
     if args.example_mask not in args.masks:
         raise ConfigError(f"--example-mask {args.example_mask} is not among --masks {args.masks}")

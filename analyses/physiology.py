@@ -30,7 +30,7 @@ from dcnbio.core.stimuli import stimulus_grid
 from dcnbio.plots import plot_latency_contrast, plot_property_histograms, plot_tuning_examples
 from dcnbio.reports.report import physiology_report
 from dcnbio.extract.responses import grating_responses
-from dcnbio.cli import say, user_errors
+from dcnbio.cli import at_least, say, user_errors
 from dcnbio.io import open_results, prepare_output_dir, save_figure, save_results, save_shards, write_report
 from dcnbio.script import (analysis_parser, dataset_of, fresh_or_resumed, load_tuning_references, open_runs,
                            with_init)
@@ -49,14 +49,14 @@ def reference_arg(text):
 def build_parser():
     p = analysis_parser("physiology", __doc__, MODELS)
     p.add_argument("--resume", action="store_true", help="continue a stopped run in --out (finished shards kept)")
-    p.add_argument("--n-sf", type=int, default=10, help="spatial frequencies, log-spaced 0.02-0.45 cycles/pixel")
-    p.add_argument("--n-orientations", type=int, default=8, help="orientations, evenly over 180 degrees")
-    p.add_argument("--n-phases", type=int, default=8, help="phases, evenly over 360 degrees")
+    p.add_argument("--n-sf", type=at_least(3), default=10, help="spatial frequencies, log-spaced 0.02-0.45 cycles/pixel")
+    p.add_argument("--n-orientations", type=at_least(3), default=8, help="orientations, evenly over 180 degrees")
+    p.add_argument("--n-phases", type=at_least(3), default=8, help="phases, evenly over 360 degrees")
     p.add_argument("--contrasts", type=float, nargs="+", default=[0.125, 0.25, 0.5, 1.0],
                    help="Michelson contrasts (>= 4 for the Naka-Rushton fit, >= 3 for latency slopes)")
-    p.add_argument("--n-times", type=int, default=9, help="ODE times per block, evenly over [0, T]")
-    p.add_argument("--sf-per-shard", type=int, default=2, help="spatial frequencies per response shard")
-    p.add_argument("--batch-size", type=int, default=256, help="stimuli per solve")
+    p.add_argument("--n-times", type=at_least(1), default=9, help="ODE times per block, evenly over [0, T]")
+    p.add_argument("--sf-per-shard", type=at_least(1), default=2, help="spatial frequencies per response shard")
+    p.add_argument("--batch-size", type=at_least(1), default=256, help="stimuli per solve")
     p.add_argument("--no-init", action="store_true", help="skip the init.pt control")
     p.add_argument("--reference", nargs="+", type=reference_arg, default=[], metavar="PROPERTY=CSV",
                    help="compare PROPERTY with your own binned V1 histogram (data/reference/ layout); one of "

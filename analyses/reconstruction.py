@@ -37,7 +37,7 @@ from dcnbio.script import analysis_parser, held_out_splits, open_runs
 from dcnbio.extract.reconstruction import compare_models, compute_reconstruction
 from dcnbio.plots import plot_reconstructions
 from dcnbio.reports.reconstruction_report import reconstruction_report, split_attrs, summary_lines
-from dcnbio.cli import user_errors
+from dcnbio.cli import at_least, user_errors
 from dcnbio.errors import ConfigError, DataError
 from dcnbio.io import prepare_output_dir, save_figure, save_results, write_report
 
@@ -47,15 +47,15 @@ MODELS = ("dcn-ode", "odenet", "resnet-blocks")
 
 def build_parser():
     p = analysis_parser("reconstruction", __doc__, MODELS, what="classifier checkpoint(s)")
-    p.add_argument("--n-images", type=int, default=1000, help="first N images of the validation split (evaluation)")
-    p.add_argument("--n-train", type=int, default=512, help="first N images of the training split (decoder training)")
-    p.add_argument("--steps", type=int, default=120, help="decoder SGD steps")
-    p.add_argument("--batch-size", type=int, default=32, help="images per decoder step")
+    p.add_argument("--n-images", type=at_least(1), default=1000, help="first N images of the validation split (evaluation)")
+    p.add_argument("--n-train", type=at_least(1), default=512, help="first N images of the training split (decoder training)")
+    p.add_argument("--steps", type=at_least(1), default=120, help="decoder SGD steps")
+    p.add_argument("--batch-size", type=at_least(1), default=32, help="images per decoder step")
     p.add_argument("--lr", type=float, default=0.1, help="decoder learning rate (SGD, momentum 0.9; x0.1 at 50%% "
                                                          "and 80%% of the steps)")
-    p.add_argument("--seed", type=int, default=0, help="decoder initialisation and batch order")
-    p.add_argument("--eval-batch-size", type=int, default=128, help="images per encoder/decoder forward pass")
-    p.add_argument("--n-examples", type=int, default=8, help="validation images whose reconstructions are kept")
+    p.add_argument("--seed", type=at_least(0), default=0, help="decoder initialisation and batch order")
+    p.add_argument("--eval-batch-size", type=at_least(1), default=128, help="images per encoder/decoder forward pass")
+    p.add_argument("--n-examples", type=at_least(0), default=8, help="validation images whose reconstructions are kept")
     p.add_argument("--data-root", default=None, help="dataset directory (default: the standard places)")
     return p
 
@@ -63,10 +63,6 @@ def build_parser():
 @user_errors
 def main(argv=None):
     args = build_parser().parse_args(argv)
-    for flag, low in (("n_images", 1), ("n_train", 1), ("steps", 1), ("batch_size", 1), ("eval_batch_size", 1),
-                      ("n_examples", 0)):
-        if getattr(args, flag) < low:
-            raise ConfigError(f"--{flag.replace('_', '-')} must be >= {low}, got {getattr(args, flag)}")
     if not (np.isfinite(args.lr) and args.lr > 0):
         raise ConfigError(f"--lr must be a number > 0, got {args.lr:g}")
     start = time.time()

@@ -27,7 +27,7 @@ import time
 from pathlib import Path
 
 from dcnbio.reports.claims import claims_report
-from dcnbio.cli import say, user_errors
+from dcnbio.cli import at_least, say, user_errors
 from dcnbio.errors import ConfigError
 from dcnbio.io import prepare_output_dir, write_report, write_text
 from dcnbio.reproduce_run import ANALYSES, SMOKE_ARGS, judge_claims, read_runtimes, recorded_bundles, run_analyses
@@ -40,7 +40,7 @@ def build_parser():
     p = analysis_parser("reproduce", __doc__, out="results/reproduction")
     p.add_argument("--no-run", dest="run", action="store_false",
                    help="do not run the analyses; judge the results already in --results")
-    p.add_argument("--n-images", type=int, default=500,
+    p.add_argument("--n-images", type=at_least(1), default=500,
                    help="test images of pattern_completion, contrast and solver_audit (the paper-grade N)")
     p.add_argument("--smoke", action="store_true",
                    help="run every analysis on a few images (with --n-images 2): checks the pipeline, not the paper")
@@ -58,8 +58,6 @@ def build_parser():
 @user_errors
 def main(argv=None):
     args = build_parser().parse_args(argv)
-    if args.n_images < 1:
-        raise ConfigError("--n-images must be >= 1")
     start = time.time()
     results = Path(args.results)
     out = Path(args.out)

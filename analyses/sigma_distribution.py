@@ -33,8 +33,7 @@ import time
 from pathlib import Path
 
 from dcnbio.reports.sigma_report import sigma_report
-from dcnbio.cli import user_errors
-from dcnbio.errors import ConfigError
+from dcnbio.cli import at_least, user_errors
 from dcnbio.io import load_v1_reference, prepare_output_dir, save_dataset, save_figure, write_report
 from dcnbio.script import analysis_parser, bundle_patterns, load_sigma_study
 from dcnbio.script import resolve_checkpoints as resolve_defaults
@@ -46,8 +45,8 @@ MODELS = ("dcn-sigma-ji",)
 def build_parser():
     p = analysis_parser("sigma_distribution", __doc__, MODELS, what="trained checkpoint(s), one per seed",
                         evaluates=False, bundle="full")
-    p.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples for confidence intervals")
-    p.add_argument("--seed", type=int, default=0, help="seed of the bootstrap")
+    p.add_argument("--n-boot", type=at_least(1), default=1000, help="bootstrap resamples for confidence intervals")
+    p.add_argument("--seed", type=at_least(0), default=0, help="seed of the bootstrap")
     return p
 
 
@@ -62,8 +61,6 @@ def resolve_checkpoints(paths, bundle):
 @user_errors
 def main(argv=None):
     args = build_parser().parse_args(argv)
-    if args.n_boot < 1:
-        raise ConfigError("--n-boot must be >= 1")
     start = time.time()
     ds, inputs = load_sigma_study(resolve_checkpoints(args.checkpoint, args.bundle))  # before any output exists
     out = Path(prepare_output_dir(args.out, overwrite=args.overwrite))

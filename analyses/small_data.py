@@ -30,7 +30,7 @@ from pathlib import Path
 from dcnbio.plots import plot_small_data
 from dcnbio.stats.small_data import MODEL_ORDER
 from dcnbio.reports.small_data_report import compute_small_data, evaluate_runs, small_data_report, summary_lines
-from dcnbio.cli import say, user_errors
+from dcnbio.cli import at_least, say, user_errors
 from dcnbio.io import prepare_output_dir, save_dataset, save_figure, write_report
 from dcnbio.script import (BUNDLES, analysis_parser, check_small_data_options, find_small_data_runs,
                            load_eval_images, load_small_data_runs, select_small_data_runs)
@@ -58,11 +58,11 @@ def build_parser():
     p.add_argument("--recipe", choices=RECIPES, default="budget", help="training recipe of the grid (--train): "
                    "budget = equal image passes; plateau = until the training loss plateaus (dcnbio.train.grid)")
     p.add_argument("--width", type=float, default=0.25, help="width multiplier of trained runs (--train)")
-    p.add_argument("--epochs-budget", type=int, default=DEFAULT_EPOCHS_BUDGET,
+    p.add_argument("--epochs-budget", type=at_least(1), default=DEFAULT_EPOCHS_BUDGET,
                    help="image passes per class of a trained run: epochs = max(1, budget // size) (--train)")
-    p.add_argument("--batch-size", type=int, default=32, help="SGD batch of trained runs (--train)")
-    p.add_argument("--eval-batch-size", type=int, default=128, help="images per evaluation batch")
-    p.add_argument("--n-images", type=int, default=1000, help="first N test images (the same for every run)")
+    p.add_argument("--batch-size", type=at_least(1), default=32, help="SGD batch of trained runs (--train)")
+    p.add_argument("--eval-batch-size", type=at_least(1), default=128, help="images per evaluation batch")
+    p.add_argument("--n-images", type=at_least(1), default=1000, help="first N test images (the same for every run)")
     p.add_argument("--data-root", default=None, help="dataset directory (default: the standard places)")
     return p
 

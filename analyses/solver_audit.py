@@ -28,7 +28,7 @@ from dcnbio.extract.solver_audit import (DEFAULT_FIXED_STEPS, DEFAULT_TOLERANCES
                                           compute_solver_audit, solver_grid)
 from dcnbio.plots import plot_solver_audit
 from dcnbio.reports.solver_audit_report import solver_audit_report
-from dcnbio.cli import say, user_errors
+from dcnbio.cli import at_least, say, user_errors
 from dcnbio.errors import ConfigError
 from dcnbio.io import save_figure, write_report
 from dcnbio.io import prepare_output_dir, save_results
@@ -43,9 +43,9 @@ def build_parser():
     p.add_argument("--tolerances", type=float, nargs="*", default=list(DEFAULT_TOLERANCES),
                    help="rtol = atol of the adaptive solver")
     p.add_argument("--adaptive", default="dopri5", help="adaptive solver of the tolerance sweep")
-    p.add_argument("--rk4-steps", type=int, nargs="*", default=list(DEFAULT_FIXED_STEPS["rk4"]),
+    p.add_argument("--rk4-steps", type=at_least(1), nargs="*", default=list(DEFAULT_FIXED_STEPS["rk4"]),
                    help="rk4 step counts per block (none: skip rk4)")
-    p.add_argument("--euler-steps", type=int, nargs="*", default=list(DEFAULT_FIXED_STEPS["euler"]),
+    p.add_argument("--euler-steps", type=at_least(1), nargs="*", default=list(DEFAULT_FIXED_STEPS["euler"]),
                    help="euler step counts per block (none: skip euler)")
     p.add_argument("--threshold", type=float, default=0.01,
                    help="largest accepted accuracy change under refinement (fraction)")
@@ -55,8 +55,6 @@ def build_parser():
 @user_errors
 def main(argv=None):
     args = build_parser().parse_args(argv)
-    if args.n_images < 1 or args.batch_size < 1:
-        raise ConfigError("--n-images and --batch-size must be >= 1")
     if not 0 < args.threshold < 1:
         raise ConfigError(f"--threshold must be a fraction in (0, 1), got {args.threshold:g}")
     fixed = {k: v for k, v in (("rk4", args.rk4_steps), ("euler", args.euler_steps)) if v}

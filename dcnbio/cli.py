@@ -6,6 +6,7 @@ or over-quota filesystem) are printed as one line on stderr and exit with status
 no traceback is shown for them.  Work stopped by SIGTERM/SIGINT at a safe point
 (:class:`~dcnbio.signals.Preempted`) prints one line and exits with 143/130.
 """
+import argparse
 import errno
 import functools
 import importlib
@@ -30,6 +31,32 @@ def say(*parts):
     """Print one progress line at once (flushed): a command run in a lane with its output in a log file shows
     each line as it happens, not when the buffer fills."""
     print(*parts, flush=True)
+
+
+def at_least(low):
+    """An argparse ``type``: an integer >= ``low``, else a usage error naming the option.
+
+    Counts are checked where they are parsed, before a script loads a model or creates its output directory, so
+    a bad count never leaves a half-made result behind.
+
+    >>> p = argparse.ArgumentParser(); _ = p.add_argument("--n", type=at_least(1))
+    >>> p.parse_args(["--n", "3"]).n
+    3
+    >>> at_least(1)("0")
+    Traceback (most recent call last):
+    argparse.ArgumentTypeError: must be an integer >= 1, got 0
+    """
+    def parse(text):
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be an integer >= {low}, got {text!r}") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"must be an integer >= {low}, got {value}")
+        return value
+
+    parse.__name__ = f"integer >= {low}"
+    return parse
 
 
 def user_errors(main):

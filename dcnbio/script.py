@@ -11,6 +11,7 @@ import os
 
 import numpy as np
 
+from .cli import at_least
 from .train.checkpoint import COMPUTE_PATHS, load_checkpoint
 from .train.data import dataset_info, load_dataset
 from .errors import CheckpointError, ConfigError
@@ -96,9 +97,9 @@ def add_compute_option(p):
 
 def add_eval_options(p, *, n_images=100, n_images_help=None, batch_help="images per solve (NFE are per batch)"):
     """Add the evaluation-image options: ``--n-images``, ``--batch-size`` (128), ``--split``, ``--data-root``."""
-    p.add_argument("--n-images", type=int, default=n_images,
+    p.add_argument("--n-images", type=at_least(1), default=n_images,
                    help=n_images_help or "first N images of the evaluation split")
-    p.add_argument("--batch-size", type=int, default=128, help=batch_help)
+    p.add_argument("--batch-size", type=at_least(1), default=128, help=batch_help)
     p.add_argument("--split", choices=("test", "val"), default="test", help="evaluation split")
     p.add_argument("--data-root", default=None, help="dataset directory (default: the standard places)")
     return p

@@ -301,6 +301,31 @@ def test_bad_inputs_exit_2_with_one_line(scripts, ckpts, tmp_path, capsys, name,
     assert not (tmp_path / "out").exists()  # nothing written for a rejected input
 
 
+@pytest.mark.parametrize("name,argv,match", [
+    ("physiology", ["--n-times", 0], "--n-times: must be an integer >= 1, got 0"),
+    ("physiology", ["--sf-per-shard", 0], "--sf-per-shard: must be an integer >= 1, got 0"),
+    ("physiology", ["--batch-size", 0], "--batch-size: must be an integer >= 1, got 0"),
+    ("physiology", ["--n-sf", 2], "--n-sf: must be an integer >= 3, got 2"),
+    ("sigma_distribution", ["--seed", -1], "--seed: must be an integer >= 0, got -1"),
+    ("sigma_distribution", ["--n-boot", 0], "--n-boot: must be an integer >= 1, got 0"),
+    ("meta_parametrization", ["--n-times", 1], "--n-times: must be an integer >= 2, got 1"),
+    ("contrast", ["--n-check", -1], "--n-check: must be an integer >= 0, got -1"),
+    ("contrast", ["--batch-size", "2.5"], "--batch-size: must be an integer >= 1, got '2.5'"),
+    ("solver_audit", ["--rk4-steps", 4, 0], "--rk4-steps: must be an integer >= 1, got 0"),
+    ("pattern_completion", ["--n-times", 1], "--n-times: must be an integer >= 2, got 1"),
+    ("pattern_completion", ["--masks", -2], "--masks: must be an integer >= 0, got -2"),
+    ("small_data", ["--n-images", 0], "--n-images: must be an integer >= 1, got 0"),
+    ("reconstruction", ["--eval-batch-size", 0], "--eval-batch-size: must be an integer >= 1, got 0"),
+])
+def test_counts_are_checked_before_anything_is_loaded_or_written(tmp_path, capsys, name, argv, match):
+    """A bad count is a usage error of the parser: one line, exit 2, no output directory (physiology used to
+    write params.json and responses/ before its solver rejected --n-times 0 or --batch-size 0, and
+    sigma_distribution wrote sigma.nc before the bootstrap rejected --seed -1 with a traceback)."""
+    rc, _, err = run(load_script(name), argv + ["--out", tmp_path / "out"], capsys)
+    assert_one_line_error(rc, err, "argument " + match)
+    assert not (tmp_path / "out").exists()
+
+
 def test_existing_output_directory_needs_overwrite(scripts, ckpts, tmp_path, capsys):
     out = tmp_path / "out"
     out.mkdir()

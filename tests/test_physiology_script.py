@@ -81,6 +81,6 @@ def test_bad_grid_is_one_line(script, tmp_path, capsys):
     rc = script.main(["--checkpoint", CKPTS[0], "--out", str(tmp_path / "o"), "--reference", "peak=x.csv"])
     assert rc == 2 and "expected PROPERTY=CSV with PROPERTY one of" in capsys.readouterr().err
     rc = script.main(["--checkpoint", CKPTS[0], "--out", str(tmp_path / "o"), "--n-phases", "2"])
-    assert rc == 2 and "needs >= 3" in capsys.readouterr().err
+    assert rc == 2 and "argument --n-phases: must be an integer >= 3, got 2" in capsys.readouterr().err
     rc = script.main(["--checkpoint", CKPTS[0], "--out", str(tmp_path / "o"), "--contrasts", "1.5"])
     assert rc == 2 and "Michelson contrast must lie in (0, 1]" in capsys.readouterr().err

@@ -352,11 +352,11 @@ def odd_checkpoints(tmp_path_factory):
 
 
 @pytest.mark.parametrize("argv,match", [
-    (["--checkpoint", "ok", "--n-images", 0], "--n-images must be >= 1"),
-    (["--checkpoint", "ok", "--steps", 0], "--steps must be >= 1"),
+    (["--checkpoint", "ok", "--n-images", 0], "argument --n-images: must be an integer >= 1, got 0"),
+    (["--checkpoint", "ok", "--steps", 0], "argument --steps: must be an integer >= 1, got 0"),
     (["--checkpoint", "ok", "--lr", -1], "--lr must be a number > 0"),
-    (["--checkpoint", "ok", "--n-examples", -1], "--n-examples must be >= 0"),
-    (["--checkpoint", "ok", "--steps", "x"], "invalid int value"),
+    (["--checkpoint", "ok", "--n-examples", -1], "argument --n-examples: must be an integer >= 0, got -1"),
+    (["--checkpoint", "ok", "--steps", "x"], "argument --steps: must be an integer >= 1, got 'x'"),
     (["--checkpoint", "nosplit"], "does not record its validation split"),
     (["--checkpoint", "noval"], "without a validation split"),
     (["--checkpoint", "missing"], "missing.pt"),
