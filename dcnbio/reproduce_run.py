@@ -230,7 +230,7 @@ def judge_claims(results, repo, bundle=DEFAULT_BUNDLE):
     DataError
         An analysis's results are missing (naming the script to run) or cannot be judged.
     """
-    finals = {f"{model}-{seed}": pd.read_json(path.parent / "final.json", typ="series")
+    finals = {(model, f"{model}-{seed}"): pd.read_json(path.parent / "final.json", typ="series")
               for model in claims.PARAMETER_MODELS for seed, path in bundled(repo, model, bundle)}
     rows = claims.parameter_claims(finals)
     runs = {f"dcn-ode-{seed}": (load_checkpoint(path), load_checkpoint(path.parent / "init.pt"))

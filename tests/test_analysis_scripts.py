@@ -105,8 +105,8 @@ def test_pattern_completion(scripts, ckpts, fmnist, tmp_path, capsys):
     assert list(results["dcn-ode-seed1"]["time"].values) == [0.0, 1.0, 2.0]
     values = run_values(results, 6)  # one value per run, pooled by model
     d = results["dcn-ode-seed1"]["D_mean"].sel(mask=6, block="block1", normalizer="amplitude_0").values
-    assert values["block1 D(end)/D(0), amplitude_0"]["dcn-ode-seed1"] == pytest.approx(d[-1] / d[0])
-    assert values["accuracy n=6 (%)"]["resnet-blocks-seed1"] == pytest.approx(
+    assert values["block1 D(end)/D(0), amplitude_0"][("dcn-ode", "dcn-ode-seed1")] == pytest.approx(d[-1] / d[0])
+    assert values["accuracy n=6 (%)"][("resnet-blocks", "resnet-blocks-seed1")] == pytest.approx(
         100 * float(results["resnet-blocks-seed1"]["accuracy"].sel(mask=6)))
     report = (out / "report.md").read_text()
     assert "Accuracy (%) against mask size n" in report and "| dcn-ode-seed1 / block1 |" in report
@@ -161,10 +161,10 @@ def test_contrast(scripts, ckpts, fmnist, tmp_path, capsys):
     assert "The paper's claim" in report and "identity_error" in report and "heuristic" in report
     values = contrast_run_values(results)  # one value per run: NFE ratio to c = 1, accuracy change
     nfe = results["odenet-seed1"]["nfe_total"].sel(condition="all-blocks")
-    assert values[("NFE ratio", "all-blocks", 0.25)]["odenet-seed1"] == pytest.approx(
+    assert values[("NFE ratio", "all-blocks", 0.25)][("odenet", "odenet-seed1")] == pytest.approx(
         float(nfe.sel(contrast=0.25)) / float(nfe.sel(contrast=1.0)))
     ds = results["dcn-ode-seed1"]
-    assert values[("accuracy change (pp)", "naive", 0.25)]["dcn-ode-seed1"] == pytest.approx(
+    assert values[("accuracy change (pp)", "naive", 0.25)][("dcn-ode", "dcn-ode-seed1")] == pytest.approx(
         100 * (float(ds["accuracy"].sel(condition="naive", contrast=0.25)) - ds.attrs["accuracy_unchanged"]))
     assert "## Across training runs" in report and "| all-blocks / odenet | NFE ratio | 0.25 | 1 |" in report
     assert "dcn-ode-seed1: c=1" in printed and "at c=0.25: naive" in printed

@@ -332,7 +332,7 @@ def test_script_on_the_bundled_checkpoints(tmp_path, capsys):
     assert (out / "report.tex").exists()
     assert "dcn-ode-seed1 vs odenet-seed1" in printed
     per_run = run_values(results)  # pooled over seeds per model in the report
-    assert per_run["odenet-seed1"] == pytest.approx(float(results["odenet-seed1"]["mse"].mean()))
+    assert per_run[("odenet", "odenet-seed1")] == pytest.approx(float(results["odenet-seed1"]["mse"].mean()))
     assert "## Across training runs" in report
     for m in MODELS:
         assert f"| {m} | {sum(label.startswith(m + '-seed') for label in bundled)} |" in report

@@ -41,7 +41,7 @@ def test_t_interval_matches_scipy():
 
 def planted(values):
     """Run values: ``{model: [v1, v2, ...]}`` → the against_reference table."""
-    return against_reference(pd.Series({f"{m}-seed{k}": v for m, vs in values.items() for k, v in enumerate(vs)}), 0.0)
+    return against_reference({(m, f"{m}-seed{k}"): v for m, vs in values.items() for k, v in enumerate(vs)}, 0.0)
 
 
 def test_direction_verdict():
@@ -59,8 +59,8 @@ def test_direction_verdict():
 
 
 def test_dcn_differences_take_the_sign_of_dcn_minus_other():
-    values = pd.Series({"odenet-seed1": 1.0, "odenet-seed2": 1.2, "dcn-ode-seed1": 0.5, "dcn-ode-seed2": 0.7,
-                        "resnet-blocks-seed1": 2.0, "resnet-blocks-seed2": 2.1})
+    values = {(m, f"{m}-seed{k}"): v for m, vs in (("odenet", (1.0, 1.2)), ("dcn-ode", (0.5, 0.7)),
+                                                   ("resnet-blocks", (2.0, 2.1))) for k, v in enumerate(vs)}
     diffs = dict((o, (d, p)) for o, d, p in claims.dcn_differences(compare_models(values)))
     assert set(diffs) == {"odenet", "resnet-blocks"}
     assert diffs["odenet"][0] == pytest.approx(0.6 - 1.1) and diffs["resnet-blocks"][0] == pytest.approx(0.6 - 2.05)

@@ -5,42 +5,51 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from dcnbio.stats.runs import against_reference, compare_models, model_of, pool_runs
+from dcnbio.stats.runs import against_reference, compare_models, pool_runs, run_model, run_series
 from dcnbio.errors import ConfigError
 
 
-def test_model_of_strips_only_a_trailing_seed():
-    assert model_of("dcn-ode-seed3") == "dcn-ode"
-    assert model_of("dcn-sigma-ji-seed12") == "dcn-sigma-ji"
-    assert model_of("dcn-ode-seed1-init") == "dcn-ode-seed1-init"  # an init control is not a run of dcn-ode
-    assert model_of("my-model") == "my-model"
+def runs(values):
+    """``{label: v}`` with labels ``<model>:<k>`` → run values keyed by (model, label) (the test's own layout)."""
+    return {(label.split(":")[0], label): v for label, v in values.items()}
+
+
+def test_the_model_comes_from_the_provenance_and_an_init_control_is_its_own_model():
+    assert run_model({"model_name": "dcn-sigma-ji", "checkpoint_kind": "best"}) == "dcn-sigma-ji"
+    assert run_model({"model_name": "dcn-ode", "checkpoint_kind": "init"}) == "dcn-ode (init)"
+    assert run_model({"model_name": "my-seed7-model"}) == "my-seed7-model"  # nothing is parsed out of a name
+    with pytest.raises(ConfigError, match="model_name"):
+        run_model({"checkpoint_kind": "last"})
+    values = {("dcn-ode", "r1"): 1.0, ("dcn-ode", "r2"): 3.0, ("dcn-ode (init)", "r1-init"): 10.0}
+    pooled = pool_runs(values)
+    assert list(pooled.index) == ["dcn-ode", "dcn-ode (init)"] and pooled.loc["dcn-ode", "mean"] == 2.0
 
 
 def test_pool_runs_hand_computed():
-    values = {"a-seed1": 1.0, "a-seed2": 2.0, "a-seed3": 3.0, "b-seed1": 5.0, "b-seed2": np.nan}
+    values = runs({"a:1": 1.0, "a:2": 2.0, "a:3": 3.0, "b:1": 5.0, "b:2": np.nan})
     pooled = pool_runs(values)
     assert list(pooled.index) == ["a", "b"]
     assert pooled.loc["a", "n_runs"] == 3 and pooled.loc["a", "mean"] == 2.0 and pooled.loc["a", "sd"] == 1.0
     assert (pooled.loc["a", "min"], pooled.loc["a", "max"]) == (1.0, 3.0)
     assert pooled.loc["b", "n_runs"] == 1 and math.isnan(pooled.loc["b", "sd"])  # NaN run dropped, one left
-    assert pooled.loc["b", "runs"] == "b-seed1"
+    assert pooled.loc["b", "runs"] == "b:1"
 
 
 def test_one_sample_test_matches_the_t_distribution_with_two_degrees_of_freedom():
     # x = 1, 2, 3 against 0: t = mean / (sd / sqrt n) = 2 sqrt 3; with 2 df, P(|T| > t) = 1 - t / sqrt(t^2 + 2).
-    res = against_reference(pd.Series({"a-seed1": 1.0, "a-seed2": 2.0, "a-seed3": 3.0, "b-seed1": 4.0}))
+    res = against_reference(run_series(runs({"a:1": 1.0, "a:2": 2.0, "a:3": 3.0, "b:1": 4.0})))
     t = 2 * math.sqrt(3)
     assert res.loc["a", "t"] == pytest.approx(t) and res.loc["a", "df"] == 2
     assert res.loc["a", "p"] == pytest.approx(1 - t / math.sqrt(t * t + 2))
     assert math.isnan(res.loc["b", "p"])  # one run: no test
-    shifted = against_reference({"a-seed1": 1.0, "a-seed2": 2.0, "a-seed3": 3.0}, reference=2.0)
+    shifted = against_reference(runs({"a:1": 1.0, "a:2": 2.0, "a:3": 3.0}), reference=2.0)
     assert shifted.loc["a", "t"] == pytest.approx(0.0) and shifted.loc["a", "p"] == pytest.approx(1.0)
 
 
 def test_welch_hand_computed():
     # a = 1, 2, 3 (var 1), b = 4, 6, 8 (var 4): se^2 = 1/3 + 4/3, t = -4 / sqrt(5/3),
     # df = (5/3)^2 / ((1/3)^2/2 + (4/3)^2/2) = 50/17
-    values = {"a-seed1": 1, "a-seed2": 2, "a-seed3": 3, "b-seed1": 4, "b-seed2": 6, "b-seed3": 8}
+    values = runs({"a:1": 1, "a:2": 2, "a:3": 3, "b:1": 4, "b:2": 6, "b:3": 8})
     res = compare_models(values)
     row = res.loc["a − b"]
     assert row["difference"] == -4.0
@@ -55,7 +64,7 @@ def test_welch_hand_computed():
     assert row["p"] == pytest.approx(2 * tail, rel=1e-3)
     assert list(compare_models(values, pairs=[("b", "a")]).index) == ["b − a"]
     # one model's runs all equal: Welch reduces to a one-sample test of the other, df = n_b - 1 = 2
-    const = compare_models({"a-seed1": 1, "a-seed2": 1, "a-seed3": 1, "b-seed1": 2, "b-seed2": 3, "b-seed3": 4})
+    const = compare_models(runs({"a:1": 1, "a:2": 1, "a:3": 1, "b:1": 2, "b:2": 3, "b:3": 4}))
     t = (1 - 3) / math.sqrt(1 / 3)  # mean a - mean b over the SE of b alone
     assert const.iloc[0]["t"] == pytest.approx(t) and const.iloc[0]["df"] == pytest.approx(2.0)
     assert const.iloc[0]["p"] == pytest.approx(1 - abs(t) / math.sqrt(t * t + 2))
@@ -65,6 +74,10 @@ def test_bad_inputs_are_refused():
     with pytest.raises(ConfigError, match="dict or pandas Series"):
         pool_runs([1.0, 2.0])
     with pytest.raises(ConfigError, match="repeat"):
-        pool_runs(pd.Series([1.0, 2.0], index=["a-seed1", "a-seed1"]))
+        pool_runs(pd.Series([1.0, 2.0], index=pd.MultiIndex.from_tuples([("a", "a:1"), ("a", "a:1")])))
+    with pytest.raises(ConfigError, match=r"keyed by \(model, run\)"):  # a bare label is never parsed for a model
+        pool_runs({"a-seed1": 1.0, "a-seed2": 2.0})
+    with pytest.raises(ConfigError, match=r"keyed by \(model, run\)"):
+        pool_runs(pd.Series({"a-seed1": 1.0}))
     with pytest.raises(ConfigError, match="no runs of 'c'"):
-        compare_models({"a-seed1": 1.0, "b-seed1": 2.0}, pairs=[("a", "c")])
+        compare_models(runs({"a:1": 1.0, "b:1": 2.0}), pairs=[("a", "c")])

@@ -96,11 +96,10 @@ def t_interval(values, confidence=0.95):
 
 
 def by_model(values):
-    """Run values (a Series keyed by run label ``<model>-seed<S>``) grouped by model: ``{model: ndarray}``."""
-    groups = {}
-    for label, v in values.items():
-        groups.setdefault(runstats.model_of(label), []).append(float(v))
-    return {m: np.asarray(v) for m, v in groups.items()}
+    """Run values (:func:`dcnbio.stats.runs.run_series`, keyed by ``(model, run)``) grouped by model:
+    ``{model: ndarray}`` in order of first appearance."""
+    values = runstats.run_series(values)
+    return {m: values.xs(m, level=0).to_numpy() for m in dict.fromkeys(values.index.get_level_values(0))}
 
 
 def direction_verdict(tests, sign, models=DCNS):
@@ -187,9 +186,9 @@ def parameter_claims(finals):
 
     Parameters
     ----------
-    finals : dict of str → mapping
-        The ``final.json`` of each finished run of :data:`PARAMETER_MODELS`, keyed by run label
-        ``<model>-seed<S>``: ``test_acc_best`` (fraction) and ``steps`` (SGD steps of training).
+    finals : dict of (str, str) → mapping
+        The ``final.json`` of each finished run of :data:`PARAMETER_MODELS`, keyed by ``(model, run label)``:
+        ``test_acc_best`` (fraction) and ``steps`` (SGD steps of training).
 
     Returns
     -------
@@ -203,9 +202,9 @@ def parameter_claims(finals):
     rows = [claim("DCNs need fewer parameters", "Table 1", "pytest tests/test_models.py -k parameter_counts",
                   ", ".join(f"{m} {c:,}" for m, c in counts.items()) + " (width 1, 3 input channels, 10 classes)",
                   "exact counts", HOLDS if fewer else FAILS, "the architecture (no training)")]
-    acc = pd.Series({label: 100 * float(final["test_acc_best"]) for label, final in finals.items()}, dtype=float)
-    if acc.empty:
+    if not finals:
         return rows
+    acc = runstats.run_series({run: 100 * float(final["test_acc_best"]) for run, final in finals.items()})
     pooled = runstats.pool_runs(acc)
     diffs = dcn_differences(runstats.compare_models(acc))
     verdict = FAILS if any(np.isfinite(p) and p < ALPHA and d < 0 for _, d, p in diffs) else UNDECIDED
@@ -249,12 +248,13 @@ def depth_claims(runs):
         ds = {kind: select(extract_sigmas(model, info=info), time_channel=False)
               for kind, (model, info) in zip(("trained", "init"), pair)}
         moved.append(sigma_change(ds["trained"], ds["init"]))
+        run = (pair[0][0].config.name, label)  # the init slope is the same run's control, paired with it
         for kind, target in (("trained", slopes), ("init", inits)):
             d = ds[kind]
-            target[label] = float(np.polyfit(d["depth"].values.astype(float), d["log2_sigma"].values, 1)[0])
+            target[run] = float(np.polyfit(d["depth"].values.astype(float), d["log2_sigma"].values, 1)[0])
     if not slopes:
         return []
-    slopes, inits = pd.Series(slopes), pd.Series(inits)
+    slopes, inits = runstats.run_series(slopes), runstats.run_series(inits)
     tests = runstats.against_reference(slopes, 0.0)
     diff = runstats.against_reference(slopes - inits, 0.0)
     if max(moved) < MOVED_OCTAVES:
@@ -355,8 +355,8 @@ def completion_claims(data):
         ratios = {}
         for label, ds in data.items():
             d = ds["D_mean"].sel(mask=mask, block="block1", normalizer=norm)
-            ratios[label] = float(d[-1] / d[0]) if float(d[0]) else np.nan
-        ratios = pd.Series(ratios, dtype=float)
+            ratios[(runstats.run_model(ds.attrs), label)] = float(d[-1] / d[0]) if float(d[0]) else np.nan
+        ratios = runstats.run_series(ratios)
         tests = runstats.against_reference(np.log(ratios), 0.0)
         pooled = runstats.pool_runs(ratios)
         result = "block-1 D(T)/D(0): " + "; ".join(f"{m} {r['mean']:.3g} ± {r['sd']:.2g}" if r["n_runs"] > 1 else

@@ -11,7 +11,7 @@ import pandas as pd
 
 from ..extract.completion import NORMALIZER_LABELS, NORMALIZERS
 from .report import Report
-from ..stats.runs import against_reference, compare_models, pool_runs
+from ..stats.runs import against_reference, compare_models, pool_runs, run_model, run_series
 
 __all__ = ["accuracy_table", "across_runs", "completion_report", "d_table", "ratio_vs_mask", "run_values",
            "summary_lines"]
@@ -61,16 +61,20 @@ def ratio_vs_mask(results, block="block1"):
 
 
 def run_values(results, mask, block="block1"):
-    """One value per training run: block D(end)/D(0) (ratio of image means) per normaliser and accuracies (%)."""
+    """One value per training run: block D(end)/D(0) (ratio of image means) per normaliser and accuracies (%).
+
+    ``{quantity: Series keyed by (model, run label)}``.
+    """
     values = {}
     for label, ds in results.items():
+        run = (run_model(ds.attrs), label)
         d = ds["D_mean"].sel(mask=mask, block=block)
         for norm in ("amplitude_t", "amplitude_0"):
             first, last = float(d.sel(normalizer=norm)[0]), float(d.sel(normalizer=norm)[-1])
-            values.setdefault(f"{block} D(end)/D(0), {norm}", {})[label] = last / first if first else np.nan
-        values.setdefault("accuracy intact (%)", {})[label] = 100 * float(ds["accuracy_intact"])
-        values.setdefault(f"accuracy n={mask} (%)", {})[label] = 100 * float(ds["accuracy"].sel(mask=mask))
-    return {name: pd.Series(v, dtype=float) for name, v in values.items()}
+            values.setdefault(f"{block} D(end)/D(0), {norm}", {})[run] = last / first if first else np.nan
+        values.setdefault("accuracy intact (%)", {})[run] = 100 * float(ds["accuracy_intact"])
+        values.setdefault(f"accuracy n={mask} (%)", {})[run] = 100 * float(ds["accuracy"].sel(mask=mask))
+    return {name: run_series(v) for name, v in values.items()}
 
 
 def across_runs(results, mask, block="block1"):

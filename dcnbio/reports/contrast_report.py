@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 
 from .report import Report
-from ..stats.runs import against_reference, pool_runs
+from ..stats.runs import against_reference, pool_runs, run_model, run_series
 
 __all__ = ["across_runs", "by_condition", "check_table", "claim_table", "contrast_report", "per_block_nfe",
            "run_values", "summary_lines"]
@@ -63,9 +63,13 @@ def claim_table(results):
 
 
 def run_values(results):
-    """One value per training run and condition at the smallest contrast: total-NFE ratio to c = 1, accuracy change."""
+    """One value per training run and condition at the smallest contrast: total-NFE ratio to c = 1, accuracy change.
+
+    ``{(quantity, condition, c): Series keyed by (model, run label)}``.
+    """
     values = {}
     for label, ds in results.items():
+        run = (run_model(ds.attrs), label)
         if 1.0 not in ds["contrast"].values:
             continue
         c_min = float(ds["contrast"].values[-1])
@@ -74,9 +78,9 @@ def run_values(results):
             nfe = ds["nfe_total"].sel(condition=cond)
             ratio = float(nfe.sel(contrast=c_min)) / float(nfe.sel(contrast=1.0))
             acc = float(ds["accuracy"].sel(condition=cond, contrast=c_min))
-            values.setdefault(("NFE ratio", str(cond), c_min), {})[label] = ratio
-            values.setdefault(("accuracy change (pp)", str(cond), c_min), {})[label] = 100 * (acc - base_acc)
-    return {key: pd.Series(v, dtype=float) for key, v in values.items()}
+            values.setdefault(("NFE ratio", str(cond), c_min), {})[run] = ratio
+            values.setdefault(("accuracy change (pp)", str(cond), c_min), {})[run] = 100 * (acc - base_acc)
+    return {key: run_series(v) for key, v in values.items()}
 
 
 def across_runs(results):

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 
 from .report import Report
-from ..stats.runs import compare_models as compare_runs, pool_runs
+from ..stats.runs import compare_models as compare_runs, pool_runs, run_model, run_series
 
 __all__ = ["ALPHA", "CLAIM", "describe_pair", "fmt_p", "reconstruction_report", "run_values", "split_attrs",
            "summary_lines"]
@@ -38,8 +38,8 @@ def describe_pair(row):
 
 
 def run_values(results):
-    """One value per training run: its mean per-image MSE (keyed by run label, pooled by model)."""
-    return pd.Series({label: float(ds["mse"].mean()) for label, ds in results.items()}, dtype=float)
+    """One value per training run: its mean per-image MSE, keyed by ``(model, run label)`` (pooled by model)."""
+    return run_series({(run_model(ds.attrs), label): float(ds["mse"].mean()) for label, ds in results.items()})
 
 
 def reconstruction_report(results, comparisons, inputs, seconds, *, steps, lr, batch_size, seed, n_train, n_images,

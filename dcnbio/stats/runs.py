@@ -3,11 +3,14 @@
 The per-image statistics of an analysis (mean D over 1000 images, a paired Wilcoxon test over images) say how
 precisely *one trained network* was measured; they say nothing about how much the result varies between training
 runs, which is what a claim about a model class needs.  Here each run contributes one value (e.g. its block-1
-D(T)/D(0) or its accuracy), runs are grouped by model (the label ``<model>-seed<S>`` of
-:func:`dcnbio.script.load_models`), and models are summarised and compared with the run as the unit.
+D(T)/D(0) or its accuracy), keyed by its model and its own label — ``(model, run)``, the model taken from what
+produced the run's result (:func:`run_model` of its ``attrs``), never parsed out of a label — and models are
+summarised and compared with the run as the unit.
 
-:func:`model_of`
-    The model of a run label (``"dcn-ode-seed3"`` → ``"dcn-ode"``).
+:func:`run_model`
+    The model a result belongs to, from its provenance attrs (an ``init.pt`` control is a model of its own).
+:func:`run_series`
+    One value per run as a Series indexed by ``(model, run)``: what the functions below take.
 :func:`pool_runs`
     Per model: number of runs, mean, sample SD (``ddof = 1``; NaN for one run), min and max.
 :func:`against_reference`
@@ -19,31 +22,65 @@ With three seeds a test across runs has little power (a one-sample t-test needs 
 degrees of freedom); reports therefore give the mean ± SD and the range beside every p, and a model with fewer
 than two runs gets NaN, never a test.
 """
-import re
-
 import numpy as np
 import pandas as pd
 import scipy.stats as st
 
 from ..errors import ConfigError
 
-_SEED = re.compile(r"^(?P<model>.+)-seed[^-]+$")
+#: The index levels of run values: the model of the run, and the run's label (unique within an analysis).
+RUN_LEVELS = ("model", "run")
 
 
-def model_of(label):
-    """The model part of a run label: ``"<model>-seed<S>"`` → ``"<model>"``; any other label is its own model."""
-    match = _SEED.match(str(label))
-    return match.group("model") if match else str(label)
+def run_model(attrs):
+    """The model a run's result belongs to, from its provenance attrs (:func:`dcnbio.provenance.provenance_attrs`).
+
+    ``model_name``; a result computed from an ``init.pt`` (``checkpoint_kind == "init"``) is the control
+    ``"<model> (init)"``, never pooled with the trained runs of its model.
+
+    >>> run_model({"model_name": "dcn-ode", "checkpoint_kind": "last"}), run_model({"model_name": "dcn-ode",
+    ...                                                                             "checkpoint_kind": "init"})
+    ('dcn-ode', 'dcn-ode (init)')
+    """
+    if "model_name" not in attrs:
+        raise ConfigError("a run's result has no model_name attribute: compute it with dcnbio (its provenance "
+                          "names the model)")
+    name = str(attrs["model_name"])
+    return f"{name} (init)" if attrs.get("checkpoint_kind") == "init" else name
 
 
-def _series(values):
+def run_series(values):
+    """One float per run, indexed by ``(model, run)`` (:data:`RUN_LEVELS`).
+
+    Parameters
+    ----------
+    values : dict of (str, str) → float, or pandas.Series with a two-level index
+        The value of each run keyed by its model and its label.
+
+    >>> run_series({("a", "a-1"): 1, ("b", "b-1"): 2.5})
+    model  run
+    a      a-1    1.0
+    b      b-1    2.5
+    dtype: float64
+    """
     if isinstance(values, dict):
-        values = pd.Series(values, dtype=float)
+        if not all(isinstance(k, tuple) and len(k) == 2 for k in values):
+            raise ConfigError("run values are keyed by (model, run) pairs, e.g. {('dcn-ode', 'dcn-ode-seed1'): 0.5}")
+        values = pd.Series(list(values.values()), index=pd.MultiIndex.from_tuples(list(values), names=RUN_LEVELS),
+                           dtype=float)
     if not isinstance(values, pd.Series):
-        raise ConfigError("run values must be a dict or pandas Series indexed by run label")
+        raise ConfigError("run values must be a dict or pandas Series keyed by (model, run)")
+    if values.index.nlevels != 2:
+        raise ConfigError("run values are keyed by (model, run) pairs, e.g. {('dcn-ode', 'dcn-ode-seed1'): 0.5}")
     if values.index.has_duplicates:
-        raise ConfigError(f"run labels repeat: {sorted(set(values.index[values.index.duplicated()]))}")
-    return values.astype(float)
+        raise ConfigError(f"runs repeat: {sorted(set(values.index[values.index.duplicated()]))}")
+    return values.astype(float).rename_axis(list(RUN_LEVELS))
+
+
+def _groups(values):
+    """``{model: Series of its runs}`` in order of first appearance."""
+    models = list(dict.fromkeys(values.index.get_level_values(0)))
+    return {m: values.xs(m, level=0) for m in models}
 
 
 def pool_runs(values):
@@ -52,7 +89,7 @@ def pool_runs(values):
     Parameters
     ----------
     values : dict or pandas.Series
-        One value per run, keyed by run label (``<model>-seed<S>``).  NaN values are dropped (a run whose
+        One value per run keyed by ``(model, run)`` (:func:`run_series`).  NaN values are dropped (a run whose
         statistic is undefined), and counted out of ``n_runs``.
 
     Returns
@@ -61,16 +98,12 @@ def pool_runs(values):
         Indexed by model (in order of first appearance): ``n_runs``, ``mean``, ``sd`` (sample SD, ``ddof = 1``;
         NaN with one run), ``min``, ``max``, ``runs`` (the labels pooled).
     """
-    values = _series(values).dropna()
-    rows = {}
-    for label, value in values.items():
-        rows.setdefault(model_of(label), []).append((label, value))
     out = []
-    for model, pairs in rows.items():
-        x = np.array([v for _, v in pairs])
+    for model, runs in _groups(run_series(values).dropna()).items():
+        x = runs.to_numpy()
         out.append({"model": model, "n_runs": len(x), "mean": float(x.mean()),
                     "sd": float(x.std(ddof=1)) if len(x) > 1 else np.nan, "min": float(x.min()),
-                    "max": float(x.max()), "runs": ", ".join(label for label, _ in pairs)})
+                    "max": float(x.max()), "runs": ", ".join(map(str, runs.index))})
     return pd.DataFrame(out, columns=["model", "n_runs", "mean", "sd", "min", "max", "runs"]).set_index("model")
 
 
@@ -80,11 +113,12 @@ def against_reference(values, reference=0.0):
     Returns a DataFrame indexed by model with ``n_runs``, ``mean``, ``sd``, ``t``, ``df`` and two-sided ``p``
     (NaN where a model has fewer than two runs, or zero spread).
     """
-    values = _series(values).dropna()
+    values = run_series(values).dropna()
     pooled = pool_runs(values)
+    groups = _groups(values)
     rows = []
     for model, row in pooled.iterrows():
-        x = values[[model_of(label) == model for label in values.index]].to_numpy()
+        x = groups[model].to_numpy()
         t = p = np.nan
         if len(x) > 1 and np.std(x) > 0:
             res = st.ttest_1samp(x, reference)
@@ -100,7 +134,7 @@ def compare_models(values, pairs=None):
     Parameters
     ----------
     values : dict or pandas.Series
-        One value per run, keyed by run label.
+        One value per run keyed by ``(model, run)`` (:func:`run_series`).
     pairs : sequence of (model_a, model_b), optional
         Default: every pair of models in order of first appearance.
 
@@ -110,10 +144,7 @@ def compare_models(values, pairs=None):
         One row per pair (``"a − b"``): ``n_a``, ``n_b``, ``difference`` (mean a − mean b), ``t``, ``df``
         (Welch–Satterthwaite) and two-sided ``p``; NaN tests where either model has fewer than two runs.
     """
-    values = _series(values).dropna()
-    groups = {}
-    for label, value in values.items():
-        groups.setdefault(model_of(label), []).append(value)
+    groups = {m: runs.to_numpy() for m, runs in _groups(run_series(values).dropna()).items()}
     models = list(groups)
     if pairs is None:
         pairs = [(a, b) for i, a in enumerate(models) for b in models[i + 1:]]
