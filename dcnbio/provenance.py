@@ -28,8 +28,10 @@ def provenance_attrs(model, info=None):
     -------
     dict of str → str or number
         ``model_name``, ``model_config`` (JSON), ``checkpoint_path``, ``checkpoint_sha256``,
-        ``checkpoint_kind``, ``checkpoint_epoch``, ``checkpoint_step`` (when ``info`` is given),
-        ``dcnbio_version``, ``torch_version`` and ``created`` (ISO 8601, UTC).
+        ``checkpoint_kind``, ``checkpoint_epoch``, ``checkpoint_step`` (when ``info`` is given), ``seed`` (the
+        training seed, when the checkpoint records one: with ``model_name`` it says which run produced a result,
+        e.g. ``xr.concat([...], "seed")`` over ``ds.attrs["seed"]``), ``dcnbio_version``, ``torch_version`` and
+        ``created`` (ISO 8601, UTC).
     """
     import torch
 
@@ -45,6 +47,9 @@ def provenance_attrs(model, info=None):
             "checkpoint_epoch": int(info.get("epoch", -1)),
             "checkpoint_step": int(info.get("step", -1)),
         })
+        seed = (info.get("train_config") or {}).get("seed")
+        if seed is not None:
+            attrs["seed"] = int(seed)
     attrs.update({
         "dcnbio_version": __version__,
         "torch_version": str(torch.__version__),

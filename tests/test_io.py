@@ -162,8 +162,9 @@ def test_prepare_output_dir_below_a_file(tmp_path):
 def test_provenance_and_comparison(tmp_path):
     model = create_model("dcn-ode", in_channels=1, width=0.125)
     info = {"path": "ckpt/last.pt", "sha256": "ab" * 32, "kind": "last", "epoch": 3, "step": 30}
-    attrs = provenance_attrs(model, info)
-    assert attrs["model_name"] == "dcn-ode" and attrs["checkpoint_sha256"] == "ab" * 32
+    assert "seed" not in provenance_attrs(model, info)  # a checkpoint without a training record has no seed
+    attrs = provenance_attrs(model, {**info, "train_config": {"seed": 2, "dataset": "fashion-mnist"}})
+    assert attrs["model_name"] == "dcn-ode" and attrs["checkpoint_sha256"] == "ab" * 32 and attrs["seed"] == 2
     assert json.loads(attrs["model_config"])["width"] == 0.125
     assert attrs[TIMESTAMP_ATTR].endswith("+00:00")  # ISO 8601 in UTC
     assert all(isinstance(v, (str, int, float)) for v in attrs.values())
