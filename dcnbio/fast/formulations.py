@@ -167,9 +167,8 @@ def auto_rule(layer, radius, in_channels, size=None, isa=None):
     if radius <= 2:
         return "dense"
     if isa == "AVX512":
-        # AVX-512 grid (fwd+bwd / dense): 26 px: r3 C32 0.78, r4 C16 0.90, r5-6 C16 0.60-0.71, C8 0.97-1.38;
-        # 13 px: C32 0.69-0.89, C64 0.43-0.65, r6 C16 0.72 (separable); 6 px: separable C128 0.58-0.92,
-        # r5-6 C64 0.84-0.88, C32 1.21-1.43 and spectral 0.85-2.6 (σ_ji keeps dense there, except as below).
+        # each threshold is the smallest channel count at which the measured grid (forward + backward against
+        # dense, benchmarks/RESULTS.md, "Figures moved out of module docstrings") put the alternative below 1
         if m >= 26:
             return "spectral" if in_channels >= (32 if radius == 3 else 16) else "dense"
         if m >= 13:
@@ -177,16 +176,14 @@ def auto_rule(layer, radius, in_channels, size=None, isa=None):
                 return "separable" if basis_first and radius >= 5 else "spectral"
             return "dense"
         if in_channels >= 128 and radius <= 4:
-            # inside a training step (filters built once per solve; 128 @ 6 px, r = 3-4, width-1 block 3) the
-            # transform measured 0.58-0.66 of dense and the separable passes 0.70-0.94; per call 0.94-0.95
+            # set inside a training step (filters built once per solve), where the transform beat both others
             return "spectral"
         if basis_first and radius >= 5 and in_channels >= 64:
             return "separable"
         return "dense"
-    # AVX2: at r = 3 with >= 33 input channels the transform wins on 13-px maps (0.51-0.57; on a second CPU
-    # 0.75-0.96) and the separable passes on 6-px maps (0.60-0.91).  At 9x9 the separable passes cost
-    # 0.26-0.53 of the direct conv on 6- and 13-px maps and the transform 0.35-0.42 on 26-px maps.
-    if radius >= 4:  # σ_ji (one σ per layer took the branch above): the transform, 0.35-0.58 of dense
+    # AVX2: from 9x9 the direct conv is the slowest on every map size measured; at r = 3 only wide layers on
+    # small maps gain (the figures: benchmarks/RESULTS.md, "Figures moved out of module docstrings")
+    if radius >= 4:  # σ_ji (one σ per layer took the branch above): the transform
         return "spectral"
     if radius == 3 and in_channels >= 32 and m <= 13:
         if m >= 10:
