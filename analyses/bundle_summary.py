@@ -104,7 +104,8 @@ def main(argv=None):
         text += "\nSmall-data grid (`small-data/`):\n\n" + small_table(small)
     write_text(out / "summary.md", text)
     if shifts:
-        merged = xr.combine_by_coords([s.drop_attrs() for s in shifts.values()], combine_attrs="drop")
+        merged = xr.combine_by_coords([s.drop_attrs() for s in shifts.values()], combine_attrs="drop",
+                                    join="outer")  # a model without some seed: NaN there
         merged.attrs["note"] = "median/max |log2 sigma(last.pt) - log2 sigma(init.pt)| per block, octaves"
         save_dataset(merged, out / "sigma_shift.nc", overwrite=True)
     print(text)
