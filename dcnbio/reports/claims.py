@@ -98,8 +98,7 @@ def t_interval(values, confidence=0.95):
 def by_model(values):
     """Run values (:func:`dcnbio.stats.runs.run_series`, keyed by ``(model, run)``) grouped by model:
     ``{model: ndarray}`` in order of first appearance."""
-    values = runstats.run_series(values)
-    return {m: values.xs(m, level=0).to_numpy() for m in dict.fromkeys(values.index.get_level_values(0))}
+    return {m: runs.to_numpy() for m, runs in runstats.group_runs(values).items()}
 
 
 def direction_verdict(tests, sign, models=DCNS):

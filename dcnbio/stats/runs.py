@@ -11,6 +11,8 @@ summarised and compared with the run as the unit.
     The model a result belongs to, from its provenance attrs (an ``init.pt`` control is a model of its own).
 :func:`run_series`
     One value per run as a Series indexed by ``(model, run)``: what the functions below take.
+:func:`group_runs`
+    The runs of each model.
 :func:`pool_runs`
     Per model: number of runs, mean, sample SD (``ddof = 1``; NaN for one run), min and max.
 :func:`against_reference`
@@ -77,10 +79,14 @@ def run_series(values):
     return values.astype(float).rename_axis(list(RUN_LEVELS))
 
 
-def _groups(values):
-    """``{model: Series of its runs}`` in order of first appearance."""
-    models = list(dict.fromkeys(values.index.get_level_values(0)))
-    return {m: values.xs(m, level=0) for m in models}
+def group_runs(values):
+    """``{model: Series of its runs' values, indexed by run}`` in order of first appearance.
+
+    >>> {m: list(v) for m, v in group_runs({("b", "b-1"): 2, ("a", "a-1"): 1, ("b", "b-2"): 4}).items()}
+    {'b': [2.0, 4.0], 'a': [1.0]}
+    """
+    values = run_series(values)
+    return {m: values.xs(m, level=0) for m in dict.fromkeys(values.index.get_level_values(0))}
 
 
 def pool_runs(values):
@@ -99,7 +105,7 @@ def pool_runs(values):
         NaN with one run), ``min``, ``max``, ``runs`` (the labels pooled).
     """
     out = []
-    for model, runs in _groups(run_series(values).dropna()).items():
+    for model, runs in group_runs(run_series(values).dropna()).items():
         x = runs.to_numpy()
         out.append({"model": model, "n_runs": len(x), "mean": float(x.mean()),
                     "sd": float(x.std(ddof=1)) if len(x) > 1 else np.nan, "min": float(x.min()),
@@ -115,7 +121,7 @@ def against_reference(values, reference=0.0):
     """
     values = run_series(values).dropna()
     pooled = pool_runs(values)
-    groups = _groups(values)
+    groups = group_runs(values)
     rows = []
     for model, row in pooled.iterrows():
         x = groups[model].to_numpy()
@@ -144,7 +150,7 @@ def compare_models(values, pairs=None):
         One row per pair (``"a − b"``): ``n_a``, ``n_b``, ``difference`` (mean a − mean b), ``t``, ``df``
         (Welch–Satterthwaite) and two-sided ``p``; NaN tests where either model has fewer than two runs.
     """
-    groups = {m: runs.to_numpy() for m, runs in _groups(run_series(values).dropna()).items()}
+    groups = {m: runs.to_numpy() for m, runs in group_runs(run_series(values).dropna()).items()}
     models = list(groups)
     if pairs is None:
         pairs = [(a, b) for i, a in enumerate(models) for b in models[i + 1:]]
