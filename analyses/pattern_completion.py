@@ -51,11 +51,13 @@ MODELS = ("dcn-ode", "dcn-sigma-ji", "odenet", "resnet-blocks")
 def build_parser():
     p = analysis_parser("pattern_completion", __doc__, MODELS, what="checkpoint(s) to compare")
     add_eval_options(p, n_images_help="first N images of the evaluation split (1000 for the paper-grade run)")
-    p.add_argument("--masks", type=at_least(0), nargs="+", default=[2, 4, 6, 8, 10, 12, 14], help="mask sides n (pixels)")
+    p.add_argument("--masks", type=at_least(0), nargs="+", default=[2, 4, 6, 8, 10, 12, 14],
+                   help="mask sides n (pixels)")
     p.add_argument("--fill", choices=("black", "mean"), default="black",
                    help="mask value: a zero pixel (black, the paper's) or the dataset mean (0 in normalised units)")
     p.add_argument("--n-times", type=at_least(2), default=21, help="points of the time grid over [0, T]")
-    p.add_argument("--example-mask", type=at_least(0), default=6, help="mask size of the D(t) figure and example panels")
+    p.add_argument("--example-mask", type=at_least(0), default=6,
+                   help="mask size of the D(t) figure and example panels")
     p.add_argument("--n-examples", type=at_least(0), default=2, help="images shown in the example panels")
     return p
 

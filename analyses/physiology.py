@@ -49,7 +49,8 @@ def reference_arg(text):
 def build_parser():
     p = analysis_parser("physiology", __doc__, MODELS)
     p.add_argument("--resume", action="store_true", help="continue a stopped run in --out (finished shards kept)")
-    p.add_argument("--n-sf", type=at_least(3), default=10, help="spatial frequencies, log-spaced 0.02-0.45 cycles/pixel")
+    p.add_argument("--n-sf", type=at_least(3), default=10,
+                   help="spatial frequencies, log-spaced 0.02-0.45 cycles/pixel")
     p.add_argument("--n-orientations", type=at_least(3), default=8, help="orientations, evenly over 180 degrees")
     p.add_argument("--n-phases", type=at_least(3), default=8, help="phases, evenly over 360 degrees")
     p.add_argument("--contrasts", type=float, nargs="+", default=[0.125, 0.25, 0.5, 1.0],

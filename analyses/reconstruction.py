@@ -47,8 +47,10 @@ MODELS = ("dcn-ode", "odenet", "resnet-blocks")
 
 def build_parser():
     p = analysis_parser("reconstruction", __doc__, MODELS, what="classifier checkpoint(s)")
-    p.add_argument("--n-images", type=at_least(1), default=1000, help="first N images of the validation split (evaluation)")
-    p.add_argument("--n-train", type=at_least(1), default=512, help="first N images of the training split (decoder training)")
+    p.add_argument("--n-images", type=at_least(1), default=1000,
+                   help="first N images of the validation split (evaluation)")
+    p.add_argument("--n-train", type=at_least(1), default=512,
+                   help="first N images of the training split (decoder training)")
     p.add_argument("--steps", type=at_least(1), default=120, help="decoder SGD steps")
     p.add_argument("--batch-size", type=at_least(1), default=32, help="images per decoder step")
     p.add_argument("--lr", type=float, default=0.1, help="decoder learning rate (SGD, momentum 0.9; x0.1 at 50%% "
