@@ -38,7 +38,7 @@ import torch
 
 from .trajectories import check_images, check_times, concat_batches, iter_trajectories
 from ..train.checkpoint import COMPUTE_PATHS, load_checkpoint, sha256_file
-from ..cli import user_errors
+from ..cli import at_least, user_errors
 from ..errors import ConfigError, DataError, DcnbioError
 from ..io import (LOCK_NAME, TMP_PREFIX, discard, lock_directory, prepare_output_dir, provenance_attrs, save_dataset,
                  write_json)
@@ -76,7 +76,7 @@ def build_parser():
     src.add_argument("--images-file", default=None,
                      help="a tensor (N, C, H, W) saved with torch.save (or a dict with 'images' and optional "
                           "'labels'); used instead of a dataset, labels -1")
-    src.add_argument("--images", type=int, default=None, metavar="N", help="use the first N images (default all)")
+    src.add_argument("--images", type=at_least(1), default=None, metavar="N", help="use the first N images (default all)")
     src.add_argument("--mask-size", type=int, default=None, metavar="N",
                      help="replace the centred N x N patch of every image (pattern completion; extract once with and "
                           "once without, then compare with dcnbio.extract.completion.compute_differences)")
@@ -86,8 +86,8 @@ def build_parser():
     p.add_argument("--times", type=float, nargs="+", default=None, metavar="T",
                    help="increasing times in [0, T] (default 5 points from 0 to T)")
     p.add_argument("--blocks", nargs="+", default=None, choices=ALL_BLOCKS, help="blocks to extract (default all)")
-    p.add_argument("--batch-size", type=int, default=64, help="images per solve (default 64)")
-    p.add_argument("--shard-size", type=int, default=None,
+    p.add_argument("--batch-size", type=at_least(1), default=64, help="images per solve (default 64)")
+    p.add_argument("--shard-size", type=at_least(1), default=None,
                    help="images per shard file, a multiple of --batch-size (default 16 batches)")
     p.add_argument("--overwrite", action="store_true", help="replace an output directory made by another command")
     p.add_argument("--quiet", action="store_true", help="no progress bar or summary")
@@ -176,11 +176,6 @@ def _release_memory():
         pass
 
 
-def _check_positive(name, value):
-    if value is not None and value < 1:
-        raise ConfigError(f"{name} must be a positive integer, got {value}")
-
-
 def _read_manifest(out):
     path = os.path.join(out, MANIFEST)
     if not os.path.isfile(path):
@@ -245,8 +240,6 @@ def _stopped(out, completed, n_shards):
 def main(argv=None):
     """``dcnbio extract`` (``argv`` as for :func:`build_parser`); returns the exit status."""
     args = build_parser().parse_args(argv)
-    for name in ("images", "batch_size", "shard_size"):
-        _check_positive("--" + name.replace("_", "-"), getattr(args, name))
     if args.images_file is not None and args.dataset is not None:
         raise ConfigError("give either --images-file or --dataset, not both")
     batch_size = args.batch_size
