@@ -12,7 +12,7 @@ import scipy.stats as st
 from dcnbio import reproduce_run
 from dcnbio.reports import claims
 from dcnbio.reports.claims import FAILS, HOLDS, UNDECIDED
-from dcnbio.stats.runs import against_reference, compare_models
+from dcnbio.stats.runs import against_reference
 from dcnbio.errors import DataError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -61,9 +61,36 @@ def test_direction_verdict():
 def test_dcn_differences_take_the_sign_of_dcn_minus_other():
     values = {(m, f"{m}-seed{k}"): v for m, vs in (("odenet", (1.0, 1.2)), ("dcn-ode", (0.5, 0.7)),
                                                    ("resnet-blocks", (2.0, 2.1))) for k, v in enumerate(vs)}
-    diffs = dict((o, (d, p)) for o, d, p in claims.dcn_differences(compare_models(values)))
+    diffs = dict((o, (d, p)) for o, d, p in claims.dcn_differences(values))
     assert set(diffs) == {"odenet", "resnet-blocks"}
     assert diffs["odenet"][0] == pytest.approx(0.6 - 1.1) and diffs["resnet-blocks"][0] == pytest.approx(0.6 - 2.05)
+    welch = st.ttest_ind([0.5, 0.7], [2.0, 2.1], equal_var=False)
+    assert diffs["resnet-blocks"][1] == pytest.approx(welch.pvalue, rel=1e-9)
+    # a model name holding the pair separator is still one model; a NaN run is left out; no dcn-ode → nothing
+    odd = {("dcn-ode", "d1"): 0.5, ("dcn-ode", "d2"): 0.7, ("x − y", "x1"): 1.0, ("x − y", "x2"): 1.2,
+           ("x − y", "x3"): np.nan}
+    assert [(o, round(d, 12)) for o, d, _ in claims.dcn_differences(odd)] == [("x − y", round(0.6 - 1.1, 12))]
+    assert claims.dcn_differences({("odenet", "o1"): 1.0}) == []
+
+
+def test_meta_claims_pair_each_run_with_the_init_of_its_own_folder():
+    import xarray as xr
+
+    def curves(values, path, kind, accuracy=0.9):
+        return xr.Dataset({"log2_sigma": (("layer", "time"), np.asarray(values, float))},
+                          attrs={"checkpoint_path": path, "checkpoint_kind": kind, "accuracy": accuracy,
+                                 "model_name": "dcn-sigma-t"})
+    # labels that say nothing of the pairing: the init of seed1 is listed under another run's name
+    data = {"a": curves([[0.0, 0.5], [1.0, 1.1]], "ck/dcn-sigma-t/seed1/best.pt", "best"),
+            "b": curves([[0.0, 0.0], [1.0, 1.0]], "ck/dcn-sigma-t/seed2/best.pt", "best"),
+            "b-init": curves([[0.0, 0.0], [1.0, 1.0]], "ck/dcn-sigma-t/seed1/init.pt", "init")}
+    row, = claims.meta_claims(data)
+    parts = row["result"].split("; ")
+    assert len(parts) == 2 and "b-init" not in row["result"]
+    assert parts[0].startswith("a: accuracy 90.0 %") and "+0.50, +0.10 octaves" in parts[0]
+    assert f"from init {np.median([0, 0.5, 0, 0.1]):.3f} octaves" in parts[0]
+    assert "from init" not in parts[1]  # seed2 has no init: no pairing by name
+    assert "one run per model" in row["verdict"]
 
 
 def one_line_error(capsys, rc, match):

@@ -5,7 +5,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from dcnbio.stats.runs import against_reference, compare_models, pool_runs, run_model, run_series
+from dcnbio.stats.runs import against_reference, compare_models, pool_runs, run_directory, run_model, run_series
 from dcnbio.errors import ConfigError
 
 
@@ -23,6 +23,15 @@ def test_the_model_comes_from_the_provenance_and_an_init_control_is_its_own_mode
     values = {("dcn-ode", "r1"): 1.0, ("dcn-ode", "r2"): 3.0, ("dcn-ode (init)", "r1-init"): 10.0}
     pooled = pool_runs(values)
     assert list(pooled.index) == ["dcn-ode", "dcn-ode (init)"] and pooled.loc["dcn-ode", "mean"] == 2.0
+
+
+def test_a_run_is_its_checkpoint_folder_whatever_the_file():
+    trained = run_directory({"checkpoint_path": "data/checkpoints/full/dcn-ode/seed1/best.pt"})
+    assert trained == run_directory({"checkpoint_path": "data/checkpoints/full/dcn-ode/./seed1/init.pt"})
+    assert trained != run_directory({"checkpoint_path": "data/checkpoints/full/dcn-ode/seed2/init.pt"})
+    for attrs in ({}, {"checkpoint_path": ""}):
+        with pytest.raises(ConfigError, match="checkpoint_path"):
+            run_directory(attrs)
 
 
 def test_pool_runs_hand_computed():

@@ -143,18 +143,19 @@ def describe(tests, fmt="{:.3g}", transform=None):
     return "; ".join(parts)
 
 
-def dcn_differences(comparisons, model="dcn-ode"):
-    """``[(other, model − other, p)]`` from a :func:`dcnbio.stats.runs.compare_models` table.
+def dcn_differences(values, model="dcn-ode"):
+    """``[(other, model − other, p)]``: ``model`` against every other model with runs (Welch, over runs).
 
-    The table's pairs are ``"a − b"`` in either order; the difference is turned so that it is always ``model``'s
-    mean minus the other's.
+    ``values`` are one value per run keyed by ``(model, run)`` (:func:`dcnbio.stats.runs.run_series`); the pairs are
+    built as ``(model, other)``, so each difference is ``model``'s mean minus the other's.  Empty when ``model``
+    has no run.
     """
-    out = []
-    for pair, r in comparisons.iterrows():
-        a, b = pair.split(" − ")
-        if model in (a, b):
-            out.append((b if a == model else a, r["difference"] if a == model else -r["difference"], r["p"]))
-    return out
+    values = runstats.run_series(values).dropna()
+    others = [m for m in runstats.group_runs(values) if m != model]
+    if model not in set(values.index.get_level_values(0)) or not others:
+        return []
+    table = runstats.compare_models(values, pairs=[(model, other) for other in others])
+    return [(other, float(r["difference"]), float(r["p"])) for other, (_, r) in zip(others, table.iterrows())]
 
 
 def runs_text(n_runs):
@@ -205,7 +206,7 @@ def parameter_claims(finals):
         return rows
     acc = runstats.run_series({run: 100 * float(final["test_acc_best"]) for run, final in finals.items()})
     pooled = runstats.pool_runs(acc)
-    diffs = dcn_differences(runstats.compare_models(acc))
+    diffs = dcn_differences(acc)
     verdict = FAILS if any(np.isfinite(p) and p < ALPHA and d < 0 for _, d, p in diffs) else UNDECIDED
     steps = sorted({int(final["steps"]) for final in finals.values()})
     rows.append(claim("… at the accuracy of the baselines", "Table 1",
@@ -454,7 +455,7 @@ def reconstruction_claims(data):
     mse = reconstruction_run_values(data)
     pooled = runstats.pool_runs(mse)
     comparisons = runstats.compare_models(mse)
-    rel = dcn_differences(comparisons) if "dcn-ode" in pooled.index else []
+    rel = dcn_differences(mse)
     verdict = UNDECIDED
     if rel and all(np.isfinite(p) and p < ALPHA and d < 0 for _, d, p in rel):
         verdict = HOLDS
@@ -472,18 +473,21 @@ def reconstruction_claims(data):
 def meta_claims(data):
     """Tables 3–4: meta-parametrized σ(t), α(t) — accuracy and the learned depth profiles, one run per model.
 
-    ``data`` is ``meta.nc`` of ``analyses/meta_parametrization.py``: each run and, as ``<label>-init``, its
-    initialisation.  With one run per model there is no test across runs, so the verdict is always *undecided*
-    (saying whether the curves moved from their initialisation at all).
+    ``data`` is ``meta.nc`` of ``analyses/meta_parametrization.py``: each run and its initialisation (an
+    ``init.pt`` result, paired with the trained one by their run's folder, :func:`dcnbio.stats.runs.run_directory`).
+    With one run per model there is no test across runs, so the verdict is always *undecided* (saying whether the
+    curves moved from their initialisation at all).
     """
+    inits = {runstats.run_directory(ds.attrs): ds for ds in data.values()
+             if ds.attrs.get("checkpoint_kind") == "init"}
     rows, moved = [], []
     for label, ds in data.items():
-        if label.endswith("-init"):
+        if ds.attrs.get("checkpoint_kind") == "init":
             continue
         change = (ds["log2_sigma"].isel(time=-1) - ds["log2_sigma"].isel(time=0)).values
         text = (f"{label}: accuracy {100 * float(ds.attrs.get('accuracy', np.nan)):.1f} %, log2 σ(T)/σ(0) per layer "
                 + ", ".join(f"{v:+.2f}" for v in change) + " octaves")
-        init = data.get(f"{label}-init")
+        init = inits.get(runstats.run_directory(ds.attrs))
         if init is not None:
             full = np.abs(ds["log2_sigma"].values - init["log2_sigma"].values)
             moved.append(float(np.median(full)))

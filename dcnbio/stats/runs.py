@@ -9,6 +9,8 @@ summarised and compared with the run as the unit.
 
 :func:`run_model`
     The model a result belongs to, from its provenance attrs (an ``init.pt`` control is a model of its own).
+:func:`run_directory`
+    The run a result came from: its checkpoint's folder (a run's ``init.pt`` and trained checkpoints share it).
 :func:`run_series`
     One value per run as a Series indexed by ``(model, run)``: what the functions below take.
 :func:`group_runs`
@@ -24,6 +26,8 @@ With three seeds a test across runs has little power (a one-sample t-test needs 
 degrees of freedom); reports therefore give the mean ± SD and the range beside every p, and a model with fewer
 than two runs gets NaN, never a test.
 """
+import os
+
 import numpy as np
 import pandas as pd
 import scipy.stats as st
@@ -32,6 +36,7 @@ from ..errors import ConfigError
 
 #: The index levels of run values: the model of the run, and the run's label (unique within an analysis).
 RUN_LEVELS = ("model", "run")
+_KEYED = "run values are keyed by (model, run) pairs, e.g. {('dcn-ode', 'dcn-ode-seed1'): 0.5}"
 
 
 def run_model(attrs):
@@ -51,6 +56,22 @@ def run_model(attrs):
     return f"{name} (init)" if attrs.get("checkpoint_kind") == "init" else name
 
 
+def run_directory(attrs):
+    """The folder of the checkpoint a result was computed from: the run's identity on disk.
+
+    A run's ``init.pt``, ``best.pt`` and ``last.pt`` lie in one folder, so a trained result and its untrained
+    control share it, whatever the results are labelled.
+
+    >>> run_directory({"checkpoint_path": "data/checkpoints/full/dcn-ode/seed1/init.pt"})
+    'data/checkpoints/full/dcn-ode/seed1'
+    """
+    path = str(attrs.get("checkpoint_path", ""))
+    if not path:
+        raise ConfigError("a run's result has no checkpoint_path attribute: compute it from a checkpoint with dcnbio "
+                          "(its provenance names the file)")
+    return os.path.normpath(os.path.dirname(path))
+
+
 def run_series(values):
     """One float per run, indexed by ``(model, run)`` (:data:`RUN_LEVELS`).
 
@@ -65,15 +86,15 @@ def run_series(values):
     b      b-1    2.5
     dtype: float64
     """
-    if isinstance(values, dict):
+    if isinstance(values, dict):  # checked here: a 2-character string key would pass as a pair
         if not all(isinstance(k, tuple) and len(k) == 2 for k in values):
-            raise ConfigError("run values are keyed by (model, run) pairs, e.g. {('dcn-ode', 'dcn-ode-seed1'): 0.5}")
+            raise ConfigError(_KEYED)
         values = pd.Series(list(values.values()), index=pd.MultiIndex.from_tuples(list(values), names=RUN_LEVELS),
                            dtype=float)
     if not isinstance(values, pd.Series):
         raise ConfigError("run values must be a dict or pandas Series keyed by (model, run)")
     if values.index.nlevels != 2:
-        raise ConfigError("run values are keyed by (model, run) pairs, e.g. {('dcn-ode', 'dcn-ode-seed1'): 0.5}")
+        raise ConfigError(_KEYED)
     if values.index.has_duplicates:
         raise ConfigError(f"runs repeat: {sorted(set(values.index[values.index.duplicated()]))}")
     return values.astype(float).rename_axis(list(RUN_LEVELS))
