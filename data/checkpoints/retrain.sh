@@ -2,22 +2,27 @@
 # Train the full-data bundle (data/checkpoints/full/) with the CPU recipe of data/checkpoints/README.md, in one
 # single-threaded lane per core.  Safe to stop at any moment and to re-run on a fresh clone: a run with final.json
 # is skipped, a run with last.pt is resumed (--resume), any other is (re)started.  Run from anywhere:
-#   bash data/checkpoints/retrain.sh            # both lanes, then the manifest
-#   bash data/checkpoints/retrain.sh lane1      # one lane (lane1 | lane2)
+#   bash data/checkpoints/retrain.sh            # one lane per core (LANES=N to choose), then the manifest
+#   bash data/checkpoints/retrain.sh lane       # one lane (start one per core; lane1 and lane2 are the same)
+#   bash data/checkpoints/retrain.sh queue      # the runs in order, and which are done
 #   bash data/checkpoints/retrain.sh manifest   # rewrite MANIFEST.sha256 (before committing)
-#   bash data/checkpoints/retrain.sh small      # only the small-data grid, one lane
+#   bash data/checkpoints/retrain.sh small      # one lane over the small-data grid only
+#   bash data/checkpoints/retrain.sh control    # one lane over the σ control run only
 #   bash data/checkpoints/retrain.sh rejudge    # re-judge the paper on the finished bundle, two analysis lanes
+# Every lane walks one queue (QUEUE below, in the order the runs should finish) and trains each run that is
+# neither finished nor claimed by another lane: a lane claims a run with flock(1) on a file outside the repository
+# for as long as the run trains, so lanes share the work whatever their number and none idles while a run waits.
 # The σ learning-rate control set (full-sigma-lr10/: the same recipe with --sigma-lr-scale 10, never replacing a
-# paper-recipe run) trains in lane 2 after the paper-recipe σ_ji and ODE runs; `control` trains it alone.
-# The small-data grid (full/small-data/<model>/n<size>/seed<S>/: dcn-ode, odenet, resnet-blocks × 10/20/50/100
-# images per class × seeds 1-3) trains after them with `dcnbio grid --recipe plateau` (the recipe lives in
-# dcnbio/train/grid.py); `small` trains it alone in one lane.
+# paper-recipe run) follows the paper-recipe σ_ji and ODE runs.  The small-data grid (full/small-data/<model>/
+# n<size>/seed<S>/: dcn-ode, odenet, resnet-blocks × 10/20/50/100 images per class × seeds 1-3) trains with
+# `dcnbio grid --recipe plateau` (the recipe lives in dcnbio/train/grid.py), one queue entry per run.
 # Stop the lanes with SIGTERM (kill -TERM -- -<pgid>): each run writes last.pt and exits; commit what is there.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 export OMP_NUM_THREADS=1
 PY=${PYTHON:-.venv/bin/python}
 ROOT=data/checkpoints/full
+CONTROL_ROOT=data/checkpoints/full-sigma-lr10
 # The recipe (README: "The full-data recipe"): paper optimizer, first drop at the measured plateau.
 RECIPE=(--dataset fashion-mnist --width 0.25 --val-size 1000 --epochs 30 --plateau-patience 2
         --plateau-delta 0.005 --no-adjoint --integrator dcnbio --formulation auto)
@@ -34,36 +39,64 @@ run() {  # run MODEL SEED [extra dcnbio-train arguments]; OUT_ROOT overrides the
         --save-every "$save" "${mode[@]}" "$@"
 }
 
-small() {  # small MODEL "SIZES" "SEEDS": runs of the small-data grid, each trained until its training loss plateaus
-    local model=$1 sizes=$2 seeds=$3
-    echo "$(date -u +%FT%TZ) small-data grid: $model n{$sizes} seed{$seeds}"
-    # shellcheck disable=SC2086  # sizes and seeds are word lists
+small() {  # small MODEL SIZE SEED: a run of the small-data grid, trained until its training loss plateaus
+    local model=$1 size=$2 seed=$3 dir="$ROOT/small-data/$1/n$2/seed$3"
+    if [ -f "$dir/final.json" ]; then echo "done: $dir"; return 0; fi
+    echo "$(date -u +%FT%TZ) small-data grid: $dir"
     "$PY" -m dcnbio.train.grid_cli --recipe plateau --runs-dir "$ROOT/small-data" --models "$model" \
-        --sizes $sizes --seeds $seeds --save-every 20
-    # No hold-out: best.pt is the last epoch's weights; last.pt (the result) and init.pt are bundled.
-    for n in $sizes; do for s in $seeds; do
-        local dir="$ROOT/small-data/$model/n$n/seed$s"
-        [ -f "$dir/final.json" ] && rm -f "$dir/best.pt"
-    done; done
-    return 0
+        --sizes "$size" --seeds "$seed" --save-every 20 || return
+    rm -f "$dir/best.pt"  # no hold-out: best.pt is the last epoch's weights; last.pt (the result) and init.pt stay
 }
-small_lane1() { small resnet-blocks "10 20 50 100" "1 2 3"; small dcn-ode "10 20 50 100" 1; small odenet "10 20 50 100" "2 3"; }
-small_lane2() { small odenet "10 20 50 100" 1; small dcn-ode "10 20 50 100" "2 3"; }
 control() {  # σ moved < 0.05 octaves (median) in dcn-sigma-ji at the paper's rate: the labelled control
-    OUT_ROOT=data/checkpoints/full-sigma-lr10 run dcn-sigma-ji 1 --sigma-lr-scale 10
+    OUT_ROOT=$CONTROL_ROOT run dcn-sigma-ji 1 --sigma-lr-scale 10
 }
-lane1() {
-    run dcn-sigma-ji 1; run dcn-ode 2; run dcn-sigma-ji 3; run odenet 2
-    run dcn-sigma-t 1; run dcn-sigma-alpha-t 1
-    small_lane1
-    run dcn-sigma-t 3   # seeds 2-3 of dcn-sigma-t last: the issue asks for them if the budget allows
+
+# The queue: what each lane walks, in the order the runs should finish (paper-recipe seeds, the σ control, the
+# meta-parametrized DCNs, the small-data grid, then the optional seeds 2-3 of dcn-sigma-t).
+QUEUE=()
+for s in 1 2 3; do QUEUE+=("run resnet-blocks $s"); done
+QUEUE+=("run dcn-ode 1" "run odenet 1" "run dcn-sigma-ji 1" "run dcn-ode 2" "run dcn-sigma-ji 2" "run dcn-sigma-ji 3"
+        "run dcn-ode 3" "run odenet 2" "run odenet 3" "control"
+        "run dcn-sigma-t 1" "run dcn-sigma-t2 1" "run dcn-sigma-alpha-t 1")
+for m in resnet-blocks odenet dcn-ode; do for s in 1 2 3; do for n in 10 20 50 100; do
+    QUEUE+=("small $m $n $s")
+done; done; done
+QUEUE+=("run dcn-sigma-t 2" "run dcn-sigma-t 3")
+
+run_dir() {  # run_dir JOB...: the directory a queue entry trains
+    case $1 in
+        run) echo "$ROOT/$2/seed$3" ;;
+        control) echo "$CONTROL_ROOT/dcn-sigma-ji/seed1" ;;
+        small) echo "$ROOT/small-data/$2/n$3/seed$4" ;;
+    esac
 }
-lane2() {
-    run resnet-blocks 1; run resnet-blocks 2; run resnet-blocks 3
-    run dcn-ode 1; run odenet 1; run dcn-sigma-ji 2; run dcn-ode 3; run odenet 3; control
-    run dcn-sigma-t2 1
-    small_lane2
-    run dcn-sigma-t 2
+
+lane() {  # lane [PATTERN]: train the queue's runs (those matching the glob PATTERN) that nobody else trains
+    local pattern=${1:-*} job words dir rc claims
+    command -v flock > /dev/null || { echo "retrain.sh: lanes need flock(1) (util-linux)" >&2; return 2; }
+    claims="${TMPDIR:-/tmp}/dcnbio-claims-$(printf %s "$PWD/$ROOT" | sha256sum | cut -c1-16)"
+    mkdir -p "$claims"
+    for job in "${QUEUE[@]}"; do
+        # shellcheck disable=SC2053  # PATTERN is a glob
+        [[ $job == $pattern ]] || continue
+        read -r -a words <<< "$job"
+        dir=$(run_dir "${words[@]}")
+        if [ -f "$dir/final.json" ]; then echo "done: $dir"; continue; fi
+        rc=0
+        ( flock -n 9 || exit 75; "${words[@]}" ) 9> "$claims/$(printf %s "$dir" | tr / _).claim" || rc=$?
+        if [ "$rc" = 75 ]; then echo "another lane trains $dir"; continue; fi
+        [ "$rc" = 0 ] || return "$rc"
+    done
+}
+queue() {  # the queue, one run a line: its directory and whether it is done, in training or not started
+    local job words dir
+    for job in "${QUEUE[@]}"; do
+        read -r -a words <<< "$job"
+        dir=$(run_dir "${words[@]}")
+        if [ -f "$dir/final.json" ]; then echo "done      $dir"
+        elif [ -f "$dir/last.pt" ]; then echo "training  $dir"
+        else echo "to train  $dir"; fi
+    done
 }
 rejudge() {  # analyses/reproduce.py on this bundle in two lanes; resumable (--resume), judged when both are done
     local common=(analyses/reproduce.py --bundle full --resume --results results/full --overwrite) rc=0
@@ -82,13 +115,21 @@ manifest() {
         > MANIFEST.sha256)
 }
 
+all() {  # LANES lanes (default: one per core), then the manifest
+    local n=${LANES:-$(nproc)} k pids=() rc=0
+    for ((k = 0; k < n; k++)); do lane & pids+=($!); sleep 1; done
+    for k in "${pids[@]}"; do wait "$k" || rc=1; done
+    [ "$rc" = 0 ] || { echo "a lane failed (its message is above); rerun retrain.sh to continue" >&2; return 1; }
+    manifest
+}
+
 case "${1:-all}" in
-    lane1) lane1 ;;
-    lane2) lane2 ;;
+    lane|lane1|lane2) lane ;;
+    queue) queue ;;
     manifest) manifest ;;
-    control) control ;;
-    small) small_lane1; small_lane2 ;;
+    control) lane control ;;
+    small) lane "small *" ;;
     rejudge) rejudge ;;
-    all) lane1 & lane2 & wait; manifest ;;
-    *) echo "usage: retrain.sh [lane1|lane2|control|small|manifest|rejudge|all]" >&2; exit 2 ;;
+    all) all ;;
+    *) echo "usage: retrain.sh [lane|queue|control|small|manifest|rejudge|all]" >&2; exit 2 ;;
 esac

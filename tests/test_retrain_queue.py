@@ -1,0 +1,108 @@
+"""``data/checkpoints/retrain.sh``: lanes share one queue of runs, each run trained once, by one lane.
+
+The script is run as it is, in a copy of its folder layout, with ``PYTHON`` a stand-in trainer that records
+which lane trained which run and writes the run's ``final.json`` (what a finished ``dcnbio train`` leaves): the
+queue and the claims are the script's, nothing of them is re-implemented here.
+"""
+import os
+import shutil
+import stat
+import subprocess
+from pathlib import Path
+
+import pytest
+
+SCRIPT = Path(__file__).resolve().parents[1] / "data" / "checkpoints" / "retrain.sh"
+
+# The stand-in trainer: `-m dcnbio.train --seeds S --out OUT ...` trains OUT/seedS; `-m dcnbio.train.grid_cli
+# --runs-dir R --models M --sizes N --seeds S ...` trains R/M/nN/seedS (and leaves a best.pt, as the grid does).
+# Each "training" takes a while, so that lanes overlap; FAIL_ON names a run that fails.
+FAKE = r"""#!/usr/bin/env bash
+set -eu
+module=$2; shift 2
+declare -A a; key=""
+for w in "$@"; do case $w in --*) key=$w ;; *) [ -n "$key" ] && a[$key]=$w; key="" ;; esac; done
+if [ "$module" = dcnbio.train ]; then dir=${a[--out]}/seed${a[--seeds]}
+else dir=${a[--runs-dir]}/${a[--models]}/n${a[--sizes]}/seed${a[--seeds]}; fi
+mkdir -p "$dir"
+read -r _ _ _ lane _ < "/proc/$PPID/stat"  # the lane: the parent of the subshell that holds the claim
+echo "$dir $lane $*" >> "$TRAINED"
+[ "$dir" = "${FAIL_ON:-}" ] && { echo "stand-in: $dir failed" >&2; exit 3; }
+sleep "${TRAIN_SECONDS:-0.4}"
+[ "$module" = dcnbio.train ] || : > "$dir/best.pt"
+echo '{}' > "$dir/final.json"
+"""
+
+
+@pytest.fixture
+def tree(tmp_path):
+    """A repository layout holding retrain.sh, a stand-in trainer, and the first two runs already finished."""
+    bundle = tmp_path / "repo" / "data" / "checkpoints"
+    bundle.mkdir(parents=True)
+    shutil.copy(SCRIPT, bundle / "retrain.sh")
+    fake = tmp_path / "fake-python"
+    fake.write_text(FAKE)
+    fake.chmod(fake.stat().st_mode | stat.S_IXUSR)
+    for done in ("resnet-blocks/seed1", "resnet-blocks/seed2"):
+        (bundle / "full" / done).mkdir(parents=True)
+        (bundle / "full" / done / "final.json").write_text("{}")
+    env = dict(os.environ, PYTHON=str(fake), TRAINED=str(tmp_path / "trained.log"), TMPDIR=str(tmp_path))
+    return bundle, env, tmp_path / "trained.log"
+
+
+def retrain(bundle, env, *args, **extra):
+    return subprocess.run(["bash", str(bundle / "retrain.sh"), *args], env=dict(env, **extra), capture_output=True,
+                          text=True, timeout=600)
+
+
+def queue_of(bundle, env):
+    out = retrain(bundle, env, "queue")
+    assert out.returncode == 0, out.stderr
+    return [line.split() for line in out.stdout.splitlines()]
+
+
+def test_lanes_train_every_queued_run_once_and_share_the_work(tree):
+    bundle, env, log = tree
+    before = queue_of(bundle, env)
+    assert before[:3] == [["done", "data/checkpoints/full/resnet-blocks/seed1"],
+                          ["done", "data/checkpoints/full/resnet-blocks/seed2"],
+                          ["to", "train", "data/checkpoints/full/resnet-blocks/seed3"]]
+    todo = [row[-1] for row in before if row[0] != "done"]
+    assert len(todo) == len(before) - 2 and len(set(todo)) == len(todo)
+
+    out = retrain(bundle, env, LANES="3")
+    assert out.returncode == 0, out.stderr
+    trained = [line.split() for line in log.read_text().splitlines()]
+    dirs = [row[0] for row in trained]
+    assert sorted(dirs) == sorted(todo)  # every run not done, each exactly once: no two lanes trained one run
+    assert len({row[1] for row in trained}) > 1  # more than one lane trained
+    assert "another lane trains" in out.stdout  # a lane met a run that another lane held, and went on
+    assert all(row[0] == "done" for row in queue_of(bundle, env))
+    assert not list((bundle / "full" / "small-data").rglob("best.pt"))  # small-data runs keep last.pt, not best.pt
+    assert (bundle / "MANIFEST.sha256").exists()
+    control = [row for row in trained if row[0].startswith("data/checkpoints/full-sigma-lr10/")]
+    assert len(control) == 1 and "--sigma-lr-scale 10" in " ".join(control[0])
+
+    again = retrain(bundle, env, "lane")  # a finished bundle: nothing is trained again
+    assert again.returncode == 0 and log.read_text().count("\n") == len(todo)
+
+
+def test_a_failing_run_stops_its_lane_with_a_non_zero_status(tree):
+    bundle, env, log = tree
+    out = retrain(bundle, env, "lane", FAIL_ON="data/checkpoints/full/dcn-ode/seed1")
+    assert out.returncode == 3 and "dcn-ode/seed1 failed" in out.stderr
+    trained = [line.split()[0] for line in log.read_text().splitlines()]
+    assert trained == ["data/checkpoints/full/resnet-blocks/seed3", "data/checkpoints/full/dcn-ode/seed1"]
+    assert not (bundle / "full" / "dcn-ode" / "seed1" / "final.json").exists()
+
+
+def test_small_and_control_walk_their_part_of_the_queue_only(tree):
+    bundle, env, log = tree
+    env = dict(env, TRAIN_SECONDS="0.05")
+    assert retrain(bundle, env, "control").returncode == 0
+    assert [line.split()[0] for line in log.read_text().splitlines()] == [
+        "data/checkpoints/full-sigma-lr10/dcn-sigma-ji/seed1"]
+    assert retrain(bundle, env, "small").returncode == 0
+    small = [line.split()[0] for line in log.read_text().splitlines()[1:]]
+    assert len(small) == 36 and all(d.startswith("data/checkpoints/full/small-data/") for d in small)
+    assert retrain(bundle, env, "bogus").returncode == 2
