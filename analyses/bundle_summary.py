@@ -19,6 +19,7 @@ import xarray as xr
 from dcnbio.extract.sigmas import extract_sigmas
 from dcnbio.stats.sigmas import sigma_shift
 from dcnbio.train.checkpoint import load_checkpoint, read_checkpoint
+from dcnbio.train.config import TrainConfig
 from dcnbio.cli import user_errors
 from dcnbio.errors import DcnbioError
 from dcnbio.script import analysis_parser
@@ -30,9 +31,23 @@ STILL = 0.05  # octaves: below this in every block, σ "did not move"
 
 
 def status(run, info):
-    """``done`` for a run with final.json, else how far its last.pt (``info``) has trained."""
-    loop = info["optimizer_state"]["loop"]
-    return "done" if (run / "final.json").exists() else f"training: epoch {info['epoch']}/{loop['epochs']}"
+    """``done`` for a run with final.json, else where its last.pt (``info``) stands: ``training: epoch E + B
+    batches (step S)`` — E epochs finished and B SGD steps into the next."""
+    if (run / "final.json").exists():
+        return "done"
+    into = info["step"] - info["epoch"] * TrainConfig.from_dict(info["train_config"]).steps_per_epoch()
+    return f"training: epoch {info['epoch']} + {into} batches (step {info['step']})"
+
+
+def schedule(loop):
+    """``P → N``: the learning rate dropped after epoch P, the run ends at epoch N; ``– (≤ N)`` before a plateau."""
+    p = loop.get("plateau_epoch")
+    return f"– (≤ {loop['epochs']})" if p is None else f"{p} → {loop['epochs']}"
+
+
+def accuracy(value):
+    """Three decimals, or ``–`` where there is no value yet (a test accuracy before the run has finished)."""
+    return "–" if value != value else f"{value:.3f}"
 
 
 def summarise(run):
@@ -41,7 +56,7 @@ def summarise(run):
     model, info = load_checkpoint(run / "last.pt")
     loop = info["optimizer_state"]["loop"]
     row = {"model": run.parent.name, "seed": config["seed"], "status": status(run, info),
-           "plateau": loop.get("plateau_epoch"), "epochs": loop["epochs"],
+           "schedule": schedule(loop),
            "best_val": max((m["val_acc"] for m in info["metrics"]), default=float("nan")),
            "test_best": final.get("test_acc_best", float("nan")) if final else float("nan"),
            "hours": loop["elapsed"] / 3600}
@@ -63,8 +78,8 @@ def table(rows, shifts):
             f"{b} {v:.3f}" for b, v in zip(s["block"].values, s["median_abs_shift"].values.ravel()))
         if s is not None and row["status"] == "done" and float(s["median_abs_shift"].max()) < STILL:
             moved += f" (< {STILL} everywhere: σ did not move)"
-        lines.append(f"| {row['model']} | {row['seed']} | {row['status']} | {row['plateau']} → {row['epochs']} | "
-                     f"{row['best_val']:.3f} | {row['test_best']:.3f} | {row['hours']:.2f} | {moved} |")
+        lines.append(f"| {row['model']} | {row['seed']} | {row['status']} | {row['schedule']} | "
+                     f"{accuracy(row['best_val'])} | {accuracy(row['test_best'])} | {row['hours']:.2f} | {moved} |")
     return "\n".join(lines) + "\n"
 
 
@@ -75,7 +90,7 @@ def small_table(runs):
         info = read_checkpoint(run / "last.pt")  # its records only: no model is built
         loop, last = info["optimizer_state"]["loop"], (info["metrics"] or [{}])[-1]
         lines.append(f"| {run.parts[-3]} | {run.parts[-2][1:]} | {run.parts[-1][4:]} | {status(run, info)} | "
-                     f"{loop.get('plateau_epoch')} → {loop['epochs']} | {info['step']} | "
+                     f"{schedule(loop)} | {info['step']} | "
                      f"{last.get('train_loss', float('nan')):.4f} | {last.get('train_acc', float('nan')):.3f} | "
                      f"{loop['elapsed'] / 3600:.2f} |")
     return "\n".join(lines) + "\n"

@@ -238,6 +238,15 @@ def test_bundle_summary_tabulates_every_run_and_its_sigma_shift_from_the_weights
         cells = [c.strip() for c in line.strip("|").split("|")]
         assert cells[:2] == [run.parent.name, run.name[4:]]
         assert (cells[2] == "done") == (run / "final.json").exists()
+        if cells[2] != "done":  # where last.pt stands: E epochs recorded in its metrics, B steps into the next
+            import re
+
+            last = read_checkpoint(run / "last.pt")
+            e, b, step = map(int, re.fullmatch(r"training: epoch (\d+) \+ (\d+) batches \(step (\d+)\)",
+                                               cells[2]).groups())
+            per_epoch = (60000 - 1000) // 128  # Fashion-MNIST's training set less the hold-out, batch 128
+            assert step == last["step"] and e == len(last["metrics"]) and step == e * per_epoch + b
+            assert 0 <= b < per_epoch and cells[5] == "–"
     small = list((FULL / "small-data").glob("*/n*/seed*"))
     assert text.count("\n| resnet-blocks |") + text.count("\n| odenet |") + text.count("\n| dcn-ode |") \
         == sum(r.parent.name in ("resnet-blocks", "odenet", "dcn-ode") for r in full_runs()) + len(small)
