@@ -20,6 +20,7 @@ from dcnbio.extract.sigmas import extract_sigmas
 from dcnbio.stats.sigmas import sigma_shift
 from dcnbio.train.checkpoint import load_checkpoint, read_checkpoint
 from dcnbio.train.config import TrainConfig
+from dcnbio.reports.bundle_report import run_status, runs_table, schedule_text, small_runs_table
 from dcnbio.cli import user_errors
 from dcnbio.errors import DcnbioError
 from dcnbio.script import analysis_parser
@@ -27,27 +28,20 @@ from dcnbio.io import prepare_output_dir, save_dataset, write_text
 from dcnbio.core.models import srf_layers
 
 ROOT = Path(__file__).resolve().parents[1]
-STILL = 0.05  # octaves: below this in every block, σ "did not move"
 
 
-def status(run, info):
-    """``done`` for a run with final.json, else where its last.pt (``info``) stands: ``training: epoch E + B
-    batches (step S)`` — E epochs finished and B SGD steps into the next."""
-    if (run / "final.json").exists():
-        return "done"
-    into = info["step"] - info["epoch"] * TrainConfig.from_dict(info["train_config"]).steps_per_epoch()
-    return f"training: epoch {info['epoch']} + {into} batches (step {info['step']})"
+def status(info, finished):
+    """Where a run stands, from its last.pt's records (``info``)."""
+    per_epoch = TrainConfig.from_dict(info["train_config"]).steps_per_epoch()
+    return run_status(info["epoch"], info["step"], per_epoch, finished=finished)
 
 
-def schedule(loop):
-    """``P → N``: the learning rate dropped after epoch P, the run ends at epoch N; ``– (≤ N)`` before a plateau."""
-    p = loop.get("plateau_epoch")
-    return f"– (≤ {loop['epochs']})" if p is None else f"{p} → {loop['epochs']}"
-
-
-def accuracy(value):
-    """Three decimals, or ``–`` where there is no value yet (a test accuracy before the run has finished)."""
-    return "–" if value != value else f"{value:.3f}"
+def small_row(run, info):
+    loop, last = info["optimizer_state"]["loop"], (info["metrics"] or [{}])[-1]
+    return {"model": run.parts[-3], "size": int(run.parts[-2][1:]), "seed": int(run.parts[-1][4:]),
+            "status": status(info, (run / "final.json").exists()), "schedule": schedule_text(loop),
+            "steps": info["step"], "train_loss": last.get("train_loss", float("nan")),
+            "train_acc": last.get("train_acc", float("nan")), "hours": loop["elapsed"] / 3600}
 
 
 def summarise(run):
@@ -55,8 +49,8 @@ def summarise(run):
     final = json.loads((run / "final.json").read_text()) if (run / "final.json").exists() else None
     model, info = load_checkpoint(run / "last.pt")
     loop = info["optimizer_state"]["loop"]
-    row = {"model": run.parent.name, "seed": config["seed"], "status": status(run, info),
-           "schedule": schedule(loop),
+    row = {"model": run.parent.name, "seed": config["seed"], "status": status(info, final is not None),
+           "schedule": schedule_text(loop),
            "best_val": max((m["val_acc"] for m in info["metrics"]), default=float("nan")),
            "test_best": final.get("test_acc_best", float("nan")) if final else float("nan"),
            "hours": loop["elapsed"] / 3600}
@@ -67,33 +61,6 @@ def summarise(run):
         shift = shift.expand_dims(model=[row["model"]], seed=[row["seed"]])
         shift.attrs = {"trained": str(run / "last.pt"), "init": str(run / "init.pt")}
     return row, shift
-
-
-def table(rows, shifts):
-    lines = ["| model | seed | status | plateau → epochs | best val | test (best) | hours | median abs Δlog2σ per "
-             "block (octaves) |", "|---|---|---|---|---|---|---|---|"]
-    for row in rows:
-        s = shifts.get((row["model"], row["seed"]))
-        moved = "–" if s is None else ", ".join(
-            f"{b} {v:.3f}" for b, v in zip(s["block"].values, s["median_abs_shift"].values.ravel()))
-        if s is not None and row["status"] == "done" and float(s["median_abs_shift"].max()) < STILL:
-            moved += f" (< {STILL} everywhere: σ did not move)"
-        lines.append(f"| {row['model']} | {row['seed']} | {row['status']} | {row['schedule']} | "
-                     f"{accuracy(row['best_val'])} | {accuracy(row['test_best'])} | {row['hours']:.2f} | {moved} |")
-    return "\n".join(lines) + "\n"
-
-
-def small_table(runs):
-    lines = ["| model | images per class | seed | status | plateau → epochs | steps | last train loss | last train "
-             "acc | hours |", "|---|---|---|---|---|---|---|---|---|"]
-    for run in runs:
-        info = read_checkpoint(run / "last.pt")  # its records only: no model is built
-        loop, last = info["optimizer_state"]["loop"], (info["metrics"] or [{}])[-1]
-        lines.append(f"| {run.parts[-3]} | {run.parts[-2][1:]} | {run.parts[-1][4:]} | {status(run, info)} | "
-                     f"{schedule(loop)} | {info['step']} | "
-                     f"{last.get('train_loss', float('nan')):.4f} | {last.get('train_acc', float('nan')):.3f} | "
-                     f"{loop['elapsed'] / 3600:.2f} |")
-    return "\n".join(lines) + "\n"
 
 
 @user_errors
@@ -112,11 +79,12 @@ def main(argv=None):
         rows.append(row)
         if shift is not None:
             shifts[(row["model"], row["seed"])] = shift
-    text = table(rows, shifts)
+    text = runs_table(rows, shifts)
     small = sorted((d for d in args.runs.glob("small-data/*/n*/seed*") if (d / "last.pt").exists()),
                    key=lambda d: (d.parts[-3], int(d.parts[-2][1:]), d.parts[-1]))
     if small:
-        text += "\nSmall-data grid (`small-data/`):\n\n" + small_table(small)
+        small = [small_row(d, read_checkpoint(d / "last.pt")) for d in small]  # records only: no model is built
+        text += "\nSmall-data grid (`small-data/`):\n\n" + small_runs_table(small)
     write_text(out / "summary.md", text)
     if shifts:
         merged = xr.combine_by_coords([s.drop_attrs() for s in shifts.values()], combine_attrs="drop",

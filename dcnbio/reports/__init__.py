@@ -12,6 +12,7 @@ module                     what
 ``small_data_report``      evaluation of the small-data runs, their results and the report
 ``solver_audit_report``    the solver audit's report
 ``meta_report``            σ(t), α(t) tables and the report of the meta-parametrized models
+``bundle_report``          where each run of a training bundle stands (``analyses/bundle_summary.py``)
 ``claims``                 every claim of the paper judged from the analyses' results (``analyses/reproduce.py``)
 =========================  ===================================================================================
 """

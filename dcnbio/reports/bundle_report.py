@@ -1,0 +1,79 @@
+"""The training bundle at a glance (``analyses/bundle_summary.py``): where each run stands, as Markdown tables.
+
+* :func:`run_status` — ``done``, or where a run's ``last.pt`` stands (epochs finished and steps into the next);
+* :func:`schedule_text` — the plateau epoch and the schedule it set;
+* :func:`runs_table` — one row per run: status, schedule, accuracy, hours and how far σ moved from its ``init.pt``;
+* :func:`small_runs_table` — one row per run of a small-data grid.
+
+Values come in (from the checkpoints' records, which the script reads); Markdown goes out.
+"""
+
+__all__ = ["STILL_OCTAVES", "run_status", "runs_table", "schedule_text", "small_runs_table"]
+
+#: Octaves: a run whose median |Δ log2 σ| from its init stays below this in every block has σ that "did not move".
+STILL_OCTAVES = 0.05
+
+
+def run_status(epoch, step, steps_per_epoch, *, finished):
+    """``done``, or ``training: epoch E + B batches (step S)``: E epochs finished and B SGD steps into the next.
+
+    ``epoch`` and ``step`` are a checkpoint's; ``finished``: the run has its ``final.json``.
+
+    >>> run_status(16, 7673, 460, finished=False), run_status(22, 10120, 460, finished=True)
+    ('training: epoch 16 + 313 batches (step 7673)', 'done')
+    """
+    if finished:
+        return "done"
+    return f"training: epoch {epoch} + {step - epoch * steps_per_epoch} batches (step {step})"
+
+
+def schedule_text(loop):
+    """``P → N``: the learning rate dropped after epoch P and the run ends at epoch N; ``– (≤ N)`` before a plateau.
+
+    >>> schedule_text({"plateau_epoch": 9, "epochs": 22}), schedule_text({"plateau_epoch": None, "epochs": 30})
+    ('9 → 22', '– (≤ 30)')
+    """
+    p = loop.get("plateau_epoch")
+    return f"– (≤ {loop['epochs']})" if p is None else f"{p} → {loop['epochs']}"
+
+
+def _fraction(value):
+    return "–" if value != value else f"{value:.3f}"  # NaN: no value yet (a test accuracy before the run ends)
+
+
+def runs_table(rows, shifts):
+    """The bundle's runs as a Markdown table.
+
+    Parameters
+    ----------
+    rows : sequence of dict
+        Per run: ``model``, ``seed``, ``status`` (:func:`run_status`), ``schedule`` (:func:`schedule_text`),
+        ``best_val`` and ``test_best`` (fractions; NaN where there is none yet) and ``hours``.
+    shifts : dict of (model, seed) → xarray.Dataset
+        :func:`dcnbio.stats.sigmas.sigma_shift` of the runs with SRF layers (``median_abs_shift`` by ``block``).
+    """
+    lines = ["| model | seed | status | plateau → epochs | best val | test (best) | hours | median abs Δlog2σ per "
+             "block (octaves) |", "|---|---|---|---|---|---|---|---|"]
+    for row in rows:
+        s = shifts.get((row["model"], row["seed"]))
+        moved = "–" if s is None else ", ".join(
+            f"{b} {v:.3f}" for b, v in zip(s["block"].values, s["median_abs_shift"].values.ravel()))
+        if s is not None and row["status"] == "done" and float(s["median_abs_shift"].max()) < STILL_OCTAVES:
+            moved += f" (< {STILL_OCTAVES} everywhere: σ did not move)"
+        lines.append(f"| {row['model']} | {row['seed']} | {row['status']} | {row['schedule']} | "
+                     f"{_fraction(row['best_val'])} | {_fraction(row['test_best'])} | {row['hours']:.2f} | {moved} |")
+    return "\n".join(lines) + "\n"
+
+
+def small_runs_table(rows):
+    """The runs of a small-data grid as a Markdown table.
+
+    ``rows``: per run ``model``, ``size`` (images per class), ``seed``, ``status`` (:func:`run_status`),
+    ``schedule`` (:func:`schedule_text`), ``steps``, the last epoch's ``train_loss`` and ``train_acc``, ``hours``.
+    """
+    lines = ["| model | images per class | seed | status | plateau → epochs | steps | last train loss | last train "
+             "acc | hours |", "|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['model']} | {r['size']} | {r['seed']} | {r['status']} | {r['schedule']} | {r['steps']} | "
+                     f"{r['train_loss']:.4f} | {r['train_acc']:.3f} | {r['hours']:.2f} |")
+    return "\n".join(lines) + "\n"
