@@ -174,6 +174,37 @@ def test_run_writes_self_describing_checkpoints(tmp_path):
     assert read_checkpoint(out / "seed1/last.pt")["data_hash"] != read_checkpoint(out / "seed2/last.pt")["data_hash"]
 
 
+@pytest.mark.parametrize("name", [m for m in dcnbio.list_models()
+                                  if dcnbio.srf_layers(dcnbio.create_model(m, in_channels=1, width=0.25))])
+def test_sigma_lr_scale_multiplies_the_step_of_exactly_the_scale_parameters(name):
+    """--sigma-lr-scale (the σ control set): the σ group holds every parameter of every SRF layer's scale
+    parametrization (log2 σ, per pair, or the coefficients of σ(t)) and nothing else, and one plain SGD step moves
+    those by ``scale`` times the step of scale 1 and every other parameter by the same step."""
+    from dcnbio.train.loop import param_groups
+
+    torch.manual_seed(0)
+    model = dcnbio.create_model(name, in_channels=1, width=0.25).double()
+    by_id = {id(p): n for n, p in model.named_parameters()}
+    groups = {g["name"]: [by_id[id(p)] for p in g["params"]] for g in param_groups(model, 0.1, 10.0)}
+    expected = sorted(n for n in by_id.values() if ".scale." in n)  # the parametrization's own submodule
+    assert expected and sorted(groups["sigma"]) == expected
+    assert sorted(groups["sigma"] + groups["weights"]) == sorted(by_id.values())
+    x, y = torch.randn(2, 1, 12, 12, dtype=torch.float64), torch.tensor([0, 1])
+    steps = {}
+    for scale in (1.0, 10.0):
+        copy = dcnbio.create_model(name, in_channels=1, width=0.25).double()
+        copy.load_state_dict(model.state_dict())
+        opt = torch.optim.SGD(param_groups(copy, 0.1, scale), lr=0.1, momentum=0.0)
+        torch.nn.functional.cross_entropy(copy(x), y).backward()
+        opt.step()
+        steps[scale] = {n: (p.detach() - model.get_parameter(n).detach()) for n, p in copy.named_parameters()}
+    moved = [n for n in expected if steps[1.0][n].abs().max() > 0]
+    assert moved  # σ has a gradient, so the comparison below is not vacuous
+    for n in by_id.values():
+        factor = 10.0 if n in expected else 1.0
+        torch.testing.assert_close(steps[10.0][n], factor * steps[1.0][n], rtol=1e-9, atol=1e-15)
+
+
 @needs_fmnist
 def test_sigkill_at_any_point_then_resume_is_bit_identical(tmp_path):
     args = [*TINY, "--epochs", "3", "--save-every", "2", "--seed", "7"]
