@@ -106,3 +106,8 @@ def test_small_and_control_walk_their_part_of_the_queue_only(tree):
     small = [line.split()[0] for line in log.read_text().splitlines()[1:]]
     assert len(small) == 36 and all(d.startswith("data/checkpoints/full/small-data/") for d in small)
     assert retrain(bundle, env, "bogus").returncode == 2
+    for lanes in ("0", "two", "-1"):
+        out = retrain(bundle, env, LANES=lanes)
+        assert out.returncode == 2 and "LANES must be a whole number" in out.stderr
+        assert out.stderr.count("\n") == 1 and not (bundle / "MANIFEST.sha256").exists()
+    assert log.read_text().count("\n") == 1 + 36  # nothing more was trained

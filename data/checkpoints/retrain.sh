@@ -117,6 +117,7 @@ manifest() {
 
 all() {  # LANES lanes (default: one per core), then the manifest
     local n=${LANES:-$(nproc)} k pids=() rc=0
+    [[ $n =~ ^[1-9][0-9]*$ ]] || { echo "retrain.sh: LANES must be a whole number ≥ 1, not '$n'" >&2; return 2; }
     for ((k = 0; k < n; k++)); do lane & pids+=($!); sleep 1; done
     for k in "${pids[@]}"; do wait "$k" || rc=1; done
     [ "$rc" = 0 ] || { echo "a lane failed (its message is above); rerun retrain.sh to continue" >&2; return 1; }
