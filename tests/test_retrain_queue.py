@@ -16,7 +16,8 @@ SCRIPT = Path(__file__).resolve().parents[1] / "data" / "checkpoints" / "retrain
 
 # The stand-in trainer: `-m dcnbio.train --seeds S --out OUT ...` trains OUT/seedS; `-m dcnbio.train.grid_cli
 # --runs-dir R --models M --sizes N --seeds S ...` trains R/M/nN/seedS (and leaves a best.pt, as the grid does).
-# Each "training" takes a while, so that lanes overlap; FAIL_ON names a run that fails.
+# Each "training" takes a while, so that lanes overlap; FAIL_ON names a run that fails, SIGNAL_ON one that is
+# stopped by a signal.
 FAKE = r"""#!/usr/bin/env bash
 set -eu
 module=$2; shift 2
@@ -28,6 +29,7 @@ mkdir -p "$dir"
 read -r _ _ _ lane _ < "/proc/$PPID/stat"  # the lane: the parent of the subshell that holds the claim
 echo "$dir $lane $*" >> "$TRAINED"
 [ "$dir" = "${FAIL_ON:-}" ] && { echo "stand-in: $dir failed" >&2; exit 3; }
+[ "$dir" = "${SIGNAL_ON:-}" ] && exit 143  # what dcnbio train does on SIGTERM, after writing last.pt
 sleep "${TRAIN_SECONDS:-0.4}"
 [ "$module" = dcnbio.train ] || : > "$dir/best.pt"
 echo '{}' > "$dir/final.json"
@@ -87,13 +89,27 @@ def test_lanes_train_every_queued_run_once_and_share_the_work(tree):
     assert again.returncode == 0 and log.read_text().count("\n") == len(todo)
 
 
-def test_a_failing_run_stops_its_lane_with_a_non_zero_status(tree):
+def test_a_failing_run_is_named_and_left_and_the_lane_goes_on_to_exit_1(tree):
     bundle, env, log = tree
-    out = retrain(bundle, env, "lane", FAIL_ON="data/checkpoints/full/dcn-ode/seed1")
-    assert out.returncode == 3 and "dcn-ode/seed1 failed" in out.stderr
-    trained = [line.split()[0] for line in log.read_text().splitlines()]
-    assert trained == ["data/checkpoints/full/resnet-blocks/seed3", "data/checkpoints/full/dcn-ode/seed1"]
-    assert not (bundle / "full" / "dcn-ode" / "seed1" / "final.json").exists()
+    out = retrain(bundle, env, "control", FAIL_ON="data/checkpoints/full-sigma-lr10/dcn-sigma-ji/seed1")
+    assert out.returncode == 1 and "dcn-sigma-ji/seed1 failed" in out.stderr
+    assert "runs that failed: data/checkpoints/full-sigma-lr10/dcn-sigma-ji/seed1" in out.stderr
+    failing = "data/checkpoints/full/dcn-ode/seed1"
+    out = retrain(bundle, env, "lane", FAIL_ON=failing, TRAIN_SECONDS="0.02")
+    assert out.returncode == 1 and f"retrain.sh: runs that failed: {failing}" in out.stderr
+    trained = [line.split()[0] for line in log.read_text().splitlines()][1:]
+    assert trained[:2] == ["data/checkpoints/full/resnet-blocks/seed3", failing]
+    assert not (bundle / failing / "final.json").exists()
+    left = {row[-1] for row in queue_of(bundle, env) if row[0] != "done"}
+    assert left == {failing}  # every other run of the queue was trained after it
+
+
+def test_a_signal_stops_the_lane_where_it_is(tree):
+    bundle, env, log = tree
+    out = retrain(bundle, env, "lane", SIGNAL_ON="data/checkpoints/full/dcn-ode/seed1")
+    assert out.returncode == 143 and "stopped by a signal during data/checkpoints/full/dcn-ode/seed1" in out.stderr
+    assert [line.split()[0] for line in log.read_text().splitlines()] == [
+        "data/checkpoints/full/resnet-blocks/seed3", "data/checkpoints/full/dcn-ode/seed1"]
 
 
 def test_small_and_control_walk_their_part_of_the_queue_only(tree):

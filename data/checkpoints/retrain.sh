@@ -71,8 +71,9 @@ run_dir() {  # run_dir JOB...: the directory a queue entry trains
     esac
 }
 
-lane() {  # lane [PATTERN]: train the queue's runs (those matching the glob PATTERN) that nobody else trains
-    local pattern=${1:-*} job words dir rc claims
+lane() {  # lane [PATTERN]: train the queue's runs (those matching the glob PATTERN) that nobody else trains; a run
+    # that fails is named and left (the lane goes on and exits 1 at the end), a signal stops the lane
+    local pattern=${1:-*} job words dir rc claims failed=()
     command -v flock > /dev/null || { echo "retrain.sh: lanes need flock(1) (util-linux)" >&2; return 2; }
     claims="${TMPDIR:-/tmp}/dcnbio-claims-$(printf %s "$PWD/$ROOT" | sha256sum | cut -c1-16)"
     mkdir -p "$claims"
@@ -84,9 +85,14 @@ lane() {  # lane [PATTERN]: train the queue's runs (those matching the glob PATT
         if [ -f "$dir/final.json" ]; then echo "done: $dir"; continue; fi
         rc=0
         ( flock -n 9 || exit 75; "${words[@]}" ) 9> "$claims/$(printf %s "$dir" | tr / _).claim" || rc=$?
-        if [ "$rc" = 75 ]; then echo "another lane trains $dir"; continue; fi
-        [ "$rc" = 0 ] || return "$rc"
+        case $rc in
+            0) ;;
+            75) echo "another lane trains $dir" ;;
+            130|143) echo "retrain.sh: stopped by a signal during $dir; run it again to resume" >&2; return "$rc" ;;
+            *) echo "retrain.sh: $dir failed (exit $rc; its message is above); the lane goes on" >&2; failed+=("$dir") ;;
+        esac
     done
+    [ "${#failed[@]}" = 0 ] || { echo "retrain.sh: runs that failed: ${failed[*]}" >&2; return 1; }
 }
 queue() {  # the queue, one run a line: its directory and whether it is done, in training or not started
     local job words dir
