@@ -28,6 +28,8 @@ class ScriptParser(argparse.ArgumentParser):
 #: ``small-data/<model>/n<size>/seed<S>/``: ``full`` — the full-data CPU recipe; ``subset`` — the first bundle,
 #: trained on subsets (``data/checkpoints/README.md`` describes both).
 BUNDLES = {"full": "data/checkpoints/full", "subset": "data/checkpoints"}
+#: The command that trains a bundle's runs, where one command trains them all (named when runs are missing).
+BUNDLE_TRAINERS = {"full": "bash data/checkpoints/retrain.sh"}
 #: The bundle the analyses read when ``--bundle`` is not given.
 DEFAULT_BUNDLE = "subset"
 
@@ -107,7 +109,9 @@ def add_eval_options(p, *, n_images=100, n_images_help=None, batch_help="images 
 
 def open_runs(args, models, repo, *, analysis, require_ode=False, make=None):
     """The runs an analysis script works on: ``--checkpoint``, or the finished runs of ``models`` in
-    ``--bundle`` (:func:`bundle_patterns`), loaded (``--compute``) and labelled.
+    ``--bundle`` (:func:`bundle_patterns`), loaded (``--compute``) and labelled.  ``make``: the command that
+    makes the default checkpoints, named when there are none (a bundle's own trainer, :data:`BUNDLE_TRAINERS`,
+    comes first).
 
     Returns
     -------
@@ -117,6 +121,7 @@ def open_runs(args, models, repo, *, analysis, require_ode=False, make=None):
         Default patterns that matched nothing and unfinished default runs (:func:`resolve_checkpoints`).
     """
     defaults = bundle_patterns(models, args.bundle)
+    make = BUNDLE_TRAINERS.get(args.bundle) or make
     paths, missing = resolve_checkpoints(args.checkpoint, defaults, repo, analysis=analysis, make=make)
     return load_models(paths, require_ode=require_ode, analysis=analysis, compute=args.compute), missing
 
@@ -182,21 +187,21 @@ def resolve_checkpoints(paths, defaults, repo, *, analysis, make=None):
     """
     if paths:
         return [os.fspath(p) for p in paths], []
-    found, missing = [], []
+    found, missing, training = [], [], []
     for pattern in defaults:
         hits = sorted(glob.glob(os.path.join(os.fspath(repo), pattern)))
         done = [h for h in hits if is_finished_run(h)]
         found += done
         if not hits:
             missing.append(pattern)
-        missing += [f"{os.path.relpath(h, os.fspath(repo))} (unfinished run: no final.json)"
-                    for h in hits if h not in done]
+        training += [os.path.relpath(h, os.fspath(repo)) for h in hits if h not in done]
     if not found:
-        raise CheckpointError(f"no bundled checkpoints for the {analysis} analysis (looked for "
-                              f"{', '.join(defaults)} under {repo}); "
-                              + (f"make one with `{make}`" if make else "train them (dcnbio train --help)")
+        raise CheckpointError(f"no finished bundled checkpoints for the {analysis} analysis (looked for "
+                              f"{', '.join(defaults)} under {repo}"
+                              + (f"; still training, no final.json: {', '.join(training)}" if training else "")
+                              + "); " + (f"make them with `{make}`" if make else "train them (dcnbio train --help)")
                               + " or pass --checkpoint PATH")
-    return found, missing
+    return found, missing + [f"{t} (unfinished run: no final.json)" for t in training]
 
 
 def run_label(info, model):

@@ -228,6 +228,22 @@ def test_default_checkpoints(scripts, ckpts, tmp_path, monkeypatch, capsys):
     assert "`data/checkpoints/odenet/seed2/last.pt (unfinished run: no final.json)`" in report
 
 
+def test_a_bundle_whose_runs_are_all_still_training_is_named_with_its_trainer(scripts, ckpts, tmp_path,
+                                                                               monkeypatch, capsys):
+    repo = tmp_path / "repo"
+    training = repo / "data" / "checkpoints" / "full" / "odenet" / "seed2"  # last.pt, no final.json
+    training.mkdir(parents=True)
+    shutil.copy(ckpts["odenet"], training / "last.pt")
+    script = scripts["contrast"]
+    monkeypatch.setattr(script, "REPO", repo)
+    out = tmp_path / "ct"
+    rc, _, err = run(script, ["--bundle", "full", "--n-images", 2, "--out", out], capsys)
+    assert rc == 2 and err.strip().count("\n") == 0, err
+    assert "no finished bundled checkpoints for the contrast analysis" in err
+    assert "still training, no final.json: data/checkpoints/full/odenet/seed2/last.pt" in err
+    assert "make them with `bash data/checkpoints/retrain.sh`" in err and not out.exists()
+
+
 BUNDLED = SCRIPTS.parent / "data" / "checkpoints"
 
 
