@@ -20,6 +20,14 @@ SCRIPT = Path(__file__).resolve().parents[1] / "data" / "checkpoints" / "retrain
 # stopped by a signal.
 FAKE = r"""#!/usr/bin/env bash
 set -eu
+if [ "$1" = analyses/reproduce.py ]; then  # rejudge: one analysis (--only NAME), or the judge (--no-run)
+    shift; what=judge; key=""
+    for w in "$@"; do [ "$key" = --only ] && what=$w; key=$w; done
+    read -r _ _ _ lane _ < "/proc/$PPID/stat"
+    echo "analysis:$what $lane $*" >> "$TRAINED"
+    [ "$what" = "${FAIL_ON:-}" ] && { echo "stand-in: $what failed" >&2; exit 2; }
+    sleep "${TRAIN_SECONDS:-0.4}"; exit 0
+fi
 module=$2; shift 2
 declare -A a; key=""
 for w in "$@"; do case $w in --*) key=$w ;; *) [ -n "$key" ] && a[$key]=$w; key="" ;; esac; done
@@ -78,7 +86,7 @@ def test_lanes_train_every_queued_run_once_and_share_the_work(tree):
     dirs = [row[0] for row in trained]
     assert sorted(dirs) == sorted(todo)  # every run not done, each exactly once: no two lanes trained one run
     assert len({row[1] for row in trained}) > 1  # more than one lane trained
-    assert "another lane trains" in out.stdout  # a lane met a run that another lane held, and went on
+    assert "another lane runs" in out.stdout  # a lane met a run that another lane held, and went on
     assert all(row[0] == "done" for row in queue_of(bundle, env))
     assert not list((bundle / "full" / "small-data").rglob("best.pt"))  # small-data runs keep last.pt, not best.pt
     assert (bundle / "MANIFEST.sha256").exists()
@@ -93,10 +101,10 @@ def test_a_failing_run_is_named_and_left_and_the_lane_goes_on_to_exit_1(tree):
     bundle, env, log = tree
     out = retrain(bundle, env, "control", FAIL_ON="data/checkpoints/full-sigma-lr10/dcn-sigma-ji/seed1")
     assert out.returncode == 1 and "dcn-sigma-ji/seed1 failed" in out.stderr
-    assert "runs that failed: data/checkpoints/full-sigma-lr10/dcn-sigma-ji/seed1" in out.stderr
+    assert "retrain.sh: failed: data/checkpoints/full-sigma-lr10/dcn-sigma-ji/seed1" in out.stderr
     failing = "data/checkpoints/full/dcn-ode/seed1"
     out = retrain(bundle, env, "lane", FAIL_ON=failing, TRAIN_SECONDS="0.02")
-    assert out.returncode == 1 and f"retrain.sh: runs that failed: {failing}" in out.stderr
+    assert out.returncode == 1 and f"retrain.sh: failed: {failing}" in out.stderr
     trained = [line.split()[0] for line in log.read_text().splitlines()][1:]
     assert trained[:2] == ["data/checkpoints/full/resnet-blocks/seed3", failing]
     assert not (bundle / failing / "final.json").exists()
@@ -127,3 +135,30 @@ def test_small_and_control_walk_their_part_of_the_queue_only(tree):
         assert out.returncode == 2 and "LANES must be a whole number" in out.stderr
         assert out.stderr.count("\n") == 1 and not (bundle / "MANIFEST.sha256").exists()
     assert log.read_text().count("\n") == 1 + 36  # nothing more was trained
+
+
+def test_rejudge_runs_every_analysis_once_across_lanes_then_the_judge(tree):
+    bundle, env, log = tree
+    out = retrain(bundle, env, "rejudge", LANES="3", TRAIN_SECONDS="0.3")
+    assert out.returncode == 0, out.stderr
+    rows = [line.split() for line in log.read_text().splitlines()]
+    analyses = [r[0].split(":")[1] for r in rows[:-1]]
+    assert sorted(analyses) == sorted(["contrast", "solver_audit", "physiology", "pattern_completion",
+                                       "reconstruction", "small_data", "meta_parametrization", "sigma_distribution"])
+    assert len({r[1] for r in rows[:-1]}) > 1  # shared between lanes
+    for r in rows[:-1]:
+        name = r[0].split(":")[1]
+        assert " ".join(r[2:]) == (f"--bundle full --resume --results results/full --overwrite "
+                                   f"--out results/full/lanes/{name} --only {name}")
+    assert rows[-1][0] == "analysis:judge" and "--no-run" in rows[-1]  # judged last, once
+    claims = list(Path(env["TMPDIR"]).glob("dcnbio-claims-*/*"))
+    assert claims and all(p.suffix == ".claim" for p in claims)  # this invocation's done marks are gone
+
+
+def test_rejudge_does_not_judge_when_an_analysis_failed(tree):
+    bundle, env, log = tree
+    out = retrain(bundle, env, "rejudge", LANES="2", TRAIN_SECONDS="0.05", FAIL_ON="physiology")
+    assert out.returncode == 1 and "results/full/physiology failed" in out.stderr
+    assert "rejudge again: finished analyses are kept" in out.stderr
+    rows = [line.split()[0] for line in log.read_text().splitlines()]
+    assert len(rows) == 8 and "analysis:judge" not in rows  # the other seven ran; no judge

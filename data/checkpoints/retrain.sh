@@ -8,7 +8,8 @@
 #   bash data/checkpoints/retrain.sh manifest   # rewrite MANIFEST.sha256 (before committing)
 #   bash data/checkpoints/retrain.sh small      # one lane over the small-data grid only
 #   bash data/checkpoints/retrain.sh control    # one lane over the σ control run only
-#   bash data/checkpoints/retrain.sh rejudge    # re-judge the paper on the finished bundle, two analysis lanes
+#   bash data/checkpoints/retrain.sh rejudge    # re-judge the paper on the finished bundle, one analysis lane per
+#                                                 core (LANES=N), resumable
 # Every lane walks one queue (QUEUE below, in the order the runs should finish) and trains each run that is
 # neither finished nor claimed by another lane: a lane claims a run with flock(1) on a file outside the repository
 # for as long as the run trains, so lanes share the work whatever their number and none idles while a run waits.
@@ -63,71 +64,98 @@ for m in resnet-blocks odenet dcn-ode; do for s in 1 2 3; do for n in 10 20 50 1
 done; done; done
 QUEUE+=("run dcn-sigma-t 2" "run dcn-sigma-t 3")
 
-run_dir() {  # run_dir JOB...: the directory a queue entry trains
+# The analyses of `rejudge`, longest first (so that the lanes finish together): analyses/reproduce.py --only each.
+ANALYSES=(contrast solver_audit physiology pattern_completion reconstruction small_data meta_parametrization
+          sigma_distribution)
+
+analyse() {  # analyse NAME: one analysis of reproduce.py on this bundle into results/full/, resumable
+    "$PY" analyses/reproduce.py --bundle full --resume --results results/full --overwrite \
+        --out "results/full/lanes/$1" --only "$1"
+}
+
+job_key() {  # job_key JOB...: what a queue entry makes (a run's directory, or an analysis)
     case $1 in
         run) echo "$ROOT/$2/seed$3" ;;
         control) echo "$CONTROL_ROOT/dcn-sigma-ji/seed1" ;;
         small) echo "$ROOT/small-data/$2/n$3/seed$4" ;;
+        analyse) echo "results/full/$2" ;;
     esac
 }
 
-lane() {  # lane [PATTERN]: train the queue's runs (those matching the glob PATTERN) that nobody else trains; a run
-    # that fails is named and left (the lane goes on and exits 1 at the end), a signal stops the lane
-    local pattern=${1:-*} job words dir rc claims failed=()
+claims_dir() {  # where lanes claim their jobs: outside the repository, one folder per checkout
+    echo "${TMPDIR:-/tmp}/dcnbio-claims-$(printf %s "$PWD" | sha256sum | cut -c1-16)"
+}
+trap 'rm -f "$(claims_dir)"/*-$$' EXIT  # this invocation's done/failed marks (lanes are subshells: no trap there)
+
+walk() {  # walk PATTERN JOB...: run each JOB (matching the glob PATTERN) that is not done and that no other lane
+    # runs; a job that fails is named and left (the lane goes on and exits 1 at the end), a signal stops the lane
+    local pattern=$1 job words key mark rc claims failed=()
+    shift
     command -v flock > /dev/null || { echo "retrain.sh: lanes need flock(1) (util-linux)" >&2; return 2; }
-    claims="${TMPDIR:-/tmp}/dcnbio-claims-$(printf %s "$PWD/$ROOT" | sha256sum | cut -c1-16)"
+    claims=$(claims_dir)
     mkdir -p "$claims"
-    for job in "${QUEUE[@]}"; do
+    for job in "$@"; do
         # shellcheck disable=SC2053  # PATTERN is a glob
         [[ $job == $pattern ]] || continue
         read -r -a words <<< "$job"
-        dir=$(run_dir "${words[@]}")
-        if [ -f "$dir/final.json" ]; then echo "done: $dir"; continue; fi
+        key=$(job_key "${words[@]}")
+        mark="$claims/$(printf %s "$key" | tr / _)"
+        # done: a run's final.json, or a job that a lane of this same invocation ($$) finished (an analysis);
+        # a job that failed in one lane is not tried again by another
+        if [ -f "$key/final.json" ] || [ -f "$mark.done-$$" ]; then echo "done: $key"; continue; fi
+        if [ -f "$mark.failed-$$" ]; then echo "failed in another lane: $key"; continue; fi
         rc=0
-        ( flock -n 9 || exit 75; "${words[@]}" ) 9> "$claims/$(printf %s "$dir" | tr / _).claim" || rc=$?
+        ( flock -n 9 || exit 75; "${words[@]}" ) 9> "$mark.claim" || rc=$?
         case $rc in
-            0) ;;
-            75) echo "another lane trains $dir" ;;
-            130|143) echo "retrain.sh: stopped by a signal during $dir; run it again to resume" >&2; return "$rc" ;;
-            *) echo "retrain.sh: $dir failed (exit $rc; its message is above); the lane goes on" >&2; failed+=("$dir") ;;
+            0) : > "$mark.done-$$" ;;
+            75) echo "another lane runs $key" ;;
+            130|143) echo "retrain.sh: stopped by a signal during $key; run it again to resume" >&2; return "$rc" ;;
+            *) echo "retrain.sh: $key failed (exit $rc, message above); the lane goes on" >&2
+               : > "$mark.failed-$$"; failed+=("$key") ;;
         esac
     done
-    [ "${#failed[@]}" = 0 ] || { echo "retrain.sh: runs that failed: ${failed[*]}" >&2; return 1; }
+    [ "${#failed[@]}" = 0 ] || { echo "retrain.sh: failed: ${failed[*]}" >&2; return 1; }
 }
+lane() { walk "${1:-*}" "${QUEUE[@]}"; }  # lane [PATTERN]: train the queue's runs that no other lane trains
+
 queue() {  # the queue, one run a line: its directory and whether it is done, in training or not started
     local job words dir
     for job in "${QUEUE[@]}"; do
         read -r -a words <<< "$job"
-        dir=$(run_dir "${words[@]}")
+        dir=$(job_key "${words[@]}")
         if [ -f "$dir/final.json" ]; then echo "done      $dir"
         elif [ -f "$dir/last.pt" ]; then echo "training  $dir"
         else echo "to train  $dir"; fi
     done
 }
-rejudge() {  # analyses/reproduce.py on this bundle in two lanes; resumable (--resume), judged when both are done
-    local common=(analyses/reproduce.py --bundle full --resume --results results/full --overwrite) rc=0
-    "$PY" "${common[@]}" --out results/full/lane1 --only pattern_completion solver_audit reconstruction \
-        sigma_distribution & local p1=$!
-    "$PY" "${common[@]}" --out results/full/lane2 --only contrast physiology small_data meta_parametrization &
-    local p2=$!
-    wait "$p1" || rc=1
-    wait "$p2" || rc=1
-    [ "$rc" = 0 ] || { echo "an analysis lane failed (its message is above); rerun: retrain.sh rejudge" >&2; return 1; }
+
+lanes() {  # lanes COMMAND...: LANES copies of COMMAND (default: one per core), started a second apart; 1 if any failed
+    local n=${LANES:-$(nproc)} k pids=() rc=0
+    [[ $n =~ ^[1-9][0-9]*$ ]] || { echo "retrain.sh: LANES must be a whole number ≥ 1, not '$n'" >&2; return 2; }
+    for ((k = 0; k < n; k++)); do "$@" & pids+=($!); sleep 1; done
+    for k in "${pids[@]}"; do wait "$k" || rc=1; done
+    return "$rc"
+}
+all() {  # LANES training lanes, then the manifest
+    local rc=0
+    lanes lane || rc=$?
+    [ "$rc" = 1 ] && echo "retrain.sh: a lane failed (its message is above); run retrain.sh again to continue" >&2
+    [ "$rc" = 0 ] || return "$rc"
+    manifest
+}
+rejudge() {  # every analysis of reproduce.py on this bundle in LANES lanes, then the judge when all are done
+    local jobs=() a rc=0
+    for a in "${ANALYSES[@]}"; do jobs+=("analyse $a"); done
+    lanes walk "*" "${jobs[@]}" || rc=$?
+    [ "$rc" = 1 ] && echo "retrain.sh: an analysis failed (its message is above); run retrain.sh rejudge again:" \
+                          "finished analyses are kept" >&2
+    [ "$rc" = 0 ] || return "$rc"
     "$PY" analyses/reproduce.py --bundle full --no-run --results results/full --out results/full/reproduction \
         --overwrite
 }
 manifest() {
     (cd data/checkpoints && find . -name '*.pt' -o -name '*.json' -o -name '*.csv' | sort | xargs sha256sum \
         > MANIFEST.sha256)
-}
-
-all() {  # LANES lanes (default: one per core), then the manifest
-    local n=${LANES:-$(nproc)} k pids=() rc=0
-    [[ $n =~ ^[1-9][0-9]*$ ]] || { echo "retrain.sh: LANES must be a whole number ≥ 1, not '$n'" >&2; return 2; }
-    for ((k = 0; k < n; k++)); do lane & pids+=($!); sleep 1; done
-    for k in "${pids[@]}"; do wait "$k" || rc=1; done
-    [ "$rc" = 0 ] || { echo "a lane failed (its message is above); rerun retrain.sh to continue" >&2; return 1; }
-    manifest
 }
 
 case "${1:-all}" in
