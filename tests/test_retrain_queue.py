@@ -152,7 +152,7 @@ def test_rejudge_runs_every_analysis_once_across_lanes_then_the_judge(tree):
                                    f"--out results/full/lanes/{name} --only {name}")
     assert rows[-1][0] == "analysis:judge" and "--no-run" in rows[-1]  # judged last, once
     claims = list(Path(env["TMPDIR"]).glob("dcnbio-claims-*/*"))
-    assert claims and all(p.suffix == ".claim" for p in claims)  # this invocation's done marks are gone
+    assert claims and all(p.suffix == ".claim" for p in claims)  # this invocation's marks are gone
 
 
 def test_rejudge_does_not_judge_when_an_analysis_failed(tree):

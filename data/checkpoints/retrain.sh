@@ -85,7 +85,11 @@ job_key() {  # job_key JOB...: what a queue entry makes (a run's directory, or a
 claims_dir() {  # where lanes claim their jobs: outside the repository, one folder per checkout
     echo "${TMPDIR:-/tmp}/dcnbio-claims-$(printf %s "$PWD" | sha256sum | cut -c1-16)"
 }
-trap 'rm -f "$(claims_dir)"/*-$$' EXIT  # this invocation's done/failed marks (lanes are subshells: no trap there)
+mkdir -p "$(claims_dir)"
+# This invocation's marks of jobs done or failed, shared by its lanes and removed when it ends (lanes are subshells,
+# which do not inherit the trap); a folder of its own, so no later invocation can mistake them for its own.
+MARKS=$(mktemp -d "$(claims_dir)/marks.XXXXXX")
+trap 'rm -rf "$MARKS"' EXIT
 
 walk() {  # walk PATTERN JOB...: run each JOB (matching the glob PATTERN) that is not done and that no other lane
     # runs; a job that fails is named and left (the lane goes on and exits 1 at the end), a signal stops the lane
@@ -93,25 +97,24 @@ walk() {  # walk PATTERN JOB...: run each JOB (matching the glob PATTERN) that i
     shift
     command -v flock > /dev/null || { echo "retrain.sh: lanes need flock(1) (util-linux)" >&2; return 2; }
     claims=$(claims_dir)
-    mkdir -p "$claims"
     for job in "$@"; do
         # shellcheck disable=SC2053  # PATTERN is a glob
         [[ $job == $pattern ]] || continue
         read -r -a words <<< "$job"
         key=$(job_key "${words[@]}")
-        mark="$claims/$(printf %s "$key" | tr / _)"
-        # done: a run's final.json, or a job that a lane of this same invocation ($$) finished (an analysis);
-        # a job that failed in one lane is not tried again by another
-        if [ -f "$key/final.json" ] || [ -f "$mark.done-$$" ]; then echo "done: $key"; continue; fi
-        if [ -f "$mark.failed-$$" ]; then echo "failed in another lane: $key"; continue; fi
+        mark=$(printf %s "$key" | tr / _)
+        # done: a run's final.json, or a job that a lane of this invocation finished (an analysis); a job that
+        # failed in one lane is not tried again by another
+        if [ -f "$key/final.json" ] || [ -f "$MARKS/$mark.done" ]; then echo "done: $key"; continue; fi
+        if [ -f "$MARKS/$mark.failed" ]; then echo "failed in another lane: $key"; continue; fi
         rc=0
-        ( flock -n 9 || exit 75; "${words[@]}" ) 9> "$mark.claim" || rc=$?
+        ( flock -n 9 || exit 75; "${words[@]}" ) 9> "$claims/$mark.claim" || rc=$?
         case $rc in
-            0) : > "$mark.done-$$" ;;
+            0) : > "$MARKS/$mark.done" ;;
             75) echo "another lane runs $key" ;;
             130|143) echo "retrain.sh: stopped by a signal during $key; run it again to resume" >&2; return "$rc" ;;
             *) echo "retrain.sh: $key failed (exit $rc, message above); the lane goes on" >&2
-               : > "$mark.failed-$$"; failed+=("$key") ;;
+               : > "$MARKS/$mark.failed"; failed+=("$key") ;;
         esac
     done
     [ "${#failed[@]}" = 0 ] || { echo "retrain.sh: failed: ${failed[*]}" >&2; return 1; }
