@@ -38,6 +38,10 @@ read -r _ _ _ lane _ < "/proc/$PPID/stat"  # the lane: the parent of the subshel
 echo "$dir $lane $*" >> "$TRAINED"
 [ "$dir" = "${FAIL_ON:-}" ] && { echo "stand-in: $dir failed" >&2; exit 3; }
 [ "$dir" = "${SIGNAL_ON:-}" ] && exit 143  # what dcnbio train does on SIGTERM, after writing last.pt
+if [ "$dir" = "${BLOCK_ON:-}" ]; then  # trains until SIGTERM, then "writes last.pt" and exits 143
+    trap 'sleep 0.5; echo "$dir" > "$TRAINED.saved"; exit 143' TERM
+    sleep 300 & wait $!
+fi
 sleep "${TRAIN_SECONDS:-0.4}"
 [ "$module" = dcnbio.train ] || : > "$dir/best.pt"
 echo '{}' > "$dir/final.json"
@@ -162,3 +166,25 @@ def test_rejudge_does_not_judge_when_an_analysis_failed(tree):
     assert "rejudge again: finished analyses are kept" in out.stderr
     rows = [line.split()[0] for line in log.read_text().splitlines()]
     assert len(rows) == 8 and "analysis:judge" not in rows  # the other seven ran; no judge
+
+
+def test_stop_signals_the_running_jobs_and_returns_once_they_have_saved(tree):
+    import time
+
+    bundle, env, log = tree
+    first = "data/checkpoints/full/resnet-blocks/seed3"  # the first run of the queue not yet done
+    lane = subprocess.Popen(["bash", str(bundle / "retrain.sh"), "lane"], env=dict(env, BLOCK_ON=first),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    for _ in range(300):
+        if log.exists() and log.read_text():
+            break
+        time.sleep(0.1)
+    assert log.read_text().split()[0] == first
+    out = retrain(bundle, env, "stop")
+    assert out.returncode == 0 and "stopped; last.pt is written" in out.stdout, out.stderr
+    assert Path(f"{log}.saved").read_text().strip() == first  # the trainer had saved when stop returned
+    _, err = lane.communicate(timeout=60)
+    assert lane.returncode == 143 and f"stopped by a signal during {first}" in err
+    assert log.read_text().count("\n") == 1  # the lane took no further run
+    again = retrain(bundle, env, "stop")
+    assert again.returncode == 0 and "no lane of this checkout is running a job" in again.stdout

@@ -5,6 +5,7 @@
 #   bash data/checkpoints/retrain.sh            # one lane per core (LANES=N to choose), then the manifest
 #   bash data/checkpoints/retrain.sh lane       # one lane (start one per core; lane1 and lane2 are the same)
 #   bash data/checkpoints/retrain.sh queue      # the runs in order, and which are done
+#   bash data/checkpoints/retrain.sh stop       # stop this checkout's lanes: each run saves last.pt (SIGTERM)
 #   bash data/checkpoints/retrain.sh manifest   # rewrite MANIFEST.sha256 (before committing)
 #   bash data/checkpoints/retrain.sh small      # one lane over the small-data grid only
 #   bash data/checkpoints/retrain.sh control    # one lane over the σ control run only
@@ -17,7 +18,7 @@
 # paper-recipe run) follows the paper-recipe σ_ji and ODE runs.  The small-data grid (full/small-data/<model>/
 # n<size>/seed<S>/: dcn-ode, odenet, resnet-blocks × 10/20/50/100 images per class × seeds 1-3) trains with
 # `dcnbio grid --recipe plateau` (the recipe lives in dcnbio/train/grid.py), one queue entry per run.
-# Stop the lanes with SIGTERM (kill -TERM -- -<pgid>): each run writes last.pt and exits; commit what is there.
+# Stop the lanes with `retrain.sh stop` (or SIGTERM to them): each run writes last.pt and exits; commit what is there.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 export OMP_NUM_THREADS=1
@@ -156,6 +157,26 @@ rejudge() {  # every analysis of reproduce.py on this bundle in LANES lanes, the
     "$PY" analyses/reproduce.py --bundle full --no-run --results results/full --out results/full/reproduction \
         --overwrite
 }
+holders() {  # the processes that hold a claim of this checkout (a job's subshell and its trainer), one pid a line
+    local claims fd pid
+    claims=$(claims_dir)
+    for fd in /proc/[0-9]*/fd/*; do
+        [[ $(readlink "$fd" 2> /dev/null) == "$claims"/*.claim ]] || continue
+        pid=${fd#/proc/}; echo "${pid%%/*}"
+    done | sort -u
+}
+stop() {  # SIGTERM to every job of this checkout's lanes; returns once each has saved and exited (at most 10 min)
+    local pids k
+    mapfile -t pids < <(holders)
+    [ "${#pids[@]}" -gt 0 ] || { echo "retrain.sh: no lane of this checkout is running a job"; return 0; }
+    kill -TERM "${pids[@]}" 2> /dev/null || true
+    for ((k = 0; k < 600; k++)); do
+        [ -z "$(holders)" ] && { echo "retrain.sh: stopped; last.pt is written — commit what is there"; return 0; }
+        sleep 1
+    done
+    echo "retrain.sh: jobs still running after 10 min: $(holders | tr '\n' ' ')" >&2
+    return 1
+}
 manifest() {
     (cd data/checkpoints && find . -name '*.pt' -o -name '*.json' -o -name '*.csv' | sort | xargs sha256sum \
         > MANIFEST.sha256)
@@ -168,6 +189,7 @@ case "${1:-all}" in
     control) lane control ;;
     small) lane "small *" ;;
     rejudge) rejudge ;;
+    stop) stop ;;
     all) all ;;
-    *) echo "usage: retrain.sh [lane|queue|control|small|manifest|rejudge|all]" >&2; exit 2 ;;
+    *) echo "usage: retrain.sh [lane|queue|control|small|stop|manifest|rejudge|all]" >&2; exit 2 ;;
 esac
