@@ -1,8 +1,9 @@
-"""``data/checkpoints/retrain.sh``: lanes share one queue of runs, each run trained once, by one lane.
+"""``data/checkpoints/retrain.sh``: lanes share one queue of jobs, each job run once, by one lane.
 
-The script is run as it is, in a copy of its folder layout, with ``PYTHON`` a stand-in trainer that records
-which lane trained which run and writes the run's ``final.json`` (what a finished ``dcnbio train`` leaves): the
-queue and the claims are the script's, nothing of them is re-implemented here.
+The script is run as it is, in a copy of its folder layout, with ``PYTHON`` a stand-in for the trainer and for
+``analyses/reproduce.py`` that records which lane ran which job, writes a run's ``final.json`` (what a finished
+``dcnbio train`` leaves) and, on request, fails, is stopped by a signal or waits for ``retrain.sh stop``: the
+queue, the claims, the re-judge and the stop are the script's, nothing of them is re-implemented here.
 """
 import os
 import shutil
