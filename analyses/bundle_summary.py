@@ -8,7 +8,9 @@ model, seed and block).  Runs still in training are summarised from ``last.pt``.
 than 0.05 octaves in every block is flagged: at the paper's learning rate σ then barely trains, which is a
 finding to report, and the reason for the separately labelled ``--sigma-lr-scale`` control set.  The runs of the
 small-data grid (``<runs>/small-data/<model>/n<size>/seed<S>/``, no hold-out) follow in a second table: status,
-plateau of the training loss and schedule, steps, the last epoch's training loss and accuracy, hours.
+plateau of the training loss and schedule, steps, the last epoch's training loss and accuracy, hours.  The runs of
+the σ learning-rate control (``--control``, ``full-sigma-lr10/``) come last, in a table of their own: a control is
+never pooled with the paper recipe's runs.
 """
 import json
 import sys
@@ -44,6 +46,10 @@ def small_row(run, info):
             "train_acc": last.get("train_acc", float("nan")), "hours": loop["elapsed"] / 3600}
 
 
+def runs_under(root):
+    return sorted(d for d in root.glob("*/seed*") if (d / "last.pt").exists())
+
+
 def summarise(run):
     config = json.loads((run / "config.json").read_text())["train_config"]
     final = json.loads((run / "final.json").read_text()) if (run / "final.json").exists() else None
@@ -68,23 +74,26 @@ def main(argv=None):
     p = analysis_parser("bundle_summary", __doc__)
     p.add_argument("--runs", type=Path, default=ROOT / "data" / "checkpoints" / "full",
                    help="the bundle: <runs>/<model>/seed<S>/")
+    p.add_argument("--control", type=Path, default=ROOT / "data" / "checkpoints" / "full-sigma-lr10",
+                   help="the σ learning-rate control runs, tabulated apart: <control>/<model>/seed<S>/")
     args = p.parse_args(argv)
-    runs = sorted(d for d in args.runs.glob("*/seed*") if (d / "last.pt").exists())
+    runs = runs_under(args.runs)
     if not runs:
         raise DcnbioError(f"no run with a last.pt under {args.runs}")
     out = Path(prepare_output_dir(args.out, overwrite=args.overwrite))
-    rows, shifts = [], {}
-    for run in runs:
-        row, shift = summarise(run)
-        rows.append(row)
-        if shift is not None:
-            shifts[(row["model"], row["seed"])] = shift
+    rows, shifts = zip(*(summarise(run) for run in runs))
+    shifts = {(r["model"], r["seed"]): s for r, s in zip(rows, shifts) if s is not None}
     text = runs_table(rows, shifts)
+    control = [summarise(run) for run in runs_under(args.control)]  # never pooled with the paper recipe's runs
     small = sorted((d for d in args.runs.glob("small-data/*/n*/seed*") if (d / "last.pt").exists()),
                    key=lambda d: (d.parts[-3], int(d.parts[-2][1:]), d.parts[-1]))
     if small:
         small = [small_row(d, read_checkpoint(d / "last.pt")) for d in small]  # records only: no model is built
         text += "\nSmall-data grid (`small-data/`):\n\n" + small_runs_table(small)
+    if control:
+        moved = {(r["model"], r["seed"]): s for r, s in control if s is not None}
+        text += (f"\nσ learning-rate control (`{args.control.name}/`, not the paper's recipe):\n\n"
+                 + runs_table([r for r, _ in control], moved))
     write_text(out / "summary.md", text)
     if shifts:
         merged = xr.combine_by_coords([s.drop_attrs() for s in shifts.values()], combine_attrs="drop",

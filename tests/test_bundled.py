@@ -229,9 +229,16 @@ def test_bundle_summary_tabulates_every_run_and_its_sigma_shift_from_the_weights
     spec = importlib.util.spec_from_file_location("bundle_summary", path)
     script = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(script)
-    assert script.main(["--out", str(tmp_path / "bs")]) == 0
+    import shutil
+
+    control = tmp_path / "full-sigma-lr10"  # a stand-in control set: a copy of a finished σ_ji run
+    shutil.copytree(FULL / "dcn-sigma-ji" / "seed1", control / "dcn-sigma-ji" / "seed1")
+    assert script.main(["--out", str(tmp_path / "bs"), "--control", str(control)]) == 0
     capsys.readouterr()
-    text = (tmp_path / "bs" / "summary.md").read_text()
+    text, control_text = (tmp_path / "bs" / "summary.md").read_text().split("σ learning-rate control")
+    control_rows = [line for line in control_text.splitlines() if line.startswith("| dcn-sigma-ji |")]
+    main_row = next(line for line in text.splitlines() if line.startswith("| dcn-sigma-ji | 1 |"))
+    assert control_rows == [main_row]  # the same run, tabulated apart and never pooled with the recipe's runs
     main_rows = [line for line in text.split("Small-data grid")[0].splitlines() if line.startswith("| ")][1:]
     assert len(main_rows) == len(full_runs())
     for run, line in zip(full_runs(), main_rows):
