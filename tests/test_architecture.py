@@ -5,6 +5,8 @@
   never import the disk edge, checkpoints, training or the script helpers; statistics import no core and no
   torch; the disk edge ``dcnbio.io`` depends on no model, checkpoint, training or analysis code; nothing below
   ``dcnbio.plots`` imports matplotlib or seaborn), run with import-linter's ``lint-imports``.
+* The shell scripts (``data/checkpoints/*.sh``, ``.ci/run``): ShellCheck finds nothing (quoting, word splitting,
+  unchecked ``cd``, … — the lanes that train the bundle run unattended for hours).
 * Here, from the syntax tree of every module: no module imports another module's private name (``_x``) or a
   private module (``torchdiffeq._impl``, ``dcnbio.x._y``), and nothing in ``dcnbio/`` imports ``analyses`` or
   ``benchmarks`` (they are scripts built on the library, never the reverse).
@@ -45,6 +47,15 @@ def test_import_contracts_hold():
                           text=True)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
     assert "0 broken" in done.stdout
+
+
+def test_shell_scripts_pass_shellcheck():
+    scripts = sorted(ROOT.glob("data/checkpoints/*.sh")) + [ROOT / ".ci" / "run"]
+    assert len(scripts) >= 3 and all(p.is_file() for p in scripts)
+    check = Path(sys.executable).with_name("shellcheck")
+    done = subprocess.run([str(check), "--shell", "bash", *map(str, scripts)], cwd=ROOT, capture_output=True,
+                          text=True)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
 
 
 def test_no_private_names_or_modules_cross_module_boundaries_and_no_script_is_imported():
