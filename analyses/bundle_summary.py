@@ -50,6 +50,12 @@ def runs_under(root):
     return sorted(d for d in root.glob("*/seed*") if (d / "last.pt").exists())
 
 
+def table_of(summaries):
+    """:func:`summarise` of runs → their table and σ shifts keyed by (model, seed)."""
+    shifts = {(r["model"], r["seed"]): s for r, s in summaries if s is not None}
+    return runs_table([r for r, _ in summaries], shifts), shifts
+
+
 def summarise(run):
     config = json.loads((run / "config.json").read_text())["train_config"]
     final = json.loads((run / "final.json").read_text()) if (run / "final.json").exists() else None
@@ -81,9 +87,7 @@ def main(argv=None):
     if not runs:
         raise DcnbioError(f"no run with a last.pt under {args.runs}")
     out = Path(prepare_output_dir(args.out, overwrite=args.overwrite))
-    rows, shifts = zip(*(summarise(run) for run in runs))
-    shifts = {(r["model"], r["seed"]): s for r, s in zip(rows, shifts) if s is not None}
-    text = runs_table(rows, shifts)
+    text, shifts = table_of([summarise(run) for run in runs])
     control = [summarise(run) for run in runs_under(args.control)]  # never pooled with the paper recipe's runs
     small = sorted((d for d in args.runs.glob("small-data/*/n*/seed*") if (d / "last.pt").exists()),
                    key=lambda d: (d.parts[-3], int(d.parts[-2][1:]), d.parts[-1]))
@@ -91,9 +95,8 @@ def main(argv=None):
         small = [small_row(d, read_checkpoint(d / "last.pt")) for d in small]  # records only: no model is built
         text += "\nSmall-data grid (`small-data/`):\n\n" + small_runs_table(small)
     if control:
-        moved = {(r["model"], r["seed"]): s for r, s in control if s is not None}
         text += (f"\nσ learning-rate control (`{args.control.name}/`, not the paper's recipe):\n\n"
-                 + runs_table([r for r, _ in control], moved))
+                 + table_of(control)[0])
     write_text(out / "summary.md", text)
     if shifts:
         merged = xr.combine_by_coords([s.drop_attrs() for s in shifts.values()], combine_attrs="drop",

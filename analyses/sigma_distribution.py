@@ -35,8 +35,7 @@ from pathlib import Path
 from dcnbio.reports.sigma_report import sigma_report
 from dcnbio.cli import at_least, user_errors
 from dcnbio.io import load_v1_reference, prepare_output_dir, save_dataset, save_figure, write_report
-from dcnbio.script import analysis_parser, bundle_patterns, load_sigma_study
-from dcnbio.script import resolve_checkpoints as resolve_defaults
+from dcnbio.script import analysis_parser, bundle_checkpoints, load_sigma_study
 
 REPO = Path(__file__).resolve().parents[1]
 MODELS = ("dcn-sigma-ji",)
@@ -52,7 +51,7 @@ def build_parser():
 
 def resolve_checkpoints(paths, bundle):
     """``--checkpoint`` as given, else the finished runs in ``bundle`` (unfinished ones are named on stderr)."""
-    found, missing = resolve_defaults(paths, bundle_patterns(MODELS, bundle), REPO, analysis="σ distribution")
+    found, missing = bundle_checkpoints(paths, MODELS, bundle, REPO, analysis="σ distribution")
     for m in missing:
         print(f"skipping {m}", file=sys.stderr)
     return found

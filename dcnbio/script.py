@@ -109,9 +109,8 @@ def add_eval_options(p, *, n_images=100, n_images_help=None, batch_help="images 
 
 def open_runs(args, models, repo, *, analysis, require_ode=False, make=None):
     """The runs an analysis script works on: ``--checkpoint``, or the finished runs of ``models`` in
-    ``--bundle`` (:func:`bundle_patterns`), loaded (``--compute``) and labelled.  ``make``: the command that
-    makes the default checkpoints, named when there are none (a bundle's own trainer, :data:`BUNDLE_TRAINERS`,
-    comes first).
+    ``--bundle`` (:func:`bundle_checkpoints`), loaded (``--compute``) and labelled.  ``make``: the command that
+    makes the default checkpoints, named when there are none (a bundle's own trainer comes first).
 
     Returns
     -------
@@ -120,10 +119,17 @@ def open_runs(args, models, repo, *, analysis, require_ode=False, make=None):
     missing : list of str
         Default patterns that matched nothing and unfinished default runs (:func:`resolve_checkpoints`).
     """
-    defaults = bundle_patterns(models, args.bundle)
-    make = BUNDLE_TRAINERS.get(args.bundle) or make
-    paths, missing = resolve_checkpoints(args.checkpoint, defaults, repo, analysis=analysis, make=make)
+    paths, missing = bundle_checkpoints(args.checkpoint, models, args.bundle, repo, analysis=analysis, make=make)
     return load_models(paths, require_ode=require_ode, analysis=analysis, compute=args.compute), missing
+
+
+def bundle_checkpoints(paths, models, bundle, repo, *, analysis, make=None):
+    """:func:`resolve_checkpoints` over the finished runs of ``models`` in ``bundle`` (:func:`bundle_patterns`).
+
+    When there are none, the error names the bundle's own trainer (:data:`BUNDLE_TRAINERS`) before ``make``.
+    """
+    return resolve_checkpoints(paths, bundle_patterns(models, bundle), repo, analysis=analysis,
+                               make=BUNDLE_TRAINERS.get(bundle) or make)
 
 
 def eval_data(runs, args, check=None):

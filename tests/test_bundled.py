@@ -219,6 +219,8 @@ def test_bundle_summary_tabulates_every_run_and_its_sigma_shift_from_the_weights
     files say; the σ shift of dcn-ode (one σ per SRF layer) equals the median over each block's layers of
     |Δ log2_scale| read straight from the state dicts of last.pt and init.pt."""
     import importlib.util
+    import re
+    import shutil
 
     import numpy as np
     import xarray as xr
@@ -229,8 +231,6 @@ def test_bundle_summary_tabulates_every_run_and_its_sigma_shift_from_the_weights
     spec = importlib.util.spec_from_file_location("bundle_summary", path)
     script = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(script)
-    import shutil
-
     control = tmp_path / "full-sigma-lr10"  # a stand-in control set: a copy of a finished σ_ji run
     shutil.copytree(FULL / "dcn-sigma-ji" / "seed1", control / "dcn-sigma-ji" / "seed1")
     assert script.main(["--out", str(tmp_path / "bs"), "--control", str(control)]) == 0
@@ -246,8 +246,6 @@ def test_bundle_summary_tabulates_every_run_and_its_sigma_shift_from_the_weights
         assert cells[:2] == [run.parent.name, run.name[4:]]
         assert (cells[2] == "done") == (run / "final.json").exists()
         if cells[2] != "done":  # where last.pt stands: E epochs recorded in its metrics, B steps into the next
-            import re
-
             last = read_checkpoint(run / "last.pt")
             e, b, step = map(int, re.fullmatch(r"training: epoch (\d+) \+ (\d+) batches \(step (\d+)\)",
                                                cells[2]).groups())

@@ -76,7 +76,8 @@ def build_parser():
     src.add_argument("--images-file", default=None,
                      help="a tensor (N, C, H, W) saved with torch.save (or a dict with 'images' and optional "
                           "'labels'); used instead of a dataset, labels -1")
-    src.add_argument("--images", type=at_least(1), default=None, metavar="N", help="use the first N images (default all)")
+    src.add_argument("--images", type=at_least(1), default=None, metavar="N",
+                     help="use the first N images (default all)")
     src.add_argument("--mask-size", type=int, default=None, metavar="N",
                      help="replace the centred N x N patch of every image (pattern completion; extract once with and "
                           "once without, then compare with dcnbio.extract.completion.compute_differences)")

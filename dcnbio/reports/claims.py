@@ -151,8 +151,9 @@ def dcn_differences(values, model="dcn-ode"):
     has no run.
     """
     values = runstats.run_series(values).dropna()
-    others = [m for m in runstats.group_runs(values) if m != model]
-    if model not in set(values.index.get_level_values(0)) or not others:
+    models = runstats.group_runs(values)
+    others = [m for m in models if m != model]
+    if model not in models or not others:
         return []
     table = runstats.compare_models(values, pairs=[(model, other) for other in others])
     return [(other, float(r["difference"]), float(r["p"])) for other, (_, r) in zip(others, table.iterrows())]
