@@ -2,8 +2,9 @@
 
 The script is run as it is, in a copy of its folder layout, with ``PYTHON`` a stand-in for the trainer and for
 ``analyses/reproduce.py`` that records which lane ran which job, writes a run's ``final.json`` (what a finished
-``dcnbio train`` leaves) and, on request, fails, is stopped by a signal or waits for ``retrain.sh stop``: the
-queue, the claims, the re-judge and the stop are the script's, nothing of them is re-implemented here.
+``dcnbio train`` leaves) and, on request, fails, is stopped by a signal, waits for ``retrain.sh stop`` or finishes
+just as a stop comes: the queue, the claims, the re-judge and the stop are the script's, nothing of them is
+re-implemented here.
 """
 import os
 import shutil
@@ -39,6 +40,9 @@ read -r _ _ _ lane _ < "/proc/$PPID/stat"  # the lane: the parent of the subshel
 echo "$dir $lane $*" >> "$TRAINED"
 [ "$dir" = "${FAIL_ON:-}" ] && { echo "stand-in: $dir failed" >&2; exit 3; }
 [ "$dir" = "${SIGNAL_ON:-}" ] && exit 143  # what dcnbio train does on SIGTERM, after writing last.pt
+if [ "$dir" = "${STOP_AFTER:-}" ]; then  # finishes, and `retrain.sh stop` raises its flag before the lane goes on
+    echo '{}' > "$dir/final.json"; touch "$TMPDIR"/dcnbio-claims-*/stop; exit 0
+fi
 if [ "$dir" = "${BLOCK_ON:-}" ]; then  # trains until SIGTERM, then "writes last.pt" and exits 143
     trap 'sleep 0.5; echo "$dir" > "$TRAINED.saved"; exit 143' TERM
     sleep 300 & wait $!
@@ -189,3 +193,20 @@ def test_stop_signals_the_running_jobs_and_returns_once_they_have_saved(tree):
     assert log.read_text().count("\n") == 1  # the lane took no further run
     again = retrain(bundle, env, "stop")
     assert again.returncode == 0 and "no lane of this checkout is running a job" in again.stdout
+
+
+def test_stop_between_two_jobs_stops_the_lane_before_its_next_and_an_older_stop_does_not(tree):
+    bundle, env, log = tree
+    out = retrain(bundle, env, "stop")  # no lane runs: it raises the flag that lanes read between jobs
+    assert out.returncode == 0 and "no lane of this checkout is running a job" in out.stdout
+    flag, = Path(env["TMPDIR"]).glob("dcnbio-claims-*/stop")
+    finished = "data/checkpoints/full/resnet-blocks/seed3"  # the first run of the queue not yet done
+    # a lane started after that stop trains; its first run finishes just as a new stop comes (the run holds no
+    # claim any more, so the lane is between two jobs): it takes no further run
+    out = retrain(bundle, env, "lane", STOP_AFTER=finished)
+    assert out.returncode == 143, out.stderr
+    assert "stopped (retrain.sh stop) before data/checkpoints/full/dcn-ode/seed1" in out.stderr
+    assert log.read_text().split()[0] == finished and log.read_text().count("\n") == 1
+    assert (bundle / "full" / "resnet-blocks" / "seed3" / "final.json").exists() and flag.exists()
+    again = retrain(bundle, env, "control")  # a lane started after it trains again
+    assert again.returncode == 0 and log.read_text().count("\n") == 2

@@ -83,21 +83,27 @@ job_key() {  # job_key JOB...: what a queue entry makes (a run's directory, or a
     esac
 }
 
-claims_dir() {  # where lanes claim their jobs: outside the repository, one folder per checkout
-    echo "${TMPDIR:-/tmp}/dcnbio-claims-$(printf %s "$PWD" | sha256sum | cut -c1-16)"
-}
-mkdir -p "$(claims_dir)"
+# Where lanes claim their jobs (and `stop` raises its flag): outside the repository, one folder per checkout.
+CLAIMS="${TMPDIR:-/tmp}/dcnbio-claims-$(printf %s "$PWD" | sha256sum | cut -c1-16)"
+mkdir -p "$CLAIMS"
 # This invocation's marks of jobs done or failed, shared by its lanes and removed when it ends (lanes are subshells,
 # which do not inherit the trap); a folder of its own, so no later invocation can mistake them for its own.
-MARKS=$(mktemp -d "$(claims_dir)/marks.XXXXXX")
+MARKS=$(mktemp -d "$CLAIMS/marks.XXXXXX")
 trap 'rm -rf "$MARKS"' EXIT
+: > "$MARKS/began"
+
+finished() {  # finished KEY MARK: a run's final.json, or this invocation's mark of a finished job (an analysis)
+    [ -f "$1/final.json" ] || [ -f "$MARKS/$2.done" ]
+}
+stopped() {  # whether `retrain.sh stop` ran after this invocation began (its flag is newer than MARKS/began)
+    [ "$CLAIMS/stop" -nt "$MARKS/began" ]
+}
 
 walk() {  # walk PATTERN JOB...: run each JOB (matching the glob PATTERN) that is not done and that no other lane
     # runs; a job that fails is named and left (the lane goes on and exits 1 at the end), a signal stops the lane
-    local pattern=$1 job words key mark rc claims failed=()
+    local pattern=$1 job words key mark rc failed=()
     shift
     command -v flock > /dev/null || { echo "retrain.sh: lanes need flock(1) (util-linux)" >&2; return 2; }
-    claims=$(claims_dir)
     for job in "$@"; do
         # shellcheck disable=SC2053  # PATTERN is a glob
         [[ $job == $pattern ]] || continue
@@ -105,14 +111,22 @@ walk() {  # walk PATTERN JOB...: run each JOB (matching the glob PATTERN) that i
         key=$(job_key "${words[@]}")
         mark=$(printf %s "$key" | tr / _)
         # done: a run's final.json, or a job that a lane of this invocation finished (an analysis); a job that
-        # failed in one lane is not tried again by another
-        if [ -f "$key/final.json" ] || [ -f "$MARKS/$mark.done" ]; then echo "done: $key"; continue; fi
+        # failed in one lane is not tried again by another.  Both, and a `retrain.sh stop` since this invocation
+        # began, are checked again once the claim is held: another lane may have finished the job meanwhile, and a
+        # lane between two jobs when the stop came takes no further job.
+        if finished "$key" "$mark"; then echo "done: $key"; continue; fi
         if [ -f "$MARKS/$mark.failed" ]; then echo "failed in another lane: $key"; continue; fi
         rc=0
-        ( flock -n 9 || exit 75; "${words[@]}" ) 9> "$claims/$mark.claim" || rc=$?
+        if stopped; then rc=76
+        else
+            ( flock -n 9 || exit 75; stopped && exit 76; finished "$key" "$mark" && exit 77
+              "${words[@]}" && : > "$MARKS/$mark.done" ) 9> "$CLAIMS/$mark.claim" || rc=$?
+        fi
         case $rc in
-            0) : > "$MARKS/$mark.done" ;;
+            0) ;;
             75) echo "another lane runs $key" ;;
+            76) echo "retrain.sh: stopped (retrain.sh stop) before $key; run it again to resume" >&2; return 143 ;;
+            77) echo "done: $key" ;;
             130|143) echo "retrain.sh: stopped by a signal during $key; run it again to resume" >&2; return "$rc" ;;
             *) echo "retrain.sh: $key failed (exit $rc, message above); the lane goes on" >&2
                : > "$MARKS/$mark.failed"; failed+=("$key") ;;
@@ -158,15 +172,16 @@ rejudge() {  # every analysis of reproduce.py on this bundle in LANES lanes, the
         --overwrite
 }
 holders() {  # the processes that hold a claim of this checkout (a job's subshell and its trainer), one pid a line
-    local claims fd pid
-    claims=$(claims_dir)
+    local fd pid
     for fd in /proc/[0-9]*/fd/*; do
-        [[ $(readlink "$fd" 2> /dev/null) == "$claims"/*.claim ]] || continue
+        [[ $(readlink "$fd" 2> /dev/null) == "$CLAIMS"/*.claim ]] || continue
         pid=${fd#/proc/}; echo "${pid%%/*}"
     done | sort -u
 }
-stop() {  # SIGTERM to every job of this checkout's lanes; returns once each has saved and exited (at most 10 min)
+stop() {  # SIGTERM to every job of this checkout's lanes; returns once each has saved and exited (at most 10 min).
+    # The flag first: a lane between two jobs, which holds no claim, sees it and takes no further job.
     local pids k
+    touch "$CLAIMS/stop"
     mapfile -t pids < <(holders)
     [ "${#pids[@]}" -gt 0 ] || { echo "retrain.sh: no lane of this checkout is running a job"; return 0; }
     kill -TERM "${pids[@]}" 2> /dev/null || true
