@@ -87,6 +87,7 @@ def test_lanes_train_every_queued_run_once_and_share_the_work(tree):
                           ["done", "data/checkpoints/full/resnet-blocks/seed2"],
                           ["to", "train", "data/checkpoints/full/resnet-blocks/seed3"]]
     todo = [row[-1] for row in before if row[0] != "done"]
+    assert not list(Path(env["TMPDIR"]).glob("dcnbio-claims-*"))  # listing the queue leaves nothing behind
     assert len(todo) == len(before) - 2 and len(set(todo)) == len(todo)
 
     out = retrain(bundle, env, LANES="3")

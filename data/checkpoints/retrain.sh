@@ -85,12 +85,14 @@ job_key() {  # job_key JOB...: what a queue entry makes (a run's directory, or a
 
 # Where lanes claim their jobs (and `stop` raises its flag): outside the repository, one folder per checkout.
 CLAIMS="${TMPDIR:-/tmp}/dcnbio-claims-$(printf %s "$PWD" | sha256sum | cut -c1-16)"
-mkdir -p "$CLAIMS"
-# This invocation's marks of jobs done or failed, shared by its lanes and removed when it ends (lanes are subshells,
-# which do not inherit the trap); a folder of its own, so no later invocation can mistake them for its own.
-MARKS=$(mktemp -d "$CLAIMS/marks.XXXXXX")
-trap 'rm -rf "$MARKS"' EXIT
-: > "$MARKS/began"
+begin() {  # before the lanes of an invocation start: its marks of jobs done or failed, shared by its lanes and
+    # removed when it ends (lanes are subshells, which do not inherit the trap); a folder of its own, so no later
+    # invocation can mistake them for its own
+    mkdir -p "$CLAIMS"
+    MARKS=$(mktemp -d "$CLAIMS/marks.XXXXXX")
+    trap 'rm -rf "$MARKS"' EXIT
+    : > "$MARKS/began"
+}
 
 finished() {  # finished KEY MARK: a run's final.json, or this invocation's mark of a finished job (an analysis)
     [ -f "$1/final.json" ] || [ -f "$MARKS/$2.done" ]
@@ -181,7 +183,7 @@ holders() {  # the processes that hold a claim of this checkout (a job's subshel
 stop() {  # SIGTERM to every job of this checkout's lanes; returns once each has saved and exited (at most 10 min).
     # The flag first: a lane between two jobs, which holds no claim, sees it and takes no further job.
     local pids k
-    touch "$CLAIMS/stop"
+    mkdir -p "$CLAIMS" && touch "$CLAIMS/stop"
     mapfile -t pids < <(holders)
     [ "${#pids[@]}" -gt 0 ] || { echo "retrain.sh: no lane of this checkout is running a job"; return 0; }
     kill -TERM "${pids[@]}" 2> /dev/null || true
@@ -198,13 +200,13 @@ manifest() {
 }
 
 case "${1:-all}" in
-    lane|lane1|lane2) lane ;;
+    lane|lane1|lane2) begin; lane ;;
     queue) queue ;;
     manifest) manifest ;;
-    control) lane control ;;
-    small) lane "small *" ;;
-    rejudge) rejudge ;;
+    control) begin; lane control ;;
+    small) begin; lane "small *" ;;
+    rejudge) begin; rejudge ;;
     stop) stop ;;
-    all) all ;;
+    all) begin; all ;;
     *) echo "usage: retrain.sh [lane|queue|control|small|stop|manifest|rejudge|all]" >&2; exit 2 ;;
 esac
