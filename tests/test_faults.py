@@ -6,7 +6,6 @@ The full disk is a small tmpfs mounted for the test (the suite runs as root, lik
 and the process continues into the full disk.
 """
 import contextlib
-import contextlib
 import errno
 import hashlib
 import json

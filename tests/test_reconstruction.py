@@ -152,7 +152,7 @@ def test_training_is_seeded_and_deterministic(name):
         history = train_decoder(decoder, features, targets, steps=4, batch_size=5, seed=seed)
         return decoder.state_dict(), history
 
-    (a, ha), (b, hb), (c, hc) = run(7), run(7), run(8)
+    (a, ha), (b, hb), (_, hc) = run(7), run(7), run(8)
     assert all(torch.equal(a[k], b[k]) for k in a)
     xr.testing.assert_identical(ha, hb)
     assert not np.array_equal(ha["loss"].values, hc["loss"].values)  # another batch order

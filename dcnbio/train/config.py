@@ -75,7 +75,7 @@ class TrainConfig:
     model_overrides: dict = field(default_factory=dict)
 
     def __post_init__(self):
-        info = dataset_info(self.dataset)
+        dataset_info(self.dataset)  # an unknown dataset is refused here, before any work
         object.__setattr__(self, "milestones", tuple(float(m) for m in self.milestones))
         object.__setattr__(self, "model_overrides", dict(self.model_overrides))
         positive = {"batch_size": self.batch_size, "eval_batch_size": self.eval_batch_size, "lr": self.lr}
