@@ -41,7 +41,7 @@ echo "$dir $lane $*" >> "$TRAINED"
 [ "$dir" = "${FAIL_ON:-}" ] && { echo "stand-in: $dir failed" >&2; exit 3; }
 [ "$dir" = "${SIGNAL_ON:-}" ] && exit 143  # what dcnbio train does on SIGTERM, after writing last.pt
 if [ "$dir" = "${STOP_AFTER:-}" ]; then  # finishes, and `retrain.sh stop` raises its flag before the lane goes on
-    echo '{}' > "$dir/final.json"; touch "$TMPDIR"/dcnbio-claims-*/stop; exit 0
+    echo '{}' > "$dir/final.json"; flag=$(echo "$TMPDIR"/dcnbio-claims-*/stop); date +%s%N > "$flag"; exit 0
 fi
 if [ "$dir" = "${BLOCK_ON:-}" ]; then  # trains until SIGTERM, then "writes last.pt" and exits 143
     trap 'sleep 0.5; echo "$dir" > "$TRAINED.saved"; exit 143' TERM

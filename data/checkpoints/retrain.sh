@@ -91,14 +91,16 @@ begin() {  # before the lanes of an invocation start: its marks of jobs done or 
     mkdir -p "$CLAIMS"
     MARKS=$(mktemp -d "$CLAIMS/marks.XXXXXX")
     trap 'rm -rf "$MARKS"' EXIT
-    : > "$MARKS/began"
+    BEGAN=$(date +%s%N)
 }
 
 finished() {  # finished KEY MARK: a run's final.json, or this invocation's mark of a finished job (an analysis)
     [ -f "$1/final.json" ] || [ -f "$MARKS/$2.done" ]
 }
-stopped() {  # whether `retrain.sh stop` ran after this invocation began (its flag is newer than MARKS/began)
-    [ "$CLAIMS/stop" -nt "$MARKS/began" ]
+stopped() {  # whether `retrain.sh stop` ran after this invocation began (its flag holds the stop's time, in ns)
+    local at=0
+    [ -f "$CLAIMS/stop" ] && read -r at < "$CLAIMS/stop"
+    [[ $at =~ ^[0-9]+$ ]] && [ "$at" -gt "$BEGAN" ]
 }
 
 walk() {  # walk PATTERN JOB...: run each JOB (matching the glob PATTERN) that is not done and that no other lane
@@ -183,7 +185,7 @@ holders() {  # the processes that hold a claim of this checkout (a job's subshel
 stop() {  # SIGTERM to every job of this checkout's lanes; returns once each has saved and exited (at most 10 min).
     # The flag first: a lane between two jobs, which holds no claim, sees it and takes no further job.
     local pids k
-    mkdir -p "$CLAIMS" && touch "$CLAIMS/stop"
+    mkdir -p "$CLAIMS" && date +%s%N > "$CLAIMS/stop.$$" && mv "$CLAIMS/stop.$$" "$CLAIMS/stop"
     mapfile -t pids < <(holders)
     [ "${#pids[@]}" -gt 0 ] || { echo "retrain.sh: no lane of this checkout is running a job"; return 0; }
     kill -TERM "${pids[@]}" 2> /dev/null || true
