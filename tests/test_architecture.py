@@ -58,6 +58,23 @@ def test_shell_scripts_pass_shellcheck():
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
 
 
+def test_python_sources_have_no_unused_or_undefined_names():
+    """pyflakes over the package, the scripts, the benchmarks and the tests: undefined names, unused imports and
+    bindings, shadowed imports.  Re-exports are named in ``__all__`` or marked ``# noqa: F401`` (pyflakes reads
+    neither mark: those lines are left out here, and only those)."""
+    sources = [ROOT / d for d in ("dcnbio", "analyses", "benchmarks", "tests")]
+    done = subprocess.run([sys.executable, "-m", "pyflakes", *map(str, sources)], cwd=ROOT, capture_output=True,
+                          text=True)
+    assert done.returncode in (0, 1) and not done.stderr, done.stderr[-2000:]
+    noqa = []
+    for line in done.stdout.splitlines():
+        path, lineno = line.split(":")[:2]
+        if "imported but unused" in line and "# noqa: F401" in Path(path).read_text().splitlines()[int(lineno) - 1]:
+            noqa.append(line)
+    offences = [line for line in done.stdout.splitlines() if line not in noqa]
+    assert not offences, "\n".join(offences)
+
+
 def test_no_private_names_or_modules_cross_module_boundaries_and_no_script_is_imported():
     offences = []
     for path in sorted(PACKAGE.rglob("*.py")):

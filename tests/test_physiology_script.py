@@ -5,7 +5,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import xarray as xr
 
 from dcnbio.stats import physiology as ph
 from dcnbio.io import open_results

@@ -41,7 +41,7 @@ import xarray as xr
 
 from ..errors import DcnbioError
 from ..provenance import TIMESTAMP_ATTR, provenance_attrs  # noqa: F401  (re-exported: results name their origin)
-from .atomic import TMP_PREFIX, WriteError, write_bytes
+from .atomic import TMP_PREFIX, write_bytes
 from .lock import LOCK_NAME, lock_directory
 
 ENGINE = "h5netcdf"

@@ -15,7 +15,6 @@ entry of :data:`dcnbio.core.layers.srf.FORMULATIONS` must compute the same funct
 Select it with ``formulation="reference"`` (layer or model config) or build a twin of a model
 with :func:`dcnbio.core.models.reference.reference_model`.
 """
-import torch
 import torch.nn.functional as F
 
 from .. import filters
