@@ -7,8 +7,8 @@ from .errors import CheckpointError, ConfigError, DataError, DcnbioError, Solver
 from .core.models import create_model, list_models, nfe, ode_blocks, reset_nfe, srf_layers
 from .train.checkpoint import load_checkpoint  # noqa: E402  (needs the models)
 
-__all__ = ["__version__", "CheckpointError", "ConfigError", "DataError", "DcnbioError", "SolverError", "create_model", "filters",
-           "list_models", "load_checkpoint", "nfe", "ode_blocks", "reset_nfe", "srf_layers"]
+__all__ = ["__version__", "CheckpointError", "ConfigError", "DataError", "DcnbioError", "SolverError", "create_model",
+           "filters", "list_models", "load_checkpoint", "nfe", "ode_blocks", "reset_nfe", "srf_layers"]
 
 _LAZY = {"extract_sigmas": "dcnbio.extract.sigmas", "extract_trajectories": "dcnbio.extract.trajectories",
          "open_results": "dcnbio.io"}
