@@ -211,3 +211,12 @@ def test_stop_between_two_jobs_stops_the_lane_before_its_next_and_an_older_stop_
     assert (bundle / "full" / "resnet-blocks" / "seed3" / "final.json").exists() and flag.exists()
     again = retrain(bundle, env, "control")  # a lane started after it trains again
     assert again.returncode == 0 and log.read_text().count("\n") == 2
+
+
+def test_stop_whose_flag_cannot_be_written_says_so_in_one_line_and_exits_1(tree):
+    bundle, env, _ = tree
+    claims = Path(env["TMPDIR"]) / "blocked"
+    claims.write_text("a file where the claims folder would be")
+    out = retrain(bundle, dict(env, TMPDIR=str(claims)), "stop")  # its claims folder cannot be made
+    assert out.returncode == 1 and out.stderr.count("\n") == 1, out.stderr
+    assert "could not write the stop flag" in out.stderr and "run stop again" in out.stderr

@@ -183,14 +183,21 @@ holders() {  # the processes that hold a claim of this checkout (a job's subshel
     done | sort -u
 }
 stop() {  # SIGTERM to every job of this checkout's lanes; returns once each has saved and exited (at most 10 min).
-    # The flag first: a lane between two jobs, which holds no claim, sees it and takes no further job.
-    local pids k
-    mkdir -p "$CLAIMS" && date +%s%N > "$CLAIMS/stop.$$" && mv "$CLAIMS/stop.$$" "$CLAIMS/stop"
+    # The flag first: a lane between two jobs, which holds no claim, sees it and takes no further job.  A flag that
+    # cannot be written does not keep the running jobs from being stopped, but makes the exit status 1.
+    local pids k flagged=0
+    if ! { mkdir -p "$CLAIMS" && date +%s%N > "$CLAIMS/stop.$$" && mv "$CLAIMS/stop.$$" "$CLAIMS/stop"; } 2> /dev/null
+    then
+        rm -f "$CLAIMS/stop.$$"; flagged=1
+        echo "retrain.sh: could not write the stop flag in $CLAIMS (full disk, or no permission): running jobs are" \
+             "stopped, but a lane between two jobs may start its next; run stop again once it can be written" >&2
+    fi
     mapfile -t pids < <(holders)
-    [ "${#pids[@]}" -gt 0 ] || { echo "retrain.sh: no lane of this checkout is running a job"; return 0; }
+    [ "${#pids[@]}" -gt 0 ] || { echo "retrain.sh: no lane of this checkout is running a job"; return "$flagged"; }
     kill -TERM "${pids[@]}" 2> /dev/null || true
     for ((k = 0; k < 600; k++)); do
-        [ -z "$(holders)" ] && { echo "retrain.sh: stopped; last.pt is written — commit what is there"; return 0; }
+        [ -z "$(holders)" ] && { echo "retrain.sh: stopped; last.pt is written — commit what is there"
+                                 return "$flagged"; }
         sleep 1
     done
     echo "retrain.sh: jobs still running after 10 min: $(holders | tr '\n' ' ')" >&2
