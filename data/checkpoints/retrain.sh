@@ -29,11 +29,11 @@ CONTROL_ROOT=data/checkpoints/full-sigma-lr10
 RECIPE=(--dataset fashion-mnist --width 0.25 --val-size 1000 --epochs 30 --plateau-patience 2
         --plateau-delta 0.005 --no-adjoint --integrator dcnbio --formulation auto)
 
-run() {  # run MODEL SEED [extra dcnbio-train arguments]; OUT_ROOT overrides the bundle's root
+run() {  # run MODEL SEED [extra dcnbio-train arguments]; OUT_ROOT overrides the bundle's root.  Jobs run only
+    # through walk, which has checked that the run is not finished (no final.json) while holding its claim
     local model=$1 seed=$2; shift 2
     local root=${OUT_ROOT:-$ROOT}
     local dir="$root/$model/seed$seed" mode=()
-    if [ -f "$dir/final.json" ]; then echo "done: $dir"; return 0; fi
     if [ -f "$dir/last.pt" ]; then mode=(--resume); else mode=(--overwrite); fi
     local save=20; [ "$model" = resnet-blocks ] && save=200
     echo "$(date -u +%FT%TZ) start ${mode[*]} $dir"
@@ -43,7 +43,6 @@ run() {  # run MODEL SEED [extra dcnbio-train arguments]; OUT_ROOT overrides the
 
 small() {  # small MODEL SIZE SEED: a run of the small-data grid, trained until its training loss plateaus
     local model=$1 size=$2 seed=$3 dir="$ROOT/small-data/$1/n$2/seed$3"
-    if [ -f "$dir/final.json" ]; then echo "done: $dir"; return 0; fi
     echo "$(date -u +%FT%TZ) small-data grid: $dir"
     "$PY" -m dcnbio.train.grid_cli --recipe plateau --runs-dir "$ROOT/small-data" --models "$model" \
         --sizes "$size" --seeds "$seed" --save-every 20 || return
