@@ -217,8 +217,8 @@ def bundled(repo, model, bundle=DEFAULT_BUNDLE):
 def judge_claims(results, repo, bundle=DEFAULT_BUNDLE):
     """Load everything the claims rest on, in the report's order, and judge them.
 
-    The architecture and the bundled runs' ``final.json`` (Table 1), the bundled DCN-ODE checkpoints with their
-    ``init.pt`` (σ and depth), then each analysis's results in ``results/``.
+    The architecture and the bundled runs' ``final.json`` (Tables 1 and 4), the bundled DCN-ODE checkpoints with
+    their ``init.pt`` (σ and depth), then each analysis's results in ``results/``.
 
     Returns
     -------
@@ -230,9 +230,10 @@ def judge_claims(results, repo, bundle=DEFAULT_BUNDLE):
     DataError
         An analysis's results are missing (naming the script to run) or cannot be judged.
     """
+    models = (*claims.PARAMETER_MODELS, *claims.META_MODELS)
     finals = {(model, f"{model}-{seed}"): pd.read_json(path.parent / "final.json", typ="series")
-              for model in claims.PARAMETER_MODELS for seed, path in bundled(repo, model, bundle)}
-    rows = claims.parameter_claims(finals)
+              for model in models for seed, path in bundled(repo, model, bundle)}
+    rows = claims.parameter_claims({run: f for run, f in finals.items() if run[0] in claims.PARAMETER_MODELS})
     runs = {f"dcn-ode-{seed}": (load_checkpoint(path), load_checkpoint(path.parent / "init.pt"))
             for seed, path in bundled(repo, "dcn-ode", bundle) if (path.parent / "init.pt").is_file()}
     rows += claims.depth_claims(runs)
@@ -241,7 +242,8 @@ def judge_claims(results, repo, bundle=DEFAULT_BUNDLE):
     rows += claims.contrast_claims(load_analysis(results, "contrast", "contrast.nc"))
     rows += claims.small_data_claims(load_analysis(results, "small_data", "small_data.nc"))
     rows += claims.reconstruction_claims(load_analysis(results, "reconstruction", "reconstruction.nc"))
-    rows += claims.meta_claims(load_analysis(results, "meta_parametrization", "meta.nc"))
+    rows += claims.meta_claims(load_analysis(results, "meta_parametrization", "meta.nc"),
+                               {run: f for run, f in finals.items() if run[0] in (*claims.META_MODELS, "dcn-ode")})
     rows += claims.solver_claims(load_analysis(results, "solver_audit", "solver_audit.nc"))
     stacked = load_analysis(results, "physiology", "properties.nc")
     stacked = {m: ds.load() for m, ds in (stacked.items() if isinstance(stacked, dict) else [("model", stacked)])}

@@ -90,7 +90,85 @@ def test_meta_claims_pair_each_run_with_the_init_of_its_own_folder():
     assert parts[0].startswith("a: accuracy 90.0 %") and "+0.50, +0.10 octaves" in parts[0]
     assert f"from init {np.median([0, 0.5, 0, 0.1]):.3f} octaves" in parts[0]
     assert "from init" not in parts[1]  # seed2 has no init: no pairing by name
-    assert "one run per model" in row["verdict"]
+    assert row["verdict"] == UNDECIDED + " (fewer than two runs of dcn-sigma-t, dcn-ode: no test across runs)"
+    assert row["test"] == "none: no test accuracy across runs"
+    assert row["rests on"] == "σ(t) of 2 runs of dcn-sigma-t; test accuracy of 0 runs of dcn-sigma-t, 0 runs of dcn-ode"
+
+
+def test_parameter_claims_judge_accuracy_across_runs_and_say_how_the_runs_were_trained():
+    acc = {"dcn-ode": [85.0, 85.5, 84.5], "odenet": [90.0, 90.2, 89.8], "resnet-blocks": [89.0, 90.0, 91.0]}
+    finals = {(m, f"{m}-{k}"): {"test_acc_best": a / 100, "steps": 460 * (10 + k), "epochs": 10 + k,
+                                "plateau_epoch": 4 + k} for m, accs in acc.items() for k, a in enumerate(accs)}
+    count, accuracy = claims.parameter_claims(finals)
+    assert count["verdict"] == HOLDS and accuracy["verdict"] == FAILS  # dcn-ode 5 pp below odenet, p < 0.05
+    p = st.ttest_ind(acc["dcn-ode"], acc["odenet"], equal_var=False).pvalue
+    assert f"dcn-ode − odenet {85.0 - 90.0:+.1f} pp (Welch p = {p:.2g})" in accuracy["test"]
+    assert accuracy["rests on"] == ("3 runs per model, trained past the validation plateau (plateau rule; 10–12 "
+                                    "epochs, 4,600–5,520 SGD steps)")
+    for final in list(finals.values())[:2]:
+        del final["plateau_epoch"]
+    assert claims.parameter_claims(finals)[1]["rests on"].endswith(
+        "4600/5060/5520 SGD steps; no validation plateau recorded for 2 of 9 runs (fixed schedules or the epoch cap)")
+    assert claims.parameter_claims({}) == [count]
+
+
+def meta_data(models, shift=0.5):
+    """meta.nc stand-ins: per model, two trained runs whose σ(t) moved by ``shift`` octaves from their init."""
+    import xarray as xr
+    data = {}
+    for model in models:
+        for seed in (1, 2):
+            for kind, values in (("best", [[0.0, shift], [1.0, 1.0 + shift]]), ("init", [[0.0, 0.0], [1.0, 1.0]])):
+                data[f"{model}-{seed}-{kind}"] = xr.Dataset(
+                    {"log2_sigma": (("layer", "time"), np.asarray(values))},
+                    attrs={"checkpoint_path": f"ck/{model}/seed{seed}/{kind}.pt", "checkpoint_kind": kind,
+                           "accuracy": 0.9, "model_name": model})
+    return data
+
+
+def finals_of(accuracies):
+    """``{(model, run): {"test_acc_best": fraction}}`` from ``{model: [accuracy %, ...]}``."""
+    return {(m, f"{m}-{k}"): {"test_acc_best": a / 100} for m, accs in accuracies.items() for k, a in enumerate(accs)}
+
+
+def test_meta_claims_judge_accuracy_against_dcn_ode_by_the_welch_interval():
+    ode = [90.0, 90.4, 89.6]
+    # within the margin: both intervals above −2 pp, σ(t) moved → holds; the interval is scipy's Welch interval
+    row, = claims.meta_claims(meta_data(["dcn-sigma-t", "dcn-sigma-t2"]),
+                              finals_of({"dcn-sigma-t": [89.5, 90.1, 89.9], "dcn-sigma-t2": [90.2, 89.8, 90.0],
+                                         "dcn-ode": ode}))
+    assert row["verdict"] == HOLDS
+    ci = st.ttest_ind([89.5, 90.1, 89.9], ode, equal_var=False).confidence_interval()
+    assert f"dcn-sigma-t − dcn-ode {np.mean([89.5, 90.1, 89.9]) - 90:+.1f} pp, 95 % [{ci.low:+.1f}, {ci.high:+.1f}]" \
+        in row["test"]
+    assert "dcn-sigma-t 89.8 ± 0.3" in row["result"] and row["rests on"] == (
+        "σ(t) of 2 runs of dcn-sigma-t, 2 runs of dcn-sigma-t2; test accuracy of 3 runs of dcn-sigma-t, "
+        "3 runs of dcn-sigma-t2, 3 runs of dcn-ode")
+    # one model's whole interval below −2 pp → does not hold, even while σ(t) has not moved
+    row, = claims.meta_claims(meta_data(["dcn-sigma-t"], shift=0.0),
+                              finals_of({"dcn-sigma-t": [80.0, 80.5, 79.5], "dcn-ode": ode}))
+    assert row["verdict"] == FAILS
+    # an interval straddling −2 pp → undecided; σ(t) still the init's → undecided, said so
+    row, = claims.meta_claims(meta_data(["dcn-sigma-t"]), finals_of({"dcn-sigma-t": [84.0, 92.0], "dcn-ode": ode}))
+    assert row["verdict"] == UNDECIDED
+    row, = claims.meta_claims(meta_data(["dcn-sigma-t"], shift=0.01),
+                              finals_of({"dcn-sigma-t": [90.0, 90.2], "dcn-ode": ode}))
+    assert row["verdict"] == UNDECIDED + " (the σ(t) curves are still the initialisation's)"
+    # without an init control the σ(t) half of the claim is unknown; one run's σ(t) still the init's → not holds
+    close = finals_of({"dcn-sigma-t": [90.0, 90.2], "dcn-ode": ode})
+    no_init = {k: v for k, v in meta_data(["dcn-sigma-t"]).items() if not k.endswith("-init")}
+    assert claims.meta_claims(no_init, close)[0]["verdict"] == UNDECIDED + (
+        " (no init.pt beside the runs: whether σ(t) moved is unknown)")
+    mixed = {**meta_data(["dcn-sigma-t"]), **{k: v for k, v in meta_data(["dcn-sigma-t"], shift=0.01).items()
+                                              if k.startswith("dcn-sigma-t-2")}}
+    assert claims.meta_claims(mixed, close)[0]["verdict"] == UNDECIDED
+    # one run of a meta model, or runs without a test accuracy (--no-test): no test for it, so it cannot hold
+    row, = claims.meta_claims(meta_data(["dcn-sigma-t"]), finals_of({"dcn-sigma-t": [90.0], "dcn-ode": ode}))
+    assert row["verdict"] == UNDECIDED + " (fewer than two runs of dcn-sigma-t: no test across runs)"
+    untested = {**finals_of({"dcn-ode": ode}), ("dcn-sigma-t", "t1"): {"steps": 70}, ("dcn-sigma-t", "t2"): {}}
+    row, = claims.meta_claims(meta_data(["dcn-sigma-t"]), untested)
+    assert row["verdict"] == UNDECIDED + " (fewer than two runs of dcn-sigma-t: no test across runs)"
+    assert "dcn-sigma-t −" not in row["test"] and "test accuracy (%) over runs: dcn-ode 90.0 ± 0.4" in row["result"]
 
 
 def one_line_error(capsys, rc, match):
@@ -104,7 +182,8 @@ def test_bad_inputs_exit_2_with_one_line_and_write_nothing(rp, tmp_path, capsys)
                    "run analyses/sigma_distribution.py first")
     assert not out.exists()
     one_line_error(capsys, rp.main(["--smoke", "--no-run", "--out", str(out)]), "cannot go with --no-run")
-    one_line_error(capsys, rp.main(["--n-images", "0", "--out", str(out)]), "argument --n-images: must be an integer >= 1, got 0")
+    one_line_error(capsys, rp.main(["--n-images", "0", "--out", str(out)]),
+                   "argument --n-images: must be an integer >= 1, got 0")
     one_line_error(capsys, rp.main(["--no-run", "--only", "contrast", "--out", str(out)]), "cannot go with --no-run")
     out.mkdir()
     (out / "keep.txt").write_text("mine")

@@ -4,6 +4,7 @@ import math
 import numpy as np
 import pandas as pd
 import pytest
+import scipy.stats as st
 
 from dcnbio.stats.runs import against_reference, compare_models, pool_runs, run_directory, run_model, run_series
 from dcnbio.errors import ConfigError
@@ -71,7 +72,15 @@ def test_welch_hand_computed():
     density = const * (1 + grid ** 2 / nu) ** (-(nu + 1) / 2)
     tail = np.trapezoid(density, grid) if hasattr(np, "trapezoid") else np.trapz(density, grid)
     assert row["p"] == pytest.approx(2 * tail, rel=1e-3)
+    # the 95 % interval of the difference: scipy's Welch interval (an independent implementation)
+    welch = st.ttest_ind([1, 2, 3], [4, 6, 8], equal_var=False).confidence_interval(0.95)
+    assert (row["ci_low"], row["ci_high"]) == pytest.approx((welch.low, welch.high), rel=1e-9)
+    assert row["ci_low"] < row["difference"] < row["ci_high"] and row["ci_high"] > 0 > row["ci_low"]  # p > 0.05
+    narrow = compare_models(values, confidence=0.5).loc["a − b"]
+    assert row["ci_low"] < narrow["ci_low"] < narrow["ci_high"] < row["ci_high"]
     assert list(compare_models(values, pairs=[("b", "a")]).index) == ["b − a"]
+    single = compare_models(runs({"a:1": 1, "a:2": 2, "b:1": 4})).iloc[0]  # one run of b: no test, no interval
+    assert single["difference"] == -2.5 and all(math.isnan(single[k]) for k in ("p", "ci_low", "ci_high"))
     # one model's runs all equal: Welch reduces to a one-sample test of the other, df = n_b - 1 = 2
     const = compare_models(runs({"a:1": 1, "a:2": 1, "a:3": 1, "b:1": 2, "b:2": 3, "b:3": 4}))
     t = (1 - 3) / math.sqrt(1 / 3)  # mean a - mean b over the SE of b alone

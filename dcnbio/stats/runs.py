@@ -155,7 +155,7 @@ def against_reference(values, reference=0.0):
     return pd.DataFrame(rows, columns=["model", "n_runs", "mean", "sd", "t", "df", "p"]).set_index("model")
 
 
-def compare_models(values, pairs=None):
+def compare_models(values, pairs=None, confidence=0.95):
     """Differences of model means over runs with Welch's t-test.
 
     Parameters
@@ -169,7 +169,8 @@ def compare_models(values, pairs=None):
     -------
     pandas.DataFrame
         One row per pair (``"a − b"``): ``n_a``, ``n_b``, ``difference`` (mean a − mean b), ``t``, ``df``
-        (Welch–Satterthwaite) and two-sided ``p``; NaN tests where either model has fewer than two runs.
+        (Welch–Satterthwaite), two-sided ``p`` and the difference's two-sided ``confidence`` interval ``ci_low``,
+        ``ci_high`` (difference ± t(df) · SE); NaN tests where either model has fewer than two runs.
     """
     groups = {m: runs.to_numpy() for m, runs in group_runs(run_series(values).dropna()).items()}
     models = list(groups)
@@ -181,13 +182,18 @@ def compare_models(values, pairs=None):
             raise ConfigError(f"compare_models: no runs of {a if a not in groups else b!r} "
                               f"(models with runs: {', '.join(models)})")
         x, y = np.array(groups[a]), np.array(groups[b])
-        t = df = p = np.nan
+        difference = float(x.mean() - y.mean())
+        t = df = p = low = high = np.nan
         if len(x) > 1 and len(y) > 1 and (np.var(x) > 0 or np.var(y) > 0):
             # Welch by hand: scipy warns of precision loss when one model's runs are all equal, a valid case
             vx, vy = x.var(ddof=1) / len(x), y.var(ddof=1) / len(y)
-            t = float((x.mean() - y.mean()) / np.sqrt(vx + vy))
+            se = float(np.sqrt(vx + vy))
+            t = difference / se
             df = float((vx + vy) ** 2 / (vx ** 2 / (len(x) - 1) + vy ** 2 / (len(y) - 1)))
             p = float(2 * st.t.sf(abs(t), df))
-        rows.append({"pair": f"{a} − {b}", "n_a": len(x), "n_b": len(y), "difference": float(x.mean() - y.mean()),
-                     "t": t, "df": df, "p": p})
-    return pd.DataFrame(rows, columns=["pair", "n_a", "n_b", "difference", "t", "df", "p"]).set_index("pair")
+            half = float(st.t.ppf(0.5 + confidence / 2, df)) * se
+            low, high = difference - half, difference + half
+        rows.append({"pair": f"{a} − {b}", "n_a": len(x), "n_b": len(y), "difference": difference,
+                     "t": t, "df": df, "p": p, "ci_low": low, "ci_high": high})
+    columns = ["pair", "n_a", "n_b", "difference", "t", "df", "p", "ci_low", "ci_high"]
+    return pd.DataFrame(rows, columns=columns).set_index("pair")
