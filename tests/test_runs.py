@@ -99,3 +99,5 @@ def test_bad_inputs_are_refused():
         pool_runs(pd.Series({"a-seed1": 1.0}))
     with pytest.raises(ConfigError, match="no runs of 'c'"):
         compare_models(runs({"a:1": 1.0, "b:1": 2.0}), pairs=[("a", "c")])
+    with pytest.raises(ConfigError, match=r"confidence must lie in \(0, 1\), got 95"):
+        compare_models(runs({"a:1": 1.0, "b:1": 2.0}), confidence=95)

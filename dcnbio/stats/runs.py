@@ -172,6 +172,8 @@ def compare_models(values, pairs=None, confidence=0.95):
         (Welch–Satterthwaite), two-sided ``p`` and the difference's two-sided ``confidence`` interval ``ci_low``,
         ``ci_high`` (difference ± t(df) · SE); NaN tests where either model has fewer than two runs.
     """
+    if not 0 < confidence < 1:
+        raise ConfigError(f"compare_models: confidence must lie in (0, 1), got {confidence!r}")
     groups = {m: runs.to_numpy() for m, runs in group_runs(run_series(values).dropna()).items()}
     models = list(groups)
     if pairs is None:
