@@ -165,7 +165,7 @@ def test_meta_claims_judge_accuracy_against_dcn_ode_by_the_welch_interval():
     # one run of a meta model, or runs without a test accuracy (--no-test): no test for it, so it cannot hold
     row, = claims.meta_claims(meta_data(["dcn-sigma-t"]), finals_of({"dcn-sigma-t": [90.0], "dcn-ode": ode}))
     assert row["verdict"] == UNDECIDED + " (fewer than two runs of dcn-sigma-t: no test across runs)"
-    assert row["test"] == "dcn-sigma-t − dcn-ode +0.0 pp, no test (fewer than two runs)"
+    assert row["test"] == "dcn-sigma-t − dcn-ode +0.0 pp, no test (fewer than two runs, or no spread)"
     untested = {**finals_of({"dcn-ode": ode}), ("dcn-sigma-t", "t1"): {"steps": 70}, ("dcn-sigma-t", "t2"): {}}
     row, = claims.meta_claims(meta_data(["dcn-sigma-t"]), untested)
     assert row["verdict"] == UNDECIDED + " (fewer than two runs of dcn-sigma-t: no test across runs)"

@@ -554,7 +554,7 @@ def meta_claims(data, finals=None):
             f"{m} {r['mean']:.1f} ± {r['sd']:.1f}" for m, r in pooled.iterrows()))
     test = "; ".join(f"{m} − dcn-ode {r['difference']:+.1f} pp, " + (
         f"95 % [{r['ci_low']:+.1f}, {r['ci_high']:+.1f}] (Welch p = {r['p']:.2g})" if np.isfinite(r["p"])
-        else "no test (fewer than two runs)") for m, r in tests) or "none: no test accuracy across runs"
+        else "no test (fewer than two runs, or no spread)") for m, r in tests) or "none: no test accuracy across runs"
     return [claim("meta-parametrized σ(t), α(t) match DCN-ODE's accuracy and learn depth profiles", "Tables 3–4",
                   "python analyses/meta_parametrization.py", "; ".join(rows), test, verdict,
                   "σ(t) of " + ", ".join(f"{runs_text([n_curves[m]])} of {m}" for m in models) + "; test accuracy of "
