@@ -216,12 +216,12 @@ def parameter_claims(finals):
     verdict = FAILS if any(np.isfinite(p) and p < ALPHA and d < 0 for _, d, p in diffs) else UNDECIDED
     steps = sorted({int(final["steps"]) for final in finals.values()})
     plateaus = [final.get("plateau_epoch") for final in finals.values()]
-    if all(p is not None and np.isfinite(float(p)) for p in plateaus):
+    missing = sum(p is None or not np.isfinite(float(p)) for p in plateaus)
+    if not missing:
         epochs = [int(final["epochs"]) for final in finals.values()]
         schedule = (f"trained past the validation plateau (plateau rule; {min(epochs)}–{max(epochs)} epochs, "
                     f"{steps[0]:,}–{steps[-1]:,} SGD steps)")
     else:
-        missing = sum(p is None or not np.isfinite(float(p)) for p in plateaus)
         schedule = (f"{'/'.join(map(str, steps))} SGD steps; no validation plateau recorded for {missing} of "
                     f"{len(plateaus)} runs (fixed schedules or the epoch cap)")
     rows.append(claim("… at the accuracy of the baselines", "Table 1",
@@ -528,10 +528,10 @@ def meta_claims(data, finals=None):
     n_curves = {m: trained.count(m) for m in models}
     acc = runstats.run_series({run: 100 * float(final.get("test_acc_best", np.nan))  # trained with --no-test: NaN
                                for run, final in (finals or {}).items()})
-    groups = runstats.group_runs(acc.dropna()) if len(acc) else {}
-    n_runs = {m: len(groups.get(m, ())) for m in models + ["dcn-ode"]}
-    tests, untested = [], [m for m in models if n_runs[m] < 2 or n_runs["dcn-ode"] < 2]
-    compared = [m for m in models if m in groups and "dcn-ode" in groups]
+    pooled = runstats.pool_runs(acc)  # NaN runs left out
+    n_runs = {m: int(pooled["n_runs"].get(m, 0)) for m in models + ["dcn-ode"]}
+    few = [m for m in models + ["dcn-ode"] if n_runs[m] < 2]
+    tests, compared = [], [m for m in models if n_runs[m] and n_runs["dcn-ode"]]
     if compared:
         table = runstats.compare_models(acc, pairs=[(m, "dcn-ode") for m in compared])
         tests = [(m, r) for m, (_, r) in zip(compared, table.iterrows())]
@@ -541,15 +541,13 @@ def meta_claims(data, finals=None):
         verdict = UNDECIDED + " (no init.pt beside the runs: whether σ(t) moved is unknown)"
     elif max(moved) < MOVED_OCTAVES:
         verdict = UNDECIDED + " (the σ(t) curves are still the initialisation's)"
-    elif untested:
-        few = ", ".join(m for m in models + ["dcn-ode"] if n_runs[m] < 2)
-        verdict = UNDECIDED + f" (fewer than two runs of {few}: no test across runs)"
+    elif few:
+        verdict = UNDECIDED + f" (fewer than two runs of {', '.join(few)}: no test across runs)"
     elif min(moved) >= MOVED_OCTAVES and all(r["ci_low"] >= -ACCURACY_MARGIN_PP for _, r in tests):
         verdict = HOLDS
     else:
         verdict = UNDECIDED
-    if acc.notna().any():
-        pooled = runstats.pool_runs(acc)
+    if len(pooled):
         rows.append("test accuracy (%) over runs: " + "; ".join(
             f"{m} {r['mean']:.1f} ± {r['sd']:.1f}" for m, r in pooled.iterrows()))
     test = "; ".join(f"{m} − dcn-ode {r['difference']:+.1f} pp, " + (
