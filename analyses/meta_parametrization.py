@@ -5,10 +5,11 @@ Run from the repository root::
     OMP_NUM_THREADS=1 .venv/bin/python analyses/meta_parametrization.py --checkpoint CKPT [CKPT ...]
 
 Without ``--checkpoint`` it looks for bundled ``<bundle>/<model>/seed*/last.pt`` (``--bundle``) of ``dcn-sigma-t``,
-``dcn-sigma-t2`` and ``dcn-sigma-alpha-t``. In the full-data bundle (``--bundle full``) ``bash data/checkpoints/retrain.sh``
-trains them with the full-data CPU recipe (one seed of each, three of ``dcn-sigma-t`` as the budget allows; queued,
-not yet trained: until then the analysis names them as missing). The subset-trained bundle (``--bundle subset``) has one seed of each that saw 70 SGD steps and
-is barely past chance (``data/checkpoints/README.md``), trained with::
+``dcn-sigma-t2`` and ``dcn-sigma-alpha-t``. In the full-data bundle (``--bundle full``)
+``bash data/checkpoints/retrain.sh`` trains them with the full-data CPU recipe (one seed of each, three of
+``dcn-sigma-t`` as the budget allows; queued, not yet trained: until then the analysis names them as missing).
+The subset-trained bundle (``--bundle subset``) has one seed of each that saw 70 SGD steps and is barely past
+chance (``data/checkpoints/README.md``), trained with::
 
     dcnbio train --model dcn-sigma-t --width 0.25 --dataset fashion-mnist --subset 100 --val-size 500 \\
         --epochs 10 --no-adjoint --no-test --seeds 1 --out data/checkpoints/dcn-sigma-t
