@@ -169,8 +169,10 @@ def recipe_arguments():
 
 def test_a_bundled_run_in_training_resumes_with_today_s_code(tmp_path):
     """What a fresh machine does with the repository alone: ``retrain.sh``'s command with ``--resume`` continues a
-    bundled unfinished DCN run from its last.pt (same configuration, its weights and optimizer state), takes a
-    step, and on SIGTERM writes the next last.pt with a new segment — stopped at a safe point, exit status 143."""
+    bundled unfinished run from its last.pt (same configuration, its weights and optimizer state), takes a step,
+    and on SIGTERM writes the next last.pt with a new segment — stopped at a safe point, exit status 143.  A DCN
+    run is preferred (its SRF layers go through the ``auto`` formulation rule); while none is in training, an
+    ODE-Net run is what a fresh machine resumes."""
     import os
     import shutil
     import signal
@@ -181,7 +183,8 @@ def test_a_bundled_run_in_training_resumes_with_today_s_code(tmp_path):
 
     from dcnbio.train.checkpoint import read_checkpoint
 
-    unfinished = [r for r in full_runs() if not (r / "final.json").exists() and r.parent.name.startswith("dcn")]
+    unfinished = sorted((r for r in full_runs() if not (r / "final.json").exists()),
+                        key=lambda r: not r.parent.name.startswith("dcn"))
     if not unfinished:
         import pytest
         pytest.skip("every bundled run has finished: none to resume (retire this test with the last one)")
