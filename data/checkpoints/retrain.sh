@@ -7,6 +7,8 @@
 #   bash data/checkpoints/retrain.sh queue      # the runs in order, and which are done
 #   bash data/checkpoints/retrain.sh stop       # stop this checkout's lanes: each run saves last.pt (SIGTERM)
 #   bash data/checkpoints/retrain.sh manifest   # rewrite MANIFEST.sha256 (before committing)
+#   bash data/checkpoints/retrain.sh snapshot [CHECKOUT [MESSAGE]]  # commit the runs as they stand, lanes training
+#                                                 or not, in this checkout or in CHECKOUT (see snapshot below)
 #   bash data/checkpoints/retrain.sh small      # one lane over the small-data grid only
 #   bash data/checkpoints/retrain.sh control    # one lane over the σ control run only
 #   bash data/checkpoints/retrain.sh rejudge    # re-judge the paper on the finished bundle, one analysis lane per
@@ -20,6 +22,7 @@
 # `dcnbio grid --recipe plateau` (the recipe lives in dcnbio/train/grid.py), one queue entry per run.
 # Stop the lanes with `retrain.sh stop` (or SIGTERM to them): each run writes last.pt and exits; commit what is there.
 set -euo pipefail
+CALLED_FROM=$PWD
 cd "$(dirname "$0")/../.."
 export OMP_NUM_THREADS=1
 PY=${PYTHON:-.venv/bin/python}
@@ -207,14 +210,85 @@ manifest() {
         > MANIFEST.sha256)
 }
 
+snapshot() {  # snapshot [CHECKOUT [MESSAGE]]: one commit of the bundle's runs as they stand, in CHECKOUT (a
+    # path from where the script was called; default: this checkout), while lanes train.  Each run is copied as one
+    # moment of it (python -m dcnbio.train.snapshot); a run that is not whole at that moment (no last.pt yet, or
+    # its last epoch done and final.json not yet written) is left as committed.  The commit is built in an index of
+    # its own, with the manifest of exactly the files it holds, and lands only if HEAD has not moved meanwhile;
+    # nothing else staged in CHECKOUT goes into it (the index entries of the runs it commits are set to it).  A
+    # CHECKOUT other than this one gets the runs' files in its working tree too, and must have no uncommitted
+    # change under data/checkpoints (it would be overwritten).
+    local into=${1:-$CALLED_FROM} message=${2:-} stage head kind dir what f sha tree commit list
+    local changed=() dirs=() runs=() small=()
+    into=$(cd "$CALLED_FROM" && cd "$into" 2> /dev/null && pwd -P) || {
+        echo "retrain.sh: snapshot: no folder '$1'" >&2; return 2; }
+    [ "$(git -C "$into" rev-parse --show-toplevel 2> /dev/null)" = "$into" ] || {
+        echo "retrain.sh: snapshot: $into is not the top of a git checkout" >&2; return 2; }
+    head=$(git -C "$into" rev-parse -q --verify HEAD) || {
+        echo "retrain.sh: snapshot: $into has no commit yet" >&2; return 2; }
+    if [ "$into" != "$(pwd -P)" ] && [ -n "$(git -C "$into" status --porcelain -- data/checkpoints)" ]; then
+        echo "retrain.sh: snapshot: $into has uncommitted changes under data/checkpoints; commit or discard them" \
+             "first" >&2; return 2
+    fi
+    stage=$(mktemp -d "${TMPDIR:-/tmp}/dcnbio-snapshot.XXXXXX") && stage=$(cd "$stage" && pwd -P)
+    # shellcheck disable=SC2064  # the stage's name is fixed now
+    trap "rm -rf '$stage'" EXIT
+    mapfile -t runs < <(find "$ROOT" "$CONTROL_ROOT" -path "$ROOT/small-data" -prune -o -name config.json \
+                             -printf '%h\n' 2> /dev/null | sort)
+    mapfile -t small < <(find "$ROOT/small-data" -name config.json -printf '%h\n' 2> /dev/null | sort)
+    {   [ "${#runs[@]}" = 0 ] || "$PY" -m dcnbio.train.snapshot --into "$stage/runs" "${runs[@]}"
+        [ "${#small[@]}" = 0 ] || "$PY" -m dcnbio.train.snapshot --into "$stage/runs" --finished-without best.pt \
+                                        "${small[@]}"
+    } > "$stage/runs.tsv" || { echo "retrain.sh: snapshot: nothing committed (message above)" >&2; return 2; }
+    local git=(env "GIT_INDEX_FILE=$stage/index" git -C "$into")
+    "${git[@]}" read-tree "$head"
+    while IFS=$'\t' read -r kind dir what; do
+        if [ "$kind" != ok ]; then echo "left as committed: $dir ($what)"; continue; fi
+        "${git[@]}" rm -r -q --cached --ignore-unmatch -- "$dir"
+        for f in "$stage/runs/$dir"/*; do
+            sha=$("${git[@]}" hash-object -w -- "$f")
+            "${git[@]}" update-index --add --cacheinfo "100644,$sha,$dir/${f##*/}"
+        done
+        "${git[@]}" diff --cached --quiet "$head" -- "$dir" || { changed+=("${dir#data/checkpoints/} $what")
+                                                                 dirs+=("$dir"); }
+    done < "$stage/runs.tsv"
+    if [ "${#changed[@]}" = 0 ]; then echo "nothing new to commit: the runs are as committed"; return 0; fi
+    # The manifest, as `manifest` writes it, of the files this commit holds (sha256 of the staged blobs).
+    list=$("${git[@]}" ls-files -- data/checkpoints | sed -n 's#^data/checkpoints/\(.*\.\(pt\|json\|csv\)\)$#./\1#p')
+    while read -r f; do
+        [ -n "$f" ] || continue
+        sha=$("${git[@]}" cat-file blob ":data/checkpoints/${f#./}" | sha256sum)
+        echo "${sha%% *}  $f"
+    done < <(sort <<< "$list") > "$stage/MANIFEST.sha256"
+    sha=$("${git[@]}" hash-object -w -- "$stage/MANIFEST.sha256")
+    "${git[@]}" update-index --add --cacheinfo "100644,$sha,data/checkpoints/MANIFEST.sha256"
+    dirs+=(data/checkpoints/MANIFEST.sha256)
+    [ -n "$message" ] || message="Bundle (snapshot while lanes train): $(printf '%s; ' "${changed[@]}")"
+    tree=$("${git[@]}" write-tree)
+    commit=$(git -C "$into" commit-tree "$tree" -p "$head" -m "${message%; }")
+    git -C "$into" update-ref -m "retrain.sh snapshot" HEAD "$commit" "$head" 2> /dev/null || {
+        echo "retrain.sh: snapshot: HEAD of $into moved while the snapshot was taken; nothing committed, run it" \
+             "again" >&2; return 1; }
+    git -C "$into" reset -q -- "${dirs[@]}"  # the checkout's own index: the committed entries of these paths
+    if [ "$into" = "$(pwd -P)" ]; then
+        cp "$stage/MANIFEST.sha256" data/checkpoints/.MANIFEST.sha256.new
+        mv data/checkpoints/.MANIFEST.sha256.new data/checkpoints/MANIFEST.sha256
+    else
+        git -C "$into" checkout -q -- "${dirs[@]}" && git -C "$into" clean -f -q -- "${dirs[@]}"
+    fi
+    git -C "$into" log --oneline -1
+}
+
 case "${1:-all}" in
     lane|lane1|lane2) begin; lane ;;
     queue) queue ;;
     manifest) manifest ;;
+    snapshot) shift; snapshot "$@" ;;
     control) begin; lane control ;;
     small) begin; lane "small *" ;;
     rejudge) begin; rejudge ;;
     stop) stop ;;
     all) begin; all ;;
-    *) echo "usage: retrain.sh [lane|queue|control|small|stop|manifest|rejudge|all]" >&2; exit 2 ;;
+    *) echo "usage: retrain.sh [lane|queue|control|small|stop|manifest|snapshot [CHECKOUT [MESSAGE]]|rejudge|all]" \
+            >&2; exit 2 ;;
 esac
