@@ -2,13 +2,14 @@
 
     python analyses/bundle_summary.py                       # data/checkpoints/full → results/bundle_summary/
 
-Writes ``summary.md`` (one row per run: status, plateau epoch and schedule, best validation and test accuracy,
-median |Δ log2 σ| per block from the run's own ``init.pt``) and ``sigma_shift.nc`` (the shifts, labelled by
-model, seed and block).  Runs still in training are summarised from ``last.pt``.  A model whose σ moved less
-than 0.05 octaves in every block is flagged: at the paper's learning rate σ then barely trains, which is a
-finding to report, and the reason for the separately labelled ``--sigma-lr-scale`` control set.  The runs of the
-small-data grid (``<runs>/small-data/<model>/n<size>/seed<S>/``, no hold-out) follow in a second table: status,
-plateau of the training loss and schedule, steps, the last epoch's training loss and accuracy, hours.  The runs of
+Writes ``summary.md`` (one row per run: status, plateau epoch and schedule, best validation and test accuracy, hours
+spent and, for a run in training, hours left at its own mean rate so far (a range until its plateau fixes the
+schedule), median |Δ log2 σ| per block from the run's own ``init.pt``) and ``sigma_shift.nc`` (the shifts, labelled
+by model, seed and block). Runs still in training are summarised from ``last.pt``. A model whose σ moved less than
+0.05 octaves in every block is flagged: at the paper's learning rate σ then barely trains, which is a finding to
+report, and the reason for the separately labelled ``--sigma-lr-scale`` control set. The runs of the small-data grid
+(``<runs>/small-data/<model>/n<size>/seed<S>/``, no hold-out) follow in a second table: status, plateau of the
+training loss and schedule, steps, the last epoch's training loss and accuracy, hours spent and left. The runs of
 the σ learning-rate control (``--control``, ``full-sigma-lr10/``) come last, in a table of their own: a control is
 never pooled with the paper recipe's runs.
 """
@@ -22,6 +23,7 @@ from dcnbio.extract.sigmas import extract_sigmas
 from dcnbio.stats.sigmas import sigma_shift
 from dcnbio.train.checkpoint import load_checkpoint, read_checkpoint
 from dcnbio.train.config import TrainConfig
+from dcnbio.train.loop import hours_left
 from dcnbio.reports.bundle_report import run_status, runs_table, schedule_text, small_runs_table
 from dcnbio.cli import user_errors
 from dcnbio.errors import DcnbioError
@@ -39,11 +41,12 @@ def status(info, finished):
 
 
 def small_row(run, info):
-    loop, last = info["optimizer_state"]["loop"], (info["metrics"] or [{}])[-1]
+    loop, last, finished = info["optimizer_state"]["loop"], (info["metrics"] or [{}])[-1], (run / "final.json").exists()
     return {"model": run.parts[-3], "size": int(run.parts[-2][1:]), "seed": int(run.parts[-1][4:]),
-            "status": status(info, (run / "final.json").exists()), "schedule": schedule_text(loop),
+            "status": status(info, finished), "schedule": schedule_text(loop),
             "steps": info["step"], "train_loss": last.get("train_loss", float("nan")),
-            "train_acc": last.get("train_acc", float("nan")), "hours": loop["elapsed"] / 3600}
+            "train_acc": last.get("train_acc", float("nan")), "hours": loop["elapsed"] / 3600,
+            "hours_left": None if finished else hours_left(info)}
 
 
 def runs_under(root):
@@ -65,7 +68,7 @@ def summarise(run):
            "schedule": schedule_text(loop),
            "best_val": max((m["val_acc"] for m in info["metrics"]), default=float("nan")),
            "test_best": final.get("test_acc_best", float("nan")) if final else float("nan"),
-           "hours": loop["elapsed"] / 3600}
+           "hours": loop["elapsed"] / 3600, "hours_left": None if final else hours_left(info)}
     shift = None
     if srf_layers(model):
         init, init_info = load_checkpoint(run / "init.pt")

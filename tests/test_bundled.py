@@ -255,6 +255,14 @@ def test_bundle_summary_tabulates_every_run_and_its_sigma_shift_from_the_weights
             per_epoch = (60000 - 1000) // 128  # Fashion-MNIST's training set less the hold-out, batch 128
             assert step == last["step"] and e == len(last["metrics"]) and step == e * per_epoch + b
             assert 0 <= b < per_epoch and cells[5] == "–"
+            # hours left at the run's own rate: its schedule's steps still to take (all 30 epochs at the most)
+            loop = last["optimizer_state"]["loop"]
+            rate = loop["elapsed"] / last["step"] / 3600
+            low, _, high = cells[7].partition("–")
+            assert f"{(loop['epochs'] * per_epoch - step) * rate:.2f}" == (high or low)
+            assert float(low) <= float(high or low) and not (high and loop["plateau_epoch"] is not None)
+        else:
+            assert cells[7] == "–"
     small = list((FULL / "small-data").glob("*/n*/seed*"))
     assert text.count("\n| resnet-blocks |") + text.count("\n| odenet |") + text.count("\n| dcn-ode |") \
         == sum(r.parent.name in ("resnet-blocks", "odenet", "dcn-ode") for r in full_runs()) + len(small)

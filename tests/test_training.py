@@ -526,6 +526,63 @@ def test_plateau_window_is_checked_counted_in_epochs_and_written_only_when_set()
     assert windowed.to_dict()["plateau_window"] == 120 and TrainConfig.from_dict(windowed.to_dict()) == windowed
 
 
+def _end_of_schedule(config, values):
+    """The loop's decision (dcnbio.train.loop._decide_plateau), epoch by epoch, written out again: the last epoch
+    of a plateau-scheduled run whose epochs end with the metric ``values``; None if not decided by their end."""
+    from dcnbio.train.config import loss_plateau_reached, plateau_reached, plateau_schedule
+
+    cap = config.first_level_cap()
+    for done in range(1, len(values) + 1):
+        if config.val_size:
+            reached = plateau_reached(values[:done], config.plateau_patience, config.plateau_delta)
+        else:
+            reached = loss_plateau_reached(values[:done], config.plateau_patience, config.plateau_delta,
+                                           window=config.loss_window_epochs())
+        if reached and done < cap:
+            return plateau_schedule(done)[1]
+        if done >= cap:
+            return config.epochs
+    return None
+
+
+@pytest.mark.parametrize("kind", ["validation accuracy", "training loss in windows of 2 epochs"])
+def test_steps_left_are_the_fewest_and_most_over_every_future_of_the_plateau_rule(kind):
+    """From each point of a history at which the rule has not fired, every future up to the cap — each epoch a
+    clear gain, a gain under the margin, no change or a collapse — run through the rule: the shortest and longest
+    schedules they give are steps_left's bounds."""
+    import itertools
+
+    if kind == "validation accuracy":
+        config = TrainConfig("dcn-ode", "fashion-mnist", val_size=1000, epochs=20, plateau_patience=2)
+        history, key, sign = [0.60, 0.70, 0.75, 0.80, 0.803, 0.83], "val_acc", 1
+    else:  # 100 images in batches of 20: 5 steps an epoch; a window of 10 steps is 2 epochs
+        config = TrainConfig("dcn-ode", "fashion-mnist", subset=10, val_size=0, batch_size=20, epochs=20,
+                             plateau_patience=1, plateau_delta=0.02, plateau_window=10)
+        history, key, sign = [2.3, 2.1, 1.5, 1.4, 1.42, 1.41], "train_loss", -1
+    cap, per_epoch, margin = config.first_level_cap(), config.steps_per_epoch(), config.plateau_delta
+    steps = {"gain": 10 * margin, "small gain": margin / 2, "same": 0.0, "collapse": None}
+    tested = 0
+    for done in range(1, len(history) + 1):
+        past = history[:done]
+        if _end_of_schedule(config, past) is not None:
+            continue  # decided: the loop has recorded its plateau
+        ends = set()
+        for future in itertools.product(steps.values(), repeat=cap - done):
+            values = list(past)
+            for gain in future:  # values made relative to the best so far, in the metric's direction
+                best = max(values) if sign > 0 else min(values)
+                values.append(-sign * 1e3 if gain is None else best + sign * gain)
+            ends.add(_end_of_schedule(config, values))
+        step = done * per_epoch + 3  # 3 steps into the next epoch
+        fewest, most = config.steps_left([{key: v} for v in past], step, None, config.epochs)
+        assert (fewest, most) == (min(ends) * per_epoch - step, max(ends) * per_epoch - step), done
+        tested += 1
+    assert tested >= 4 and cap == 8
+    assert config.steps_left([{key: v} for v in history], 33, 4, 10) == (10 * per_epoch - 33,) * 2  # plateau known
+    plain = TrainConfig("dcn-ode", "fashion-mnist", val_size=1000, epochs=20)  # no plateau rule: the fixed schedule
+    assert plain.steps_left([], 100, None, 20) == (20 * plain.steps_per_epoch() - 100,) * 2
+
+
 @needs_fmnist
 def test_without_a_hold_out_the_plateau_is_measured_on_the_training_loss(tmp_path):
     # --plateau-delta 0.99: no early epoch of 10 images per class lowers the loss by ~1 nat (it sits near ln 10),

@@ -220,6 +220,7 @@ snapshot() {  # snapshot [CHECKOUT [MESSAGE]]: one commit of the bundle's runs a
     # change under data/checkpoints (it would be overwritten).
     local into=${1:-$CALLED_FROM} message=${2:-} stage head kind dir what f sha tree commit list
     local changed=() dirs=() runs=() small=()
+    command -v git > /dev/null || { echo "retrain.sh: snapshot needs git" >&2; return 2; }
     into=$(cd "$CALLED_FROM" && cd "$into" 2> /dev/null && pwd -P) || {
         echo "retrain.sh: snapshot: no folder '$1'" >&2; return 2; }
     [ "$(git -C "$into" rev-parse --show-toplevel 2> /dev/null)" = "$into" ] || {

@@ -2,7 +2,8 @@
 
 * :func:`run_status` — ``done``, or where a run's ``last.pt`` stands (epochs finished and steps into the next);
 * :func:`schedule_text` — the plateau epoch and the schedule it set;
-* :func:`runs_table` — one row per run: status, schedule, accuracy, hours and how far σ moved from its ``init.pt``;
+* :func:`runs_table` — one row per run: status, schedule, accuracy, hours spent and left, and how far σ moved from
+  its ``init.pt``;
 * :func:`small_runs_table` — one row per run of a small-data grid.
 
 Values come in (from the checkpoints' records, which the script reads); Markdown goes out.
@@ -41,6 +42,18 @@ def _fraction(value):
     return "–" if value != value else f"{value:.3f}"  # NaN: no value yet (a test accuracy before the run ends)
 
 
+def _hours_left(value):
+    """``–`` for none (a finished run), ``H`` for one estimate, ``L–H`` for a range.
+
+    >>> _hours_left(None), _hours_left((2.5, 2.5)), _hours_left((1.234, 4.5))
+    ('–', '2.50', '1.23–4.50')
+    """
+    if value is None:
+        return "–"
+    low, high = value
+    return f"{low:.2f}" if f"{low:.2f}" == f"{high:.2f}" else f"{low:.2f}–{high:.2f}"
+
+
 def runs_table(rows, shifts):
     """The bundle's runs as a Markdown table.
 
@@ -48,12 +61,13 @@ def runs_table(rows, shifts):
     ----------
     rows : sequence of dict
         Per run: ``model``, ``seed``, ``status`` (:func:`run_status`), ``schedule`` (:func:`schedule_text`),
-        ``best_val`` and ``test_best`` (fractions; NaN where there is none yet) and ``hours``.
+        ``best_val`` and ``test_best`` (fractions; NaN where there is none yet), ``hours`` (training hours spent)
+        and ``hours_left``: ``None`` for a finished run, else the (fewest, most) hours still to train.
     shifts : dict of (model, seed) → xarray.Dataset
         :func:`dcnbio.stats.sigmas.sigma_shift` of the runs with SRF layers (``median_abs_shift`` by ``block``).
     """
-    lines = ["| model | seed | status | plateau → epochs | best val | test (best) | hours | median abs Δlog2σ per "
-             "block (octaves) |", "|---|---|---|---|---|---|---|---|"]
+    lines = ["| model | seed | status | plateau → epochs | best val | test (best) | hours | hours left | median abs "
+             "Δlog2σ per block (octaves) |", "|---|---|---|---|---|---|---|---|---|"]
     for row in rows:
         s = shifts.get((row["model"], row["seed"]))
         moved = "–" if s is None else ", ".join(
@@ -61,7 +75,8 @@ def runs_table(rows, shifts):
         if s is not None and row["status"] == "done" and float(s["median_abs_shift"].max()) < STILL_OCTAVES:
             moved += f" (< {STILL_OCTAVES} everywhere: σ did not move)"
         lines.append(f"| {row['model']} | {row['seed']} | {row['status']} | {row['schedule']} | "
-                     f"{_fraction(row['best_val'])} | {_fraction(row['test_best'])} | {row['hours']:.2f} | {moved} |")
+                     f"{_fraction(row['best_val'])} | {_fraction(row['test_best'])} | {row['hours']:.2f} | "
+                     f"{_hours_left(row['hours_left'])} | {moved} |")
     return "\n".join(lines) + "\n"
 
 
@@ -69,11 +84,13 @@ def small_runs_table(rows):
     """The runs of a small-data grid as a Markdown table.
 
     ``rows``: per run ``model``, ``size`` (images per class), ``seed``, ``status`` (:func:`run_status`),
-    ``schedule`` (:func:`schedule_text`), ``steps``, the last epoch's ``train_loss`` and ``train_acc``, ``hours``.
+    ``schedule`` (:func:`schedule_text`), ``steps``, the last epoch's ``train_loss`` and ``train_acc``, ``hours``
+    and ``hours_left`` (as in :func:`runs_table`).
     """
     lines = ["| model | images per class | seed | status | plateau → epochs | steps | last train loss | last train "
-             "acc | hours |", "|---|---|---|---|---|---|---|---|---|"]
+             "acc | hours | hours left |", "|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         lines.append(f"| {r['model']} | {r['size']} | {r['seed']} | {r['status']} | {r['schedule']} | {r['steps']} | "
-                     f"{r['train_loss']:.4f} | {r['train_acc']:.3f} | {r['hours']:.2f} |")
+                     f"{r['train_loss']:.4f} | {r['train_acc']:.3f} | {r['hours']:.2f} | "
+                     f"{_hours_left(r['hours_left'])} |")
     return "\n".join(lines) + "\n"

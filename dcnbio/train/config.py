@@ -1,6 +1,8 @@
 """The training configuration: a frozen dataclass, resolved once and written next to every run."""
 import dataclasses
+import functools
 import json
+import math
 from dataclasses import dataclass, field
 from typing import Optional, Tuple
 
@@ -153,6 +155,37 @@ class TrainConfig:
     def first_level_cap(self):
         """The last epoch a plateau-scheduled run may spend at the first learning rate."""
         return self.milestone_epochs()[0]
+
+    def steps_left(self, metrics, step, plateau_epoch, epochs):
+        """SGD steps a run still has to take from where its checkpoint stands: ``(fewest, most)``.
+
+        ``metrics`` (one row per finished epoch) and ``step`` are the checkpoint's; ``plateau_epoch`` and ``epochs``
+        its training loop's records (``epochs``: the schedule's length, set once the plateau is known).  A run
+        without the plateau rule, or whose plateau is known, has one answer.  Before its plateau the rule is run
+        forward on the recorded epochs: the fewest steps if every epoch to come is no better than the worst possible
+        (the rule fires at the first epoch it can: :func:`plateau_schedule` from there), the most if every one
+        improves until the cap (:meth:`first_level_cap`; then the fixed schedule of ``epochs`` runs).
+
+        >>> c = TrainConfig("dcn-ode", "fashion-mnist", val_size=1000, epochs=30, plateau_patience=2)
+        >>> rows = [{"val_acc": a} for a in (0.80, 0.84, 0.86, 0.88, 0.885)]  # epoch 5 did not beat 0.88 by 0.005
+        >>> c.steps_per_epoch(), c.steps_left(rows, 2300, None, 30), c.steps_left(rows + rows, 5185, 8, 20)
+        (460, (4600, 11500), (4015, 4015))
+        """
+        per_epoch = self.steps_per_epoch()
+        most = epochs * per_epoch - step
+        if not self.plateau_patience or plateau_epoch is not None:
+            return most, most
+        if self.val_size:
+            history, worst = [row["val_acc"] for row in metrics], -math.inf
+            reached = functools.partial(plateau_reached, patience=self.plateau_patience, delta=self.plateau_delta)
+        else:
+            history, worst = [row["train_loss"] for row in metrics], math.inf
+            reached = functools.partial(loss_plateau_reached, patience=self.plateau_patience,
+                                        delta=self.plateau_delta, window=self.loss_window_epochs())
+        for plateau in range(len(history) + 1, self.first_level_cap()):
+            if reached(history + [worst] * (plateau - len(history))):
+                return plateau_schedule(plateau)[1] * per_epoch - step, most
+        return most, most
 
     def to_dict(self):
         """The configuration as plain values (what checkpoints and final.json store).

@@ -45,6 +45,19 @@ from .machine import describe_machine
 RUN_FILES = ("config.json", "init.pt", "last.pt", "best.pt", "metrics.csv", "final.json")
 
 
+def hours_left(info):
+    """``(fewest, most)`` hours the run of checkpoint records ``info`` (a ``last.pt``) still needs to train, at its
+    own mean rate so far (its elapsed training time over its steps, evaluations included, over all its segments,
+    whatever their machines): :meth:`~dcnbio.train.config.TrainConfig.steps_left` in hours; ``None`` before its
+    first step.  A finished run's is 0."""
+    loop = info["optimizer_state"]["loop"]
+    if not info["step"]:
+        return None
+    steps = TrainConfig.from_dict(info["train_config"]).steps_left(info["metrics"], info["step"],
+                                                                   loop.get("plateau_epoch"), loop["epochs"])
+    return tuple(n * loop["elapsed"] / info["step"] / 3600 for n in steps)
+
+
 class TrainingError(DcnbioError):
     """Training stopped: non-finite loss or a solver failure."""
 
