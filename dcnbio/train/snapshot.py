@@ -120,6 +120,7 @@ def freeze_run(src, dst, *, finished_without=()):
 
 
 def build_parser():
+    """The argument parser of ``python -m dcnbio.train.snapshot``."""
     p = argparse.ArgumentParser(prog="python -m dcnbio.train.snapshot", description=__doc__.split("\n\n")[0])
     p.add_argument("runs", nargs="+", metavar="RUN_DIR", help="run directories, relative to the current one")
     p.add_argument("--into", required=True, help="the stage: each run is copied to INTO/RUN_DIR")
@@ -131,6 +132,8 @@ def build_parser():
 
 @user_errors
 def main(argv=None):
+    """Freeze each run into ``--into`` and print one tab-separated line per run (module docstring); exit 0, or 2
+    for a run directory outside the current one (nothing is copied then)."""
     args = build_parser().parse_args(argv)
     for run in args.runs:
         if os.path.isabs(run) or os.pardir in os.path.normpath(run).split(os.sep):
