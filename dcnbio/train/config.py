@@ -1,6 +1,5 @@
 """The training configuration: a frozen dataclass, resolved once and written next to every run."""
 import dataclasses
-import functools
 import json
 import math
 from dataclasses import dataclass, field
@@ -156,6 +155,15 @@ class TrainConfig:
         """The last epoch a plateau-scheduled run may spend at the first learning rate."""
         return self.milestone_epochs()[0]
 
+    def plateau_reached_in(self, metrics):
+        """Whether this run's plateau rule fires on its per-epoch rows ``metrics``: validation accuracy with a
+        hold-out (:func:`plateau_reached`), the training loss in windows of :meth:`loss_window_epochs` without
+        (:func:`loss_plateau_reached`)."""
+        if self.val_size:
+            return plateau_reached([row["val_acc"] for row in metrics], self.plateau_patience, self.plateau_delta)
+        return loss_plateau_reached([row["train_loss"] for row in metrics], self.plateau_patience, self.plateau_delta,
+                                    window=self.loss_window_epochs())
+
     def steps_left(self, metrics, step, plateau_epoch, epochs):
         """SGD steps a run still has to take from where its checkpoint stands: ``(fewest, most)``.
 
@@ -175,15 +183,9 @@ class TrainConfig:
         most = epochs * per_epoch - step
         if not self.plateau_patience or plateau_epoch is not None:
             return most, most
-        if self.val_size:
-            history, worst = [row["val_acc"] for row in metrics], -math.inf
-            reached = functools.partial(plateau_reached, patience=self.plateau_patience, delta=self.plateau_delta)
-        else:
-            history, worst = [row["train_loss"] for row in metrics], math.inf
-            reached = functools.partial(loss_plateau_reached, patience=self.plateau_patience,
-                                        delta=self.plateau_delta, window=self.loss_window_epochs())
-        for plateau in range(len(history) + 1, self.first_level_cap()):
-            if reached(history + [worst] * (plateau - len(history))):
+        worst = {"val_acc": -math.inf, "train_loss": math.inf}  # an epoch no better than any, for either rule
+        for plateau in range(len(metrics) + 1, self.first_level_cap()):
+            if self.plateau_reached_in(list(metrics) + [worst] * (plateau - len(metrics))):
                 return plateau_schedule(plateau)[1] * per_epoch - step, most
         return most, most
 

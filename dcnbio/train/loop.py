@@ -39,7 +39,7 @@ from ..fast import tuning
 from ..core.models import build_model, nfe, ode_blocks, reset_nfe, srf_layers
 from ..signals import stop_requests
 from . import distributed
-from .config import TrainConfig, loss_plateau_reached, plateau_reached, plateau_schedule
+from .config import TrainConfig, plateau_schedule
 from .machine import describe_machine
 
 RUN_FILES = ("config.json", "init.pt", "last.pt", "best.pt", "metrics.csv", "final.json")
@@ -184,14 +184,8 @@ def _decide_plateau(config, state, scheduler, ctx, log):
     proportions from here (config docstring).  Every process takes the same decision, rank 0's."""
     done = state["epoch"]
     cap = config.first_level_cap()
-    if config.val_size:
-        measured = "validation accuracy"
-        reached = plateau_reached([row["val_acc"] for row in state["metrics"]], config.plateau_patience,
-                                  config.plateau_delta) if ctx.is_main else False
-    else:  # no hold-out (small data): the training loss (rank 0's, broadcast below)
-        measured = "the training loss"
-        reached = loss_plateau_reached([row["train_loss"] for row in state["metrics"]], config.plateau_patience,
-                                       config.plateau_delta, window=config.loss_window_epochs())
+    measured = "validation accuracy" if config.val_size else "the training loss"  # no hold-out: small data
+    reached = config.plateau_reached_in(state["metrics"]) if ctx.is_main else False  # rank 0's (it validates)
     reached = distributed.broadcast_flag(reached, ctx)
     if reached and done < cap:
         milestones, epochs = plateau_schedule(done)
