@@ -205,9 +205,11 @@ stop() {  # SIGTERM to every job of this checkout's lanes; returns once each has
     echo "retrain.sh: jobs still running after 10 min: $(holders | tr '\n' ' ')" >&2
     return 1
 }
+manifest_files() {  # the files MANIFEST.sha256 lists, in its order, from the ./paths under data/checkpoints on stdin
+    { grep -E '\.(pt|json|csv)$' || true; } | sort  # none is an empty list, not a failure
+}
 manifest() {
-    (cd data/checkpoints && find . -name '*.pt' -o -name '*.json' -o -name '*.csv' | sort | xargs sha256sum \
-        > MANIFEST.sha256)
+    (cd data/checkpoints && find . -type f | manifest_files | xargs sha256sum > MANIFEST.sha256)
 }
 
 snapshot() {  # snapshot [CHECKOUT [MESSAGE]]: one commit of the bundle's runs as they stand, in CHECKOUT (a
@@ -218,7 +220,7 @@ snapshot() {  # snapshot [CHECKOUT [MESSAGE]]: one commit of the bundle's runs a
     # nothing else staged in CHECKOUT goes into it (the index entries of the runs it commits are set to it).  A
     # CHECKOUT other than this one gets the runs' files in its working tree too, and must have no uncommitted
     # change under data/checkpoints (it would be overwritten).
-    local into=${1:-$CALLED_FROM} message=${2:-} stage head kind dir what f sha tree commit list
+    local into=${1:-$CALLED_FROM} message=${2:-} stage head kind dir what f sha tree commit
     local changed=() dirs=() runs=() small=()
     command -v git > /dev/null || { echo "retrain.sh: snapshot needs git" >&2; return 2; }
     into=$(cd "$CALLED_FROM" && cd "$into" 2> /dev/null && pwd -P) || {
@@ -255,12 +257,11 @@ snapshot() {  # snapshot [CHECKOUT [MESSAGE]]: one commit of the bundle's runs a
     done < "$stage/runs.tsv"
     if [ "${#changed[@]}" = 0 ]; then echo "nothing new to commit: the runs are as committed"; return 0; fi
     # The manifest, as `manifest` writes it, of the files this commit holds (sha256 of the staged blobs).
-    list=$("${git[@]}" ls-files -- data/checkpoints | sed -n 's#^data/checkpoints/\(.*\.\(pt\|json\|csv\)\)$#./\1#p')
     while read -r f; do
-        [ -n "$f" ] || continue
         sha=$("${git[@]}" cat-file blob ":data/checkpoints/${f#./}" | sha256sum)
         echo "${sha%% *}  $f"
-    done < <(sort <<< "$list") > "$stage/MANIFEST.sha256"
+    done < <("${git[@]}" ls-files -- data/checkpoints | sed 's#^data/checkpoints/#./#' | manifest_files) \
+        > "$stage/MANIFEST.sha256"
     sha=$("${git[@]}" hash-object -w -- "$stage/MANIFEST.sha256")
     "${git[@]}" update-index --add --cacheinfo "100644,$sha,data/checkpoints/MANIFEST.sha256"
     dirs+=(data/checkpoints/MANIFEST.sha256)
