@@ -22,9 +22,8 @@ import xarray as xr
 from dcnbio.extract.sigmas import extract_sigmas
 from dcnbio.stats.sigmas import sigma_shift
 from dcnbio.train.checkpoint import load_checkpoint, read_checkpoint
-from dcnbio.train.config import TrainConfig
-from dcnbio.train.loop import hours_left
-from dcnbio.reports.bundle_report import run_status, runs_table, schedule_text, small_runs_table
+from dcnbio.train.loop import hours_left, run_status
+from dcnbio.reports.bundle_report import runs_table, schedule_text, small_runs_table
 from dcnbio.cli import user_errors
 from dcnbio.errors import DcnbioError
 from dcnbio.script import analysis_parser
@@ -34,16 +33,10 @@ from dcnbio.core.models import srf_layers
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def status(info, finished):
-    """Where a run stands, from its last.pt's records (``info``)."""
-    per_epoch = TrainConfig.from_dict(info["train_config"]).steps_per_epoch()
-    return run_status(info["epoch"], info["step"], per_epoch, finished=finished)
-
-
 def small_row(run, info):
     loop, last, finished = info["optimizer_state"]["loop"], (info["metrics"] or [{}])[-1], (run / "final.json").exists()
     return {"model": run.parts[-3], "size": int(run.parts[-2][1:]), "seed": int(run.parts[-1][4:]),
-            "status": status(info, finished), "schedule": schedule_text(loop),
+            "status": run_status(info, finished=finished), "schedule": schedule_text(loop),
             "steps": info["step"], "train_loss": last.get("train_loss", float("nan")),
             "train_acc": last.get("train_acc", float("nan")), "hours": loop["elapsed"] / 3600,
             "hours_left": None if finished else hours_left(info)}
@@ -64,7 +57,7 @@ def summarise(run):
     final = json.loads((run / "final.json").read_text()) if (run / "final.json").exists() else None
     model, info = load_checkpoint(run / "last.pt")
     loop = info["optimizer_state"]["loop"]
-    row = {"model": run.parent.name, "seed": config["seed"], "status": status(info, final is not None),
+    row = {"model": run.parent.name, "seed": config["seed"], "status": run_status(info, finished=final is not None),
            "schedule": schedule_text(loop),
            "best_val": max((m["val_acc"] for m in info["metrics"]), default=float("nan")),
            "test_best": final.get("test_acc_best", float("nan")) if final else float("nan"),

@@ -2,7 +2,7 @@
 import numpy as np
 import xarray as xr
 
-from dcnbio.reports.bundle_report import STILL_OCTAVES, run_status, runs_table, small_runs_table
+from dcnbio.reports.bundle_report import STILL_OCTAVES, runs_table, small_runs_table
 
 
 def shift(values):
@@ -22,7 +22,7 @@ def cells(line):
 def test_a_finished_run_whose_sigma_stayed_under_the_line_is_flagged_and_one_in_training_is_not():
     still = STILL_OCTAVES / 2
     rows = [row("dcn-ode", 1, "done", test_best=0.8904),
-            row("dcn-ode", 2, run_status(3, 1400, 460, finished=False), hours_left=(2.004, 7.5)),
+            row("dcn-ode", 2, "training: epoch 3 + 20 batches (step 1400)", hours_left=(2.004, 7.5)),
             row("resnet-blocks", 1, "done", test_best=0.9)]
     text = runs_table(rows, {("dcn-ode", 1): shift([still, still]), ("dcn-ode", 2): shift([still, 0.2])})
     lines = text.splitlines()

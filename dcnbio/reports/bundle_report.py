@@ -1,6 +1,5 @@
 """The training bundle at a glance (``analyses/bundle_summary.py``): where each run stands, as Markdown tables.
 
-* :func:`run_status` — ``done``, or where a run's ``last.pt`` stands (epochs finished and steps into the next);
 * :func:`schedule_text` — the plateau epoch and the schedule it set;
 * :func:`runs_table` — one row per run: status, schedule, accuracy, hours spent and left, and how far σ moved from
   its ``init.pt``;
@@ -9,23 +8,10 @@
 Values come in (from the checkpoints' records, which the script reads); Markdown goes out.
 """
 
-__all__ = ["STILL_OCTAVES", "run_status", "runs_table", "schedule_text", "small_runs_table"]
+__all__ = ["STILL_OCTAVES", "runs_table", "schedule_text", "small_runs_table"]
 
 #: Octaves: a run whose median |Δ log2 σ| from its init stays below this in every block has σ that "did not move".
 STILL_OCTAVES = 0.05
-
-
-def run_status(epoch, step, steps_per_epoch, *, finished):
-    """``done``, or ``training: epoch E + B batches (step S)``: E epochs finished and B SGD steps into the next.
-
-    ``epoch`` and ``step`` are a checkpoint's; ``finished``: the run has its ``final.json``.
-
-    >>> run_status(16, 7673, 460, finished=False), run_status(22, 10120, 460, finished=True)
-    ('training: epoch 16 + 313 batches (step 7673)', 'done')
-    """
-    if finished:
-        return "done"
-    return f"training: epoch {epoch} + {step - epoch * steps_per_epoch} batches (step {step})"
 
 
 def schedule_text(loop):
@@ -60,9 +46,10 @@ def runs_table(rows, shifts):
     Parameters
     ----------
     rows : sequence of dict
-        Per run: ``model``, ``seed``, ``status`` (:func:`run_status`), ``schedule`` (:func:`schedule_text`),
-        ``best_val`` and ``test_best`` (fractions; NaN where there is none yet), ``hours`` (training hours spent)
-        and ``hours_left``: ``None`` for a finished run, else the (fewest, most) hours still to train.
+        Per run: ``model``, ``seed``, ``status`` (``done`` or where it stands: :func:`dcnbio.train.loop.run_status`),
+        ``schedule`` (:func:`schedule_text`), ``best_val`` and ``test_best`` (fractions; NaN where there is none
+        yet), ``hours`` (training hours spent) and ``hours_left``: ``None`` for a finished run, else the (fewest,
+        most) hours still to train.
     shifts : dict of (model, seed) → xarray.Dataset
         :func:`dcnbio.stats.sigmas.sigma_shift` of the runs with SRF layers (``median_abs_shift`` by ``block``).
     """
@@ -83,7 +70,7 @@ def runs_table(rows, shifts):
 def small_runs_table(rows):
     """The runs of a small-data grid as a Markdown table.
 
-    ``rows``: per run ``model``, ``size`` (images per class), ``seed``, ``status`` (:func:`run_status`),
+    ``rows``: per run ``model``, ``size`` (images per class), ``seed``, ``status`` (as in :func:`runs_table`),
     ``schedule`` (:func:`schedule_text`), ``steps``, the last epoch's ``train_loss`` and ``train_acc``, ``hours``
     and ``hours_left`` (as in :func:`runs_table`).
     """

@@ -45,6 +45,21 @@ from .machine import describe_machine
 RUN_FILES = ("config.json", "init.pt", "last.pt", "best.pt", "metrics.csv", "final.json")
 
 
+def run_status(info, *, finished):
+    """``done``, or ``training: epoch E + B batches (step S)``: E epochs finished and B SGD steps into the next, for
+    the run of checkpoint records ``info`` (a ``last.pt``); ``finished``: the run has its ``final.json``.
+
+    >>> info = {"train_config": TrainConfig("dcn-ode", "fashion-mnist", val_size=1000).to_dict(), "epoch": 16,
+    ...         "step": 7673}
+    >>> run_status(info, finished=False), run_status(info, finished=True)
+    ('training: epoch 16 + 313 batches (step 7673)', 'done')
+    """
+    if finished:
+        return "done"
+    per_epoch = TrainConfig.from_dict(info["train_config"]).steps_per_epoch()
+    return f"training: epoch {info['epoch']} + {info['step'] - info['epoch'] * per_epoch} batches (step {info['step']})"
+
+
 def hours_left(info):
     """``(fewest, most)`` hours the run of checkpoint records ``info`` (a ``last.pt``) still needs to train, at its
     own mean rate so far (its elapsed training time over its steps, evaluations included, over all its segments,

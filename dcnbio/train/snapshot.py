@@ -19,7 +19,7 @@ import sys
 from ..cli import user_errors
 from ..errors import CheckpointError, ConfigError
 from .checkpoint import read_checkpoint
-from .loop import RUN_FILES
+from .loop import RUN_FILES, run_status
 
 #: Copies of one run tried before giving up on it: a run changes at most every few seconds, a copy takes less.
 ATTEMPTS = 5
@@ -76,7 +76,7 @@ def where_it_stands(run_dir):
         return f"done ({last['epoch']} epochs, {last['step']} steps)"
     if "epochs" in loop and last["epoch"] >= loop["epochs"]:
         raise CheckpointError(f"finishing: its {loop['epochs']} epochs are done and final.json is not written yet")
-    return f"training: epoch {last['epoch']} + {loop.get('batch', 0)} batches (step {last['step']})"
+    return run_status(last, finished=False)
 
 
 def freeze_run(src, dst, *, finished_without=()):
