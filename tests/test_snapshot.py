@@ -114,6 +114,23 @@ def test_a_finished_run_can_leave_out_what_the_bundle_does_not_keep(runs, tmp_pa
     assert "init.pt" in files_of(tmp_path / "t")
 
 
+@needs_fmnist
+def test_a_damaged_final_json_is_a_skip_line_and_the_other_runs_are_still_copied(runs, tmp_path, monkeypatch,
+                                                                                  capsys):
+    for name, final in (("truncated", b'{"epochs": 2, "st'), ("list", b"[2, 10]"), ("latin1", b'{"a": "\xe9"}')):
+        shutil.copytree(runs["finished"], tmp_path / "runs" / name)
+        (tmp_path / "runs" / name / "final.json").write_bytes(final)
+    shutil.copytree(runs["finished"], tmp_path / "runs" / "whole")
+    monkeypatch.chdir(tmp_path / "runs")
+    assert snapshot.main(["truncated", "list", "latin1", "whole", "--into", str(tmp_path / "stage")]) == 0
+    lines = [line.split("\t") for line in capsys.readouterr().out.splitlines()]
+    assert [line[:2] for line in lines] == [["skip", "truncated"], ["skip", "list"], ["skip", "latin1"],
+                                            ["ok", "whole"]]
+    assert "final.json is not readable JSON" in lines[0][2] and "restore it from git" in lines[0][2]
+    assert "holds a list" in lines[1][2] and "not readable JSON" in lines[2][2]
+    assert sorted(p.name for p in (tmp_path / "stage").iterdir()) == ["whole"]
+
+
 # --- retrain.sh snapshot: commits in a git checkout --------------------------------------------------------------
 
 def git(repo, *args):

@@ -51,6 +51,23 @@ def assert_identical_states(a, b):
 
 # --- data -----------------------------------------------------------------------------------------
 
+def test_the_runs_index_reads_each_finished_seed_and_names_a_damaged_final_json(tmp_path):
+    from dcnbio.errors import CheckpointError
+    from dcnbio.train.cli import collect_runs
+
+    for name, final in (("seed2", {"epochs": 3, "steps": 30}), ("seed10", {"epochs": 4, "steps": 40}),
+                        ("seed3", None), ("other", {"epochs": 1})):
+        (tmp_path / name).mkdir()
+        if final is not None:
+            (tmp_path / name / "final.json").write_text(json.dumps(final))
+    rows = collect_runs(str(tmp_path))  # seed3 is unfinished (no final.json); "other" is not a seed directory
+    assert rows == [{"epochs": 4, "steps": 40, "seed": 10, "dir": "seed10"},
+                    {"epochs": 3, "steps": 30, "seed": 2, "dir": "seed2"}]
+    (tmp_path / "seed2" / "final.json").write_text('{"epochs": 3, "ste')
+    with pytest.raises(CheckpointError, match=r"seed2/final\.json is not readable JSON.*restore it"):
+        collect_runs(str(tmp_path))
+
+
 def test_stratified_choice_without_replacement_and_deterministic():
     labels = np.repeat(np.arange(4), [30, 20, 25, 40])
     a = data.stratified_choice(labels, 20, seed=3)

@@ -109,8 +109,8 @@ def read_checkpoint(path, map_location="cpu"):
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
         # Only a reference to a Python global (a class or function) can make unpickling run code.
         if "Unsupported global" in str(exc) or "GLOBAL" in str(exc):
-            raise CheckpointError(f"refused to load {path}: it contains pickled objects other than tensors "
-                                  f"and plain containers (possibly code); only dcnbio checkpoints are accepted") from None
+            raise CheckpointError(f"refused to load {path}: it contains pickled objects other than tensors and "
+                                  f"plain containers (possibly code); only dcnbio checkpoints are accepted") from None
         raise CheckpointError(f"{path} is truncated or corrupt (not a readable torch file); re-copy or "
                               f"retrain it") from None
     except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as exc:

@@ -134,12 +134,13 @@ def write_index(out, rows):
 
 def collect_runs(out):
     """The ``final.json`` of every finished ``seed*`` run under ``out``, with its seed and directory."""
+    from .loop import read_final
+
     rows = []
     for name in sorted(os.listdir(out)):
         final = os.path.join(out, name, "final.json")
         if name.startswith("seed") and os.path.isfile(final):
-            with open(final) as f:
-                row = json.load(f)
+            row = read_final(final)
             row.update(seed=int(name[4:]) if name[4:].isdigit() else name[4:], dir=name)
             rows.append(row)
     return rows

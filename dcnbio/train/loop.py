@@ -45,6 +45,25 @@ from .machine import describe_machine
 RUN_FILES = ("config.json", "init.pt", "last.pt", "best.pt", "metrics.csv", "final.json")
 
 
+def read_final(path):
+    """The records of a run's ``final.json`` at ``path`` (a dict: epochs, steps, accuracies, wall time, segments).
+
+    Raises
+    ------
+    CheckpointError
+        The file is not a JSON object (a damaged or truncated copy; the trainer writes it atomically, so a run of
+        its own never leaves one): the message names the file and says to retrain or restore it.
+    """
+    try:
+        with open(path, "rb") as f:
+            final = json.loads(f.read().decode("utf-8"))
+    except (ValueError, UnicodeDecodeError) as exc:  # JSONDecodeError is a ValueError
+        raise CheckpointError(f"{path} is not readable JSON ({exc}); restore it from git or rerun the run") from None
+    if not isinstance(final, dict):
+        raise CheckpointError(f"{path} holds a {type(final).__name__}, not a run's records; restore it from git")
+    return final
+
+
 def run_status(info, *, finished):
     """``done``, or ``training: epoch E + B batches (step S)``: E epochs finished and B SGD steps into the next, for
     the run of checkpoint records ``info`` (a ``last.pt``); ``finished``: the run has its ``final.json``.
@@ -380,7 +399,9 @@ def _train(config, out_dir, resume, overwrite, ctx, log, stop):
         scheduler.step()
         epoch_seconds = time.perf_counter() - t_epoch
         state.update(epoch=epoch + 1, batch=0, partial={})
-        row = {"epoch": epoch + 1, "step": state["step"], "lr": lr_epoch, "train_loss": p["loss"] / max(p["count"], 1), "train_acc": p["correct"] / max(p["count"], 1)}
+        seen = max(p["count"], 1)
+        row = {"epoch": epoch + 1, "step": state["step"], "lr": lr_epoch, "train_loss": p["loss"] / seen,
+               "train_acc": p["correct"] / seen}
         if ctx.is_main and val is not None:
             v = evaluate(net, val, config.eval_batch_size, ctx.device)
             row.update(val_loss=v["loss"], val_acc=v["acc"])

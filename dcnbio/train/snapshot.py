@@ -11,7 +11,6 @@ at one of those two moments is refused with the reason (the snapshot keeps what 
 tab-separated line per run: ``ok``, the run and where it stands, or ``skip``, the run and why.
 """
 import argparse
-import json
 import os
 import shutil
 import sys
@@ -19,7 +18,7 @@ import sys
 from ..cli import user_errors
 from ..errors import CheckpointError, ConfigError
 from .checkpoint import read_checkpoint
-from .loop import RUN_FILES, run_status
+from .loop import RUN_FILES, read_final, run_status
 
 #: Copies of one run tried before giving up on it: a run changes at most every few seconds, a copy takes less.
 ATTEMPTS = 5
@@ -68,8 +67,7 @@ def where_it_stands(run_dir):
     loop = last["optimizer_state"].get("loop", {})
     final_path = os.path.join(run_dir, "final.json")
     if os.path.isfile(final_path):
-        with open(final_path) as f:
-            final = json.load(f)
+        final = read_final(final_path)
         if (final.get("epochs"), final.get("steps")) != (last["epoch"], last["step"]):
             raise CheckpointError(f"final.json (epoch {final.get('epochs')}, step {final.get('steps')}) and last.pt "
                                   f"(epoch {last['epoch']}, step {last['step']}) disagree")
