@@ -184,7 +184,8 @@ def print_machine(desc):
           f"{desc['clock_mhz']} MHz, AVX-512 {desc['avx512']}; torch {desc['torch']}, "
           f"{desc['torch_threads']} threads (OMP_NUM_THREADS={desc['omp_num_threads']})")
     print(f"peak fp32: nominal {desc['nominal_peak_gflops']} GFLOP/s at the {desc['clock_mhz']} MHz TSC clock "
-          f"({FLOPS_PER_CYCLE[vector_isa()]} FLOP/cycle/core assumed for {vector_isa()}; boost clocks unknown under KVM), measured: MKL sgemm "
+          f"({FLOPS_PER_CYCLE[vector_isa()]} FLOP/cycle/core assumed for {vector_isa()}; boost clocks unknown "
+          f"under KVM), measured: MKL sgemm "
           f"{desc.get('sgemm_gflops', 'n/a')}, oneDNN 3x3 conv {desc.get('conv_gflops', 'n/a')} GFLOP/s "
           f"(peak used below: {desc.get('peak_gflops', 'n/a')}); load average {desc['loadavg']}; "
           f"cores busy before the run: {100 * desc['busy_fraction_before']:.0f} %")

@@ -79,7 +79,7 @@ def accuracy_of(path, images, labels, batch_size=2):
     return float((pred == labels).float().mean())
 
 
-# --- end to end --------------------------------------------------------------------------------------------------------
+# --- end to end -------------------------------------------------------------------------------------------------------
 
 def test_pattern_completion(scripts, ckpts, fmnist, tmp_path, capsys):
     out = tmp_path / "pc"
@@ -172,8 +172,9 @@ def test_contrast(scripts, ckpts, fmnist, tmp_path, capsys):
 
 def test_solver_audit(scripts, ckpts, tmp_path, capsys):
     out = tmp_path / "sa"
-    rc, printed, err = run(scripts["solver_audit"], ["--checkpoint", ckpts["odenet"], "--n-images", N, "--batch-size", 2,
-                                                     "--tolerances", 1e-3, 1e-4, "--rk4-steps", 2, "--euler-steps",
+    rc, printed, err = run(scripts["solver_audit"], ["--checkpoint", ckpts["odenet"], "--n-images", N,
+                                                     "--batch-size", 2, "--tolerances", 1e-3, 1e-4, "--rk4-steps", 2,
+                                                     "--euler-steps",
                                                      "--out", out], capsys)
     assert rc == 0, err
     for f in ("solver_audit.nc", "solver_audit.png", "report.md", "report.tex"):
@@ -189,8 +190,9 @@ def test_solver_audit(scripts, ckpts, tmp_path, capsys):
 
 def test_meta_parametrization(scripts, ckpts, fmnist, tmp_path, capsys):
     out = tmp_path / "meta"
-    rc, printed, err = run(scripts["meta_parametrization"], ["--checkpoint", ckpts["dcn-sigma-alpha-t"], "--n-images", N,
-                                                             "--batch-size", 2, "--n-times", 5, "--out", out], capsys)
+    rc, printed, err = run(scripts["meta_parametrization"], ["--checkpoint", ckpts["dcn-sigma-alpha-t"],
+                                                             "--n-images", N, "--batch-size", 2, "--n-times", 5,
+                                                             "--out", out], capsys)
     assert rc == 0, err
     for f in ("meta.nc", "meta_curves.png", "report.md", "report.tex"):
         assert (out / f).stat().st_size > 0, f
@@ -277,7 +279,7 @@ def test_default_run_on_the_bundled_checkpoints(scripts, name, models, result, e
             assert f"| {m} | {sum(label.startswith(m + '-seed') for label in expected)} |" in report
 
 
-# --- errors ------------------------------------------------------------------------------------------------------------
+# --- errors -----------------------------------------------------------------------------------------------------------
 
 def assert_one_line_error(rc, err, match):
     assert rc == 2

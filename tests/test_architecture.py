@@ -1,10 +1,11 @@
 """The rules of the house, checked by tools rather than by memory.
 
 * ``.importlinter``: the layer contracts (core < fast < train | extract | stats < plots < reports < script; the
-  core imports nothing above it, the speed machinery ``dcnbio.fast`` included; the layers do not import the networks; extraction, statistics, plots and reports
-  never import the disk edge, checkpoints, training or the script helpers; statistics import no core and no
-  torch; the disk edge ``dcnbio.io`` depends on no model, checkpoint, training or analysis code; nothing below
-  ``dcnbio.plots`` imports matplotlib or seaborn), run with import-linter's ``lint-imports``.
+  core imports nothing above it, the speed machinery ``dcnbio.fast`` included; the layers do not import the
+  networks; extraction, statistics, plots and reports never import the disk edge, checkpoints, training or the
+  script helpers; statistics import no core and no torch; the disk edge ``dcnbio.io`` depends on no model,
+  checkpoint, training or analysis code; nothing below ``dcnbio.plots`` imports matplotlib or seaborn), run with
+  import-linter's ``lint-imports``.
 * The shell scripts (``data/checkpoints/*.sh``, ``.ci/run``): ShellCheck finds nothing (quoting, word splitting,
   unchecked ``cd``, … — the lanes that train the bundle run unattended for hours).
 * Here, from the syntax tree of every module: no module imports another module's private name (``_x``) or a
@@ -14,6 +15,7 @@
   ``os.getenv``): what a model computes is decided by its configuration and explicit calls, never by the shell.
 * Here, from the tokens of every module: no comment or docstring in ``dcnbio/`` holds a date, a CPU model or a
   timing (measurements belong in ``benchmarks/RESULTS.md``); no script in ``analyses/`` is over 120 lines.
+* Here, from the text: no line of a tracked Python or shell source is over 120 characters.
 """
 import ast
 import re
@@ -233,6 +235,31 @@ def test_scripts_are_thin():
     lengths = {p.name: len(p.read_text().splitlines()) for p in sorted((ROOT / "analyses").glob("*.py"))}
     too_long = {n: k for n, k in lengths.items() if k > SCRIPT_LINES}
     assert not too_long, f"scripts over {SCRIPT_LINES} lines: {too_long}"
+
+
+#: The longest line of a Python or shell source, in characters (not bytes: σ is one).
+LINE_CHARACTERS = 120
+
+
+def long_lines(paths):
+    """``path:line: N characters`` of every line of ``paths`` longer than :data:`LINE_CHARACTERS`."""
+    return [f"{p.relative_to(ROOT) if p.is_relative_to(ROOT) else p}:{k}: {len(line)} characters"
+            for p in paths for k, line in enumerate(p.read_text(encoding="utf-8").splitlines(), 1)
+            if len(line) > LINE_CHARACTERS]
+
+
+def test_no_source_line_is_over_the_limit():
+    tracked = subprocess.run(["git", "ls-files", "*.py", "*.sh", ".ci/run"], cwd=ROOT, capture_output=True,
+                             text=True, check=True).stdout.split()
+    assert len(tracked) > 50  # a clone with its sources, not an empty listing
+    offences = long_lines([ROOT / name for name in tracked])
+    assert not offences, "lines over the limit:\n" + "\n".join(offences)
+
+
+def test_the_line_check_counts_characters(tmp_path):
+    src = tmp_path / "l.py"
+    src.write_text("σ" * LINE_CHARACTERS + "\n" + "x" * (LINE_CHARACTERS + 1) + "\n", encoding="utf-8")
+    assert long_lines([src]) == [f"{src}:2: {LINE_CHARACTERS + 1} characters"]
 
 
 def test_scripts_share_one_skeleton():

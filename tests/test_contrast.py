@@ -113,7 +113,7 @@ def test_models_without_ode_blocks_are_refused(images):
         assert "\n" not in str(exc.value)
 
 
-# --- the time-rescaling identity ----------------------------------------------------------------------------------------
+# --- the time-rescaling identity --------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("c", [0.5, 0.25, 0.125])
 def test_rescaling_identity_is_exact_for_scale_free_dynamics(images, c):
@@ -148,7 +148,7 @@ def test_rescaling_check_detects_the_time_channel(images):
     assert float(check["f_change"].sel(contrast=0.25).max()) < 0.05  # GroupNorm ε is the only scale
 
 
-# --- the NFE mechanism --------------------------------------------------------------------------------------------------
+# --- the NFE mechanism ------------------------------------------------------------------------------------------------
 
 def test_atol_control_removes_the_saving_with_a_covariant_first_step(images):
     # With the first step a fixed fraction of the interval, dopri5's accept/reject test on the rescaled trajectory is

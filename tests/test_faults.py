@@ -268,7 +268,8 @@ def test_an_analysis_output_directory_has_one_writer(tmp_path):
     try:
         assert holder.stdout.readline().strip() == "held"
         done = subprocess.run([sys.executable, str(ROOT / "analyses" / "sigma_distribution.py"), "--out", str(out),
-                               "--overwrite", "--checkpoint", str(SIGMA_JI), "--n-boot", "50"], capture_output=True, text=True, env=ENV, timeout=600)
+                               "--overwrite", "--checkpoint", str(SIGMA_JI), "--n-boot", "50"],
+                              capture_output=True, text=True, env=ENV, timeout=600)
         assert done.returncode == 2
         assert f"pid {holder.pid}" in one_line(done.stderr)
     finally:

@@ -167,7 +167,8 @@ def test_default_checkpoints_are_found_by_glob(script, tmp_path, monkeypatch, ca
             (tmp_path / "data/checkpoints/full/dcn-sigma-ji" / f"seed{s}" / "final.json").write_text("{}")
     found = script.resolve_checkpoints(None, "full")
     assert [Path(p).parent.name for p in found] == ["seed1", "seed2"]
-    assert "skipping data/checkpoints/full/dcn-sigma-ji/seed3/last.pt (unfinished run: no final.json)" in capsys.readouterr().err
+    skipped = "skipping data/checkpoints/full/dcn-sigma-ji/seed3/last.pt (unfinished run: no final.json)"
+    assert skipped in capsys.readouterr().err
 
 
 # --- figures ---------------------------------------------------------------------------------------------------

@@ -35,7 +35,8 @@ def expected_sigma(layer, t=None):
 
 def test_registry_split_is_meaningful():
     # the parametrized tests below must cover models of every sigma parametrization and the pixel baselines
-    assert {"dcn-ode", "dcn-full", "dcn-sigma-ji", "dcn-sigma-t", "dcn-sigma-t2", "dcn-sigma-alpha-t"} <= set(SRF_MODELS)
+    assert {"dcn-ode", "dcn-full", "dcn-sigma-ji", "dcn-sigma-t", "dcn-sigma-t2",
+            "dcn-sigma-alpha-t"} <= set(SRF_MODELS)
     assert {"resnet-blocks", "odenet"} <= set(PIXEL_MODELS)
 
 

@@ -66,7 +66,7 @@ def audit(images):
     return model, labels, compute_solver_audit(model, images, labels, grid, batch_size=3)
 
 
-# --- convergence --------------------------------------------------------------------------------------------------------
+# --- convergence ------------------------------------------------------------------------------------------------------
 
 def errors(ds, exact, solver):
     part = ds.isel(setting=np.flatnonzero((ds["solver"].values == solver) & ~ds["is_own"].values))

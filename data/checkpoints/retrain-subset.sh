@@ -34,4 +34,5 @@ train() { .venv/bin/python -m dcnbio.train --dataset fashion-mnist --width 0.25 
     done
 ) &
 wait
-(cd data/checkpoints && find . -name '*.pt' -o -name '*.json' -o -name '*.csv' | sort | xargs sha256sum > MANIFEST.sha256)
+(cd data/checkpoints && find . -name '*.pt' -o -name '*.json' -o -name '*.csv' | sort \
+    | xargs sha256sum > MANIFEST.sha256)

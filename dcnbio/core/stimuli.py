@@ -84,7 +84,8 @@ def check_grating_parameters(sf, orientation, phase, contrast, mean_luminance=No
     >>> check_grating_parameters(0.6, 0, 0, 1)
     Traceback (most recent call last):
     ...
-    dcnbio.errors.ConfigError: spatial frequency 0.6 cycles/pixel is above the Nyquist frequency 0.5 of the pixel grid (it would alias); give 0 < sf <= 0.5
+    dcnbio.errors.ConfigError: spatial frequency 0.6 cycles/pixel is above the Nyquist frequency 0.5 of the pixel
+    grid (it would alias); give 0 < sf <= 0.5
     """
     sf = _values("sf", sf)
     orientation = _values("orientation", orientation)

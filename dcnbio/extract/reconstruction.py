@@ -56,8 +56,8 @@ from ..core.models.config import ModelConfig
 from ..core.models.network import ACTIVATIONS, Network
 from .common import as_images
 
-__all__ = ["Decoder", "center_crop", "compare_models", "compute_reconstruction", "compute_reconstruction_error", "encode",
-           "reconstruct", "train_decoder"]
+__all__ = ["Decoder", "center_crop", "compare_models", "compute_reconstruction", "compute_reconstruction_error",
+           "encode", "reconstruct", "train_decoder"]
 
 #: Stages of the classifier that make up the encoder, in order.
 ENCODER_STAGES = ("stem", "block1", "down1", "block2", "down2", "block3")
@@ -438,7 +438,8 @@ def compute_reconstruction(model, train_images, eval_images, *, steps=60, batch_
                       {"long_name": "centre-cropped normalised image"}),
          "reconstruction": (("example", "channel", "y", "x"), outputs[:k].cpu().numpy()),
          **{name: history[name] for name in ("loss", "lr", "nfe")}},
-        coords={"image": eval_index, "example_image": ("example", eval_index[:k]), "train_image": ("train", train_index),
+        coords={"image": eval_index, "example_image": ("example", eval_index[:k]),
+                "train_image": ("train", train_index),
                 "step": history["step"].values},
         attrs={**provenance_attrs(model, info), **history.attrs, "eval_batch_size": int(eval_batch_size),
                "n_images": int(n), "mean_mse": float(mse.mean()), "mean_mse_mean_image": float(mse_mean.mean()),

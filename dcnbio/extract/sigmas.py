@@ -172,7 +172,8 @@ def extract_sigmas(model, *, times=None, info=None):
     coords = {k: ("filter", v) for k, v in col.items()}
     coords["truncated"] = ("filter", K_TRUNCATION * sigma > col["radius"])
     ds = xr.Dataset(
-        {"sigma": ("filter", sigma), "sigma_input": ("filter", sigma * stride), "log2_sigma": ("filter", np.log2(sigma))},
+        {"sigma": ("filter", sigma), "sigma_input": ("filter", sigma * stride),
+         "log2_sigma": ("filter", np.log2(sigma))},
         coords=coords)
     ds["sigma"].attrs.update(units="pixels of the layer's input map", long_name="Gaussian scale sigma")
     ds["sigma_input"].attrs.update(units="input-image pixels", long_name="sigma x stride of the layer's input map")

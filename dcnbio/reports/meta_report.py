@@ -13,10 +13,10 @@ def sigma_table(curves):
     for label, (ds, init) in curves.items():
         T = float(ds["time"].values[-1])
         for k, layer in enumerate(ds["layer"].values):
-            s = ds["sigma"].isel(layer=k)
+            s, log2 = ds["sigma"].isel(layer=k), ds["log2_sigma"].isel(layer=k)
             row = {"model / layer": f"{label} / {layer}", "σ(0)": float(s.sel(time=0.0, method="nearest")),
                    "σ(T/2)": float(s.sel(time=T / 2, method="nearest")), "σ(T)": float(s.isel(time=-1)),
-                   "log2 σ(T)/σ(0) (oct)": float(ds["log2_sigma"].isel(layer=k)[-1] - ds["log2_sigma"].isel(layer=k)[0])}
+                   "log2 σ(T)/σ(0) (oct)": float(log2[-1] - log2[0])}
             if init is not None:
                 row["init: log2 σ(T)/σ(0) (oct)"] = float(init["log2_sigma"].isel(layer=k)[-1]
                                                           - init["log2_sigma"].isel(layer=k)[0])

@@ -12,7 +12,8 @@ __all__ = ["ALPHA", "CLAIM", "describe_pair", "fmt_p", "reconstruction_report", 
            "summary_lines"]
 
 #: The paper's Table 2b (CIFAR-10, 3 runs, the paper's units): (model, display name, mean, SD).
-CLAIM = (("dcn-ode", "DCN-ODE", 17.1, 0.3), ("odenet", "ODE-Net", 20.2, 1.3), ("resnet-blocks", "ResNet-blocks", 21.0, 0.4))
+CLAIM = (("dcn-ode", "DCN-ODE", 17.1, 0.3), ("odenet", "ODE-Net", 20.2, 1.3),
+         ("resnet-blocks", "ResNet-blocks", 21.0, 0.4))
 #: Significance level of the paired tests' sentences.
 ALPHA = 0.05
 

@@ -51,7 +51,8 @@ def format_value(value, digits=4):
 
 def _cells(df, digits):
     header = [str(df.index.name or "")] + [str(c) for c in df.columns]
-    rows = [[str(idx)] + [format_value(v, digits) for v in row] for idx, row in zip(df.index, df.itertuples(index=False))]
+    rows = [[str(idx)] + [format_value(v, digits) for v in row]
+            for idx, row in zip(df.index, df.itertuples(index=False))]
     return header, rows
 
 

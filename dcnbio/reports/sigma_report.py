@@ -282,7 +282,8 @@ def sigma_report(ds, inputs, *, n_boot=1000, seed=0, reference=None):
         report.text(f"Paired by filter; bootstrap CIs resample {ti['resampled'].iloc[0]} "
                     f"({n_boot} resamples). KS and Anderson–Darling assume independent samples, so with "
                     "paired σ their p-values are conservative.")
-        report.table(ti.drop(columns="resampled"), "Trained minus init (ratio for the geometric mean); changes in octaves")
+        report.table(ti.drop(columns="resampled"),
+                     "Trained minus init (ratio for the geometric mean); changes in octaves")
     else:
         report.text("No init control: nothing to compare.")
 

@@ -50,8 +50,8 @@ Pieces, each there because the claim needs it:
 
 The run layout (``<root>/<model>/n<size>/seed<S>/``), the CPU-scale recipe of the bundled set and training the
 runs of a grid that are not there yet belong to the training side (:mod:`dcnbio.train.grid`; see
-``data/checkpoints/small-data/README.md``); :func:`describe_run` reads what a checkpoint says about its run.  Evaluation images are the caller's (``analyses/small_data.py``
-uses the first N test images for every run).
+``data/checkpoints/small-data/README.md``); :func:`describe_run` reads what a checkpoint says about its run.
+Evaluation images are the caller's (``analyses/small_data.py`` uses the first N test images for every run).
 """
 import math
 import warnings
@@ -525,8 +525,8 @@ def assess_small_data_advantage(fit, size=None, *, confidence=0.95):
     level = f"{100 * confidence:g} %"
     parts = [f"{b} {row['GLM pp']:+.1f} pp [{row['GLM pp low']:+.1f}, {row['GLM pp high']:+.1f}]"
              for b, row in table.iterrows()]
-    head = f"At {size} image{'' if size == 1 else 's'} per class the {DCN} minus each baseline (quasi-binomial GLM, {level} intervals): " + \
-        "; ".join(parts) + ". "
+    head = (f"At {size} image{'' if size == 1 else 's'} per class the {DCN} minus each baseline (quasi-binomial "
+            f"GLM, {level} intervals): " + "; ".join(parts) + ". ")
     if verdict == "supported":
         tail = f"The {DCN} is ahead of every baseline: the runs **support** the DCN's small-data advantage."
     elif verdict == "contradicted":
