@@ -22,7 +22,7 @@ import xarray as xr
 from dcnbio.extract.sigmas import extract_sigmas
 from dcnbio.stats.sigmas import sigma_shift
 from dcnbio.train.checkpoint import load_checkpoint, read_checkpoint
-from dcnbio.train.loop import hours_left, run_status
+from dcnbio.train.loop import hours_left, read_final, run_status
 from dcnbio.reports.bundle_report import runs_table, schedule_text, small_runs_table
 from dcnbio.cli import user_errors
 from dcnbio.errors import DcnbioError
@@ -54,7 +54,7 @@ def table_of(summaries):
 
 def summarise(run):
     config = json.loads((run / "config.json").read_text())["train_config"]
-    final = json.loads((run / "final.json").read_text()) if (run / "final.json").exists() else None
+    final = read_final(run / "final.json") if (run / "final.json").exists() else None
     model, info = load_checkpoint(run / "last.pt")
     loop = info["optimizer_state"]["loop"]
     row = {"model": run.parent.name, "seed": config["seed"], "status": run_status(info, finished=final is not None),

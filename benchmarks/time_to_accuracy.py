@@ -22,6 +22,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from dcnbio.train.checkpoint import read_checkpoint  # noqa: E402
+from dcnbio.train.loop import read_final  # noqa: E402
 
 
 def first_reaching(rows, threshold):
@@ -35,7 +36,7 @@ def first_reaching(rows, threshold):
 def describe(run, thresholds, batch_size_default=128):
     rows = list(csv.DictReader(open(run / "metrics.csv"))) if (run / "metrics.csv").exists() else []
     if (run / "final.json").exists():
-        final = json.loads((run / "final.json").read_text())
+        final = read_final(run / "final.json")
         segments, status = final["segments"], f"done ({final['epochs']} epochs)"
     else:
         last = read_checkpoint(run / "last.pt")
