@@ -351,6 +351,7 @@ def test_existing_output_directory_needs_overwrite(scripts, ckpts, tmp_path, cap
     rc, _, err = run(scripts["meta_parametrization"], ["--checkpoint", ckpts["dcn-sigma-alpha-t"], "--out", out],
                      capsys)
     assert_one_line_error(rc, err, "--overwrite")
+    assert [f.name for f in out.iterdir()] == ["other.txt"] and (out / "other.txt").read_text() == "keep"
 
 
 # --- the meta-parametrization library (only the script uses it) ----------------------------------------------------
