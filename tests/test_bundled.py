@@ -58,22 +58,46 @@ def test_bundled_small_data_grid_is_complete_and_loads():
 
 # --- the full-data bundle (data/checkpoints/full/): finished runs and runs still in training ------------------------
 FULL = BUNDLE / "full"
+#: The σ learning-rate control set: the recipe with ``--sigma-lr-scale``, never pooled with the recipe's runs.
+CONTROL = BUNDLE / "full-sigma-lr10"
 
 
 def full_runs():
     return sorted(p for p in FULL.glob("*/seed*") if p.is_dir())
 
 
+def control_runs():
+    return sorted(p for p in CONTROL.glob("*/seed*") if p.is_dir())
+
+
+def control_arguments():
+    """``(model, seed, extra arguments)`` of the control run as ``data/checkpoints/retrain.sh`` trains it."""
+    import re
+    import shlex
+
+    text = (BUNDLE / "retrain.sh").read_text()
+    line = re.search(r"^control\(\) \{.*?\n\s*OUT_ROOT=\$CONTROL_ROOT run (.*?)\n", text, re.M | re.S).group(1)
+    model, seed, *extra = shlex.split(line)
+    return model, int(seed), extra
+
+
 def test_full_data_runs_load_record_their_segments_and_follow_the_recipe():
+    """Every run of ``full/`` and of the control set ``full-sigma-lr10/``: the recipe (the control's σ learning-rate
+    scale is the one ``retrain.sh`` gives it, the recipe's runs have none), its checkpoints, contiguous segments
+    with their machines; a finished run ends where its plateau puts the end."""
     from dcnbio.train.checkpoint import read_checkpoint
     from dcnbio.train.config import plateau_schedule
 
     runs = full_runs()
     assert runs, "no full-data run is bundled"
-    for run in runs:
+    model, seed, extra = control_arguments()
+    assert extra[0] == "--sigma-lr-scale" and float(extra[1]) > 1
+    assert [(r.parent.name, r.name) for r in control_runs()] in ([], [(model, f"seed{seed}")])
+    for run in runs + control_runs():
         config = json.loads((run / "config.json").read_text())
         tc = config["train_config"]
         assert (tc["dataset"], tc["width"], tc["subset"], tc["val_size"]) == ("fashion-mnist", 0.25, None, 1000)
+        assert tc["sigma_lr_scale"] == (float(extra[1]) if run.is_relative_to(CONTROL) else 1.0)
         assert tc["plateau_patience"] > 0 and tc["model_overrides"].get("adjoint") is False
         assert (tc["lr"], tc["momentum"], tc["milestones"], tc["gamma"]) == (0.1, 0.9, [0.4, 0.7], 0.1)
         for kind in ("init", "last"):
@@ -107,7 +131,7 @@ def test_finished_full_data_runs_reproduce_their_recorded_test_subset_accuracy()
     from dcnbio.train.data import load_dataset
     from dcnbio.train.loop import evaluate
 
-    finished = [r for r in full_runs() if (r / "final.json").exists()]
+    finished = [r for r in full_runs() + control_runs() if (r / "final.json").exists()]
     assert finished, "no full-data run has finished"
     test = load_dataset("fashion-mnist", "test", download=False)
     for run in finished:
@@ -172,7 +196,8 @@ def test_a_bundled_run_in_training_resumes_with_today_s_code(tmp_path):
     bundled unfinished run from its last.pt (same configuration, its weights and optimizer state), takes a step,
     and on SIGTERM writes the next last.pt with a new segment — stopped at a safe point, exit status 143.  A DCN
     run is preferred (its SRF layers go through the ``auto`` formulation rule); while none is in training, an
-    ODE-Net run is what a fresh machine resumes."""
+    ODE-Net run is what a fresh machine resumes.  A run of the control set resumes with the control's arguments
+    of ``retrain.sh``."""
     import os
     import shutil
     import signal
@@ -183,7 +208,7 @@ def test_a_bundled_run_in_training_resumes_with_today_s_code(tmp_path):
 
     from dcnbio.train.checkpoint import read_checkpoint
 
-    unfinished = sorted((r for r in full_runs() if not (r / "final.json").exists()),
+    unfinished = sorted((r for r in full_runs() + control_runs() if not (r / "final.json").exists()),
                         key=lambda r: not r.parent.name.startswith("dcn"))
     if not unfinished:
         import pytest
@@ -193,8 +218,9 @@ def test_a_bundled_run_in_training_resumes_with_today_s_code(tmp_path):
     shutil.copytree(run, copy)
     before = read_checkpoint(copy / "last.pt")
     recipe, save = recipe_arguments()
+    extra = control_arguments()[2] if run.is_relative_to(CONTROL) else []
     command = [sys.executable, "-m", "dcnbio.train", "--model", run.parent.name, "--seeds", run.name[4:],
-               "--out", str(copy.parent), *recipe, "--save-every", str(save), "--resume"]
+               "--out", str(copy.parent), *recipe, "--save-every", str(save), "--resume", *extra]
     proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env=dict(os.environ, OMP_NUM_THREADS="1"))
     for line in proc.stdout:
