@@ -21,6 +21,7 @@ import pandas as pd
 
 from .reports import claims
 from .train.checkpoint import load_checkpoint
+from .train.loop import read_final
 from .errors import DataError
 from .io import LOCK_NAME, DirectoryLock, load_reference_histogram, load_v1_reference, open_results, write_text
 from .script import BUNDLES, DEFAULT_BUNDLE, is_finished_run
@@ -227,11 +228,13 @@ def judge_claims(results, repo, bundle=DEFAULT_BUNDLE):
 
     Raises
     ------
+    CheckpointError
+        A finished run's ``final.json`` is damaged (:func:`dcnbio.train.loop.read_final`).
     DataError
         An analysis's results are missing (naming the script to run) or cannot be judged.
     """
     models = (*claims.PARAMETER_MODELS, *claims.META_MODELS)
-    finals = {(model, f"{model}-{seed}"): pd.read_json(path.parent / "final.json", typ="series")
+    finals = {(model, f"{model}-{seed}"): read_final(path.parent / "final.json")
               for model in models for seed, path in bundled(repo, model, bundle)}
     rows = claims.parameter_claims({run: f for run, f in finals.items() if run[0] in claims.PARAMETER_MODELS})
     runs = {f"dcn-ode-{seed}": (load_checkpoint(path), load_checkpoint(path.parent / "init.pt"))

@@ -13,7 +13,7 @@ from dcnbio import reproduce_run
 from dcnbio.reports import claims
 from dcnbio.reports.claims import FAILS, HOLDS, UNDECIDED
 from dcnbio.stats.runs import against_reference
-from dcnbio.errors import DataError
+from dcnbio.errors import CheckpointError, DataError
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "analyses" / "reproduce.py"
@@ -281,6 +281,16 @@ def test_a_foreign_runtimes_table_is_refused(tmp_path):
     (tmp_path / "runtimes.csv").write_text("analysis,minutes\nx,1\n")
     with pytest.raises(DataError, match="not a runtimes table"):
         reproduce_run.read_runtimes(tmp_path)
+
+
+def test_a_damaged_final_json_stops_the_judging_with_the_file_named(tmp_path):
+    """A finished run whose ``final.json`` was cut short (a bad copy) is refused before anything is judged."""
+    run = tmp_path / "data/checkpoints/full/dcn-ode/seed2"
+    run.mkdir(parents=True)
+    (run / "last.pt").write_bytes(b"")
+    (run / "final.json").write_text('{"epochs": 20, "test_acc_b')
+    with pytest.raises(CheckpointError, match=r"seed2/final\.json is not readable JSON.*restore it from git"):
+        reproduce_run.judge_claims(tmp_path / "results", tmp_path, "full")
 
 
 def test_bundle_fingerprint_covers_the_bundle_and_the_reference_data_only(tmp_path):
