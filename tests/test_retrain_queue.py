@@ -10,6 +10,7 @@ import os
 import shutil
 import stat
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -147,6 +148,51 @@ def test_small_and_control_walk_their_part_of_the_queue_only(tree):
     assert log.read_text().count("\n") == 1 + 36  # nothing more was trained
 
 
+def wait_for_first_job(log):
+    for _ in range(300):
+        if log.exists() and log.read_text():
+            return log.read_text().split()[0]
+        time.sleep(0.1)
+    raise AssertionError("the lane started no job in 30 s")
+
+
+def test_without_lanes_one_lane_per_core_that_no_running_job_takes(tree):
+    """The default is one lane per core whatever OMP_NUM_THREADS says (the lanes' own setting is 1, and nproc
+    obeys it), less the cores that jobs of lanes already running take; none when they take every core."""
+    bundle, env, log = tree
+    cores = len(os.sched_getaffinity(0))
+    env = dict(env, OMP_NUM_THREADS="1", TRAIN_SECONDS="0.05")
+    out = retrain(bundle, env, "rejudge", TRAIN_SECONDS="0.4")  # 8 analyses: 3.2 s, lanes start a second apart
+    assert out.returncode == 0, out.stderr
+    assert f"retrain.sh: starting {cores} lanes ({cores} cores; 0 taken by jobs of lanes already running)" \
+        in out.stdout
+    lanes = {line.split()[1] for line in log.read_text().splitlines()[:-1]}  # the judge runs in none
+    assert (len(lanes) > 1) == (cores > 1)  # nproc under OMP_NUM_THREADS=1 would say 1
+    log.unlink()
+
+    first = "data/checkpoints/full/resnet-blocks/seed3"
+    lane = subprocess.Popen(["bash", str(bundle / "retrain.sh"), "lane"], env=dict(env, BLOCK_ON=first),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert wait_for_first_job(log) == first
+        one_core = subprocess.run(["taskset", "-c", str(min(os.sched_getaffinity(0))), "bash",
+                                   str(bundle / "retrain.sh")], env=env, capture_output=True, text=True, timeout=60)
+        assert one_core.returncode == 2 and one_core.stderr.count("\n") == 1, one_core.stderr
+        assert "already run on all 1 cores of this machine; none started (LANES=N" in one_core.stderr
+        assert log.read_text().count("\n") == 1 and not (bundle / "MANIFEST.sha256").exists()  # nothing ran
+        if cores > 1:
+            out = retrain(bundle, env, "rejudge")
+            assert out.returncode == 0, out.stderr
+            assert f"starting {cores - 1} lanes ({cores} cores; 1 taken by jobs of lanes already running)" \
+                in out.stdout
+        out = retrain(bundle, env, "rejudge", LANES="1")  # a number given is a number started, busy cores or not
+        assert out.returncode == 0 and "starting" not in out.stdout, out.stderr
+    finally:
+        retrain(bundle, env, "stop")
+        lane.communicate(timeout=60)
+    assert lane.returncode == 143
+
+
 def test_rejudge_runs_every_analysis_once_across_lanes_then_the_judge(tree):
     bundle, env, log = tree
     out = retrain(bundle, env, "rejudge", LANES="3", TRAIN_SECONDS="0.3")
@@ -175,17 +221,11 @@ def test_rejudge_does_not_judge_when_an_analysis_failed(tree):
 
 
 def test_stop_signals_the_running_jobs_and_returns_once_they_have_saved(tree):
-    import time
-
     bundle, env, log = tree
     first = "data/checkpoints/full/resnet-blocks/seed3"  # the first run of the queue not yet done
     lane = subprocess.Popen(["bash", str(bundle / "retrain.sh"), "lane"], env=dict(env, BLOCK_ON=first),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    for _ in range(300):
-        if log.exists() and log.read_text():
-            break
-        time.sleep(0.1)
-    assert log.read_text().split()[0] == first
+    assert wait_for_first_job(log) == first
     out = retrain(bundle, env, "stop")
     assert out.returncode == 0 and "stopped; last.pt is written" in out.stdout, out.stderr
     assert Path(f"{log}.saved").read_text().strip() == first  # the trainer had saved when stop returned

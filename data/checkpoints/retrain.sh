@@ -2,7 +2,7 @@
 # Train the full-data bundle (data/checkpoints/full/) with the CPU recipe of data/checkpoints/README.md, in one
 # single-threaded lane per core.  Safe to stop at any moment and to re-run on a fresh clone: a run with final.json
 # is skipped, a run with last.pt is resumed (--resume), any other is (re)started.  Run from anywhere:
-#   bash data/checkpoints/retrain.sh            # one lane per core (LANES=N to choose), then the manifest
+#   bash data/checkpoints/retrain.sh            # one lane per free core (LANES=N to choose), then the manifest
 #   bash data/checkpoints/retrain.sh lane       # one lane (start one per core; lane1 and lane2 are the same)
 #   bash data/checkpoints/retrain.sh queue      # the runs in order, and which are done
 #   bash data/checkpoints/retrain.sh stop       # stop this checkout's lanes: each run saves last.pt (SIGTERM)
@@ -153,8 +153,19 @@ queue() {  # the queue, one run a line: its directory and whether it is done, in
     done
 }
 
-lanes() {  # lanes COMMAND...: LANES copies of COMMAND (default: one per core), started a second apart; 1 if any failed
-    local n=${LANES:-$(nproc)} k pids=() rc=0
+lanes() {  # lanes COMMAND...: LANES copies of COMMAND, started a second apart; 1 if any failed.  Without LANES:
+    # one per core that no job of retrain.sh lanes (of any checkout: they share the cores) runs on now, and none
+    # (exit 2) when every core has one; a lane between two jobs holds no claim and is not counted
+    local n=${LANES-} k pids=() rc=0 cores busy
+    if [ -z "$n" ]; then
+        cores=$(env -u OMP_NUM_THREADS -u OMP_THREAD_LIMIT nproc)  # nproc would obey OMP_NUM_THREADS=1 (above)
+        busy=$(held_claims "${CLAIMS%/*}/dcnbio-claims-" "*/*.claim" | cut -d' ' -f2- | sort -u | wc -l)
+        n=$((cores - busy))
+        [ "$n" -ge 1 ] || { echo "retrain.sh: jobs of retrain.sh lanes already run on all $cores cores of this" \
+                                 "machine; none started (LANES=N starts N more, retrain.sh stop stops them)" >&2
+                            return 2; }
+        echo "retrain.sh: starting $n lanes ($cores cores; $busy taken by jobs of lanes already running)"
+    fi
     [[ $n =~ ^[1-9][0-9]*$ ]] || { echo "retrain.sh: LANES must be a whole number ≥ 1, not '$n'" >&2; return 2; }
     for ((k = 0; k < n; k++)); do "$@" & pids+=($!); sleep 1; done
     for k in "${pids[@]}"; do wait "$k" || rc=1; done
@@ -177,12 +188,18 @@ rejudge() {  # every analysis of reproduce.py on this bundle in LANES lanes, the
     "$PY" analyses/reproduce.py --bundle full --no-run --results results/full --out results/full/reproduction \
         --overwrite
 }
-holders() {  # the processes that hold a claim of this checkout (a job's subshell and its trainer), one pid a line
-    local fd pid
+held_claims() {  # held_claims PREFIX GLOB: "PID FILE" for each file open in a process whose path is PREFIX (taken
+    # as it is) followed by what matches GLOB, one a line
+    local fd pid target
     for fd in /proc/[0-9]*/fd/*; do
-        [[ $(readlink "$fd" 2> /dev/null) == "$CLAIMS"/*.claim ]] || continue
-        pid=${fd#/proc/}; echo "${pid%%/*}"
-    done | sort -u
+        target=$(readlink "$fd" 2> /dev/null) || continue
+        # shellcheck disable=SC2053  # GLOB is a glob
+        [[ $target == "$1"$2 ]] || continue
+        pid=${fd#/proc/}; echo "${pid%%/*} $target"
+    done
+}
+holders() {  # the processes that hold a claim of this checkout (a job's subshell and its trainer), one pid a line
+    held_claims "$CLAIMS/" "*.claim" | cut -d' ' -f1 | sort -u
 }
 stop() {  # SIGTERM to every job of this checkout's lanes; returns once each has saved and exited (at most 10 min).
     # The flag first: a lane between two jobs, which holds no claim, sees it and takes no further job.  A flag that
