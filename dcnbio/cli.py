@@ -33,6 +33,31 @@ def say(*parts):
     print(*parts, flush=True)
 
 
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """``--help`` with each option's default, where an on/off flag's default reads ``off`` (not given), or is left
+    to its help text where the flag's absence leaves the choice to a model (a default of ``None``).
+
+    argparse's own formatter prints the *stored value*, so a ``store_false`` flag such as ``--no-download`` would
+    read "never download data (default: True)": the opposite of what the flag does unless given.
+
+    >>> p = argparse.ArgumentParser(formatter_class=HelpFormatter)
+    >>> _ = p.add_argument("--no-test", dest="test", action="store_false", help="skip the test set")
+    >>> _ = p.add_argument("--n", type=int, default=3, help="images")
+    >>> _ = p.add_argument("--adjoint", action="store_true", default=None, help="adjoint (the model's default)")
+    >>> text = " ".join(p.format_help().split())
+    >>> "skip the test set (default: off)" in text, "images (default: 3)" in text, "default) (default" in text
+    (True, True, False)
+    """
+
+    def _get_help_string(self, action):
+        if action.nargs == 0 and isinstance(action.const, bool):
+            if action.default is None:  # decided further down (a model's own default): the help says which
+                return action.help
+            if action.default is not action.const:
+                return f"{action.help or ''} (default: off)".strip()
+        return super()._get_help_string(action)
+
+
 def at_least(low):
     """An argparse ``type``: an integer >= ``low``, else a usage error naming the option.
 

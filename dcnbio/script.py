@@ -11,7 +11,7 @@ import os
 
 import numpy as np
 
-from .cli import at_least
+from .cli import HelpFormatter, at_least
 from .train.checkpoint import COMPUTE_PATHS, load_checkpoint
 from .train.data import dataset_info, load_dataset
 from .errors import CheckpointError, ConfigError
@@ -61,7 +61,7 @@ def analysis_parser(name, doc, models=None, *, what="checkpoint(s)", out=None, e
     ('results/demo', None, 'subset', 'fast')
     """
     p = ScriptParser(prog=f"analyses/{name}.py", description=doc.split("\n")[0],
-                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                     formatter_class=HelpFormatter)
     if models is not None:
         default = models if isinstance(models, str) else \
             "the finished runs of " + ", ".join(models) + " in --bundle"

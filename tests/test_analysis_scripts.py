@@ -1,6 +1,8 @@
 """The analysis scripts end to end on tiny checkpoints and real Fashion-MNIST test images, and their one-line errors."""
+import importlib
 import importlib.util
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -378,3 +380,24 @@ def test_meta_curves_closed_form():
     assert list(ds["basis_order"].values) == [0, 1, 1, 2, 2, 2]
     with pytest.raises(DataError, match="not meta-parametrized"):
         compute_meta_curves(create_model("dcn-sigma-ji", in_channels=1, width=0.125))
+
+
+COMMANDS = [f"analyses/{p.stem}" for p in sorted(SCRIPTS.glob("*.py"))] + [
+    "dcnbio.train.cli", "dcnbio.train.grid_cli", "dcnbio.extract.cli", "dcnbio.train.snapshot"]
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_help_states_what_a_flag_does_when_it_is_not_given(command, capsys):
+    """``--help`` shows each default; an on/off flag reads ``(default: off)`` or leaves it to its own text, never
+    the value argparse stores for it (``--no-download … (default: True)`` would say the opposite of the truth)."""
+    if command.startswith("analyses/"):
+        main = load_script(command.split("/")[1]).main
+    else:
+        main = importlib.import_module(command).main
+    with pytest.raises(SystemExit) as stop:
+        main(["--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert stop.value.code == 0 and text.startswith("usage:")
+    assert "(default: True)" not in text and "(default: False)" not in text
+    if "(default:" in text and re.search(r"--overwrite [a-z]", text):  # a command that shows defaults
+        assert re.search(r"--overwrite [a-z][^()]*\(default: off\)", text)

@@ -23,7 +23,7 @@ import json
 import os
 import sys
 
-from ..cli import user_errors
+from ..cli import HelpFormatter, user_errors
 from ..datasets import DATASETS
 from ..errors import ConfigError
 from ..core.layers.ode import INTEGRATORS, SOLVERS
@@ -35,7 +35,7 @@ from ..core.models import list_models
 def build_parser():
     """The ``dcnbio train`` argument parser."""
     p = argparse.ArgumentParser(prog="dcnbio train", description=__doc__.split("\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                formatter_class=HelpFormatter)
     p.add_argument("--model", required=True, help=f"one of: {', '.join(list_models())}")
     p.add_argument("--width", type=float, default=1.0, help="multiplier of the stage widths 32/64/128")
     p.add_argument("--dataset", default="cifar10", help=f"one of: {', '.join(DATASETS)}")

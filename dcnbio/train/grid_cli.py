@@ -14,14 +14,14 @@ continues.  The grid of the full-data bundle, one lane per core::
 import argparse
 import sys
 
-from ..cli import say, user_errors
+from ..cli import HelpFormatter, say, user_errors
 from .grid import DEFAULT_EPOCHS_BUDGET, RECIPES, plan_runs, train_missing
 
 
 def build_parser():
     """The ``dcnbio grid`` argument parser."""
     p = argparse.ArgumentParser(prog="dcnbio grid", description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                formatter_class=HelpFormatter)
     p.add_argument("--recipe", choices=RECIPES, required=True, help="training recipe (dcnbio.train.grid)")
     p.add_argument("--runs-dir", required=True, help="grid root: RUNS_DIR/<model>/n<size>/seed<S>/")
     p.add_argument("--models", nargs="+", required=True, help="registered model names")
