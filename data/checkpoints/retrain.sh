@@ -189,14 +189,11 @@ rejudge() {  # every analysis of reproduce.py on this bundle in LANES lanes, the
         --overwrite
 }
 held_claims() {  # held_claims PREFIX GLOB: "PID FILE" for each file open in a process whose path is PREFIX (taken
-    # as it is) followed by what matches GLOB, one a line
-    local fd pid target
-    for fd in /proc/[0-9]*/fd/*; do
-        target=$(readlink "$fd" 2> /dev/null) || continue
-        # shellcheck disable=SC2053  # GLOB is a glob
-        [[ $target == "$1"$2 ]] || continue
-        pid=${fd#/proc/}; echo "${pid%%/*} $target"
-    done
+    # as it is) followed by what matches GLOB, one a line (one find(1) over /proc: a process gone meanwhile is skipped)
+    local prefix=$1
+    prefix=${prefix//\\/\\\\}; prefix=${prefix//\*/\\*}; prefix=${prefix//\?/\\?}; prefix=${prefix//\[/\\[}
+    { find /proc/[0-9]*/fd -mindepth 1 -maxdepth 1 -lname "$prefix$2" -printf '%h %l\n' 2> /dev/null || true; } |
+        sed 's#^/proc/\([0-9]*\)/fd #\1 #'
 }
 holders() {  # the processes that hold a claim of this checkout (a job's subshell and its trainer), one pid a line
     held_claims "$CLAIMS/" "*.claim" | cut -d' ' -f1 | sort -u
@@ -214,7 +211,7 @@ stop() {  # SIGTERM to every job of this checkout's lanes; returns once each has
     mapfile -t pids < <(holders)
     [ "${#pids[@]}" -gt 0 ] || { echo "retrain.sh: no lane of this checkout is running a job"; return "$flagged"; }
     kill -TERM "${pids[@]}" 2> /dev/null || true
-    for ((k = 0; k < 600; k++)); do
+    for ((k = SECONDS + 600; SECONDS < k; )); do
         [ -z "$(holders)" ] && { echo "retrain.sh: stopped; last.pt is written — commit what is there"
                                  return "$flagged"; }
         sleep 1
