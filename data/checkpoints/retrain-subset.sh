@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Retrain the bundled checkpoints from scratch with `dcnbio train` (Fashion-MNIST, CPU scale), then rewrite the
-# sha256 manifest.  Run from the repository root:  bash data/checkpoints/retrain.sh
+# Retrain the subset-trained bundle (data/checkpoints/<model>/; full/ is retrain.sh's) from scratch with
+# `dcnbio train` (Fashion-MNIST, CPU scale), then rewrite the sha256 manifest.  Run from anywhere:
+#   bash data/checkpoints/retrain-subset.sh
 # Every run is single-threaded and the runs go in two lanes, one per core of a 2-core machine; see
 # data/checkpoints/README.md for the measured wall time of each run (uncontended, about 4.5 h for lane 1 and
 # 3.2 h for lane 2).
