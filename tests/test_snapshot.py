@@ -246,3 +246,88 @@ def test_snapshot_commits_nothing_when_head_moves_meanwhile(repo, monkeypatch):
     assert git(repo, "log", "-1", "--format=%s").strip() == "meanwhile"
     committed_bundle_is_intact(repo)
     assert read_checkpoint(repo / "data/checkpoints/full/odenet/seed1/last.pt")["step"] == 10
+
+
+@needs_fmnist
+def test_snapshots_commit_now_and_every_interval_until_a_signal(repo, runs):
+    import signal
+    import time
+
+    env = dict(os.environ, PYTHON=sys.executable, **GIT_ENV)
+    command = ["bash", str(repo / "data/checkpoints/retrain.sh"), "snapshots"]
+    for bad in ([], ["0"], ["-1"], ["x"], ["0.0"]):
+        out = subprocess.run(command + bad, cwd=repo, capture_output=True, text=True, env=env, timeout=60)
+        assert out.returncode == 2 and out.stderr.count("\n") == 1 and "MINUTES must be a number > 0" in out.stderr
+    nowhere = subprocess.run(command + ["1", str(repo.parent / "nowhere")], cwd=repo, capture_output=True,
+                             text=True, env=env, timeout=60)
+    assert nowhere.returncode == 2 and "no folder" in nowhere.stderr  # the first snapshot says so, and it ends
+
+    def commits():
+        return int(git(repo, "rev-list", "--count", "HEAD"))
+
+    def wait_for(n):
+        for _ in range(600):
+            if commits() == n:
+                return
+            time.sleep(0.1)
+        raise AssertionError(f"{commits()} commits, not {n}, after 60 s")
+
+    loop = subprocess.Popen(command + ["0.01"], cwd=repo, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=env)  # every 0.6 s
+    try:
+        wait_for(2)  # the first, at once: the run in training and the grid run
+        shutil.copy(runs["later"] / "last.pt", repo / "data/checkpoints/full/dcn-ode/seed2/last.pt")  # it trains on
+        wait_for(3)
+        assert "full/dcn-ode/seed2 training" in git(repo, "log", "-1", "--format=%s")
+        committed_bundle_is_intact(repo)
+        time.sleep(1.5)  # snapshots with nothing new commit nothing
+        assert commits() == 3
+    finally:
+        loop.send_signal(signal.SIGTERM)
+        out, err = loop.communicate(timeout=60)
+    assert loop.returncode == 143, err
+    assert "nothing new to commit" in out and out.rstrip().endswith("snapshots stopped; the last is committed as "
+                                                                     "printed above")
+    committed_bundle_is_intact(repo)
+
+
+@needs_fmnist
+def test_a_signal_to_the_whole_group_lets_the_snapshot_in_progress_land_and_one_during_the_wait_ends_it(repo):
+    """Ctrl-C or a machine's shutdown signals every process of the group: the snapshot then in progress still
+    commits (its processes ignore the signal), and the loop ends after it; a signal during the wait ends it at once."""
+    import signal
+    import time
+
+    flag = repo.parent / "snapshot-started"
+    stand_in = repo.parent / "python"  # the real snapshot module, two seconds after it has said it started
+    stand_in.write_text(f"#!/usr/bin/env bash\n: > {flag}\nsleep 2\nexec {sys.executable} \"$@\"\n")
+    stand_in.chmod(0o755)
+    env = dict(os.environ, PYTHON=str(stand_in), **GIT_ENV)
+    command = ["bash", str(repo / "data/checkpoints/retrain.sh"), "snapshots", "10"]
+
+    def started():
+        for _ in range(600):
+            if flag.exists():
+                return
+            time.sleep(0.1)
+        raise AssertionError("no snapshot started in 60 s")
+
+    loop = subprocess.Popen(command, cwd=repo, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                            start_new_session=True)
+    started()
+    os.killpg(loop.pid, signal.SIGINT)
+    out, err = loop.communicate(timeout=60)
+    assert loop.returncode == 130, err
+    assert git(repo, "rev-list", "--count", "HEAD").strip() == "2"  # the snapshot in progress landed
+    assert "Bundle (snapshot while lanes train)" in out and "snapshots stopped" in out
+    committed_bundle_is_intact(repo)
+
+    flag.unlink()
+    loop = subprocess.Popen(command, cwd=repo, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    started()
+    time.sleep(6)  # its first snapshot (nothing new) is done: the loop waits its ten minutes
+    began = time.monotonic()
+    loop.send_signal(signal.SIGTERM)
+    out, err = loop.communicate(timeout=60)
+    assert loop.returncode == 143 and time.monotonic() - began < 30, err
+    assert "nothing new to commit" in out and git(repo, "rev-list", "--count", "HEAD").strip() == "2"

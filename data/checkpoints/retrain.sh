@@ -9,6 +9,7 @@
 #   bash data/checkpoints/retrain.sh manifest   # rewrite MANIFEST.sha256 (before committing)
 #   bash data/checkpoints/retrain.sh snapshot [CHECKOUT [MESSAGE]]  # commit the runs as they stand, lanes training
 #                                                 or not, in this checkout or in CHECKOUT (see snapshot below)
+#   bash data/checkpoints/retrain.sh snapshots MINUTES [CHECKOUT]  # snapshot now and every MINUTES, until a signal
 #   bash data/checkpoints/retrain.sh small      # one lane over the small-data grid only
 #   bash data/checkpoints/retrain.sh control    # one lane over the σ control run only
 #   bash data/checkpoints/retrain.sh rejudge    # re-judge the paper on the finished bundle, one analysis lane per
@@ -295,16 +296,42 @@ snapshot() {  # snapshot [CHECKOUT [MESSAGE]]: one commit of the bundle's runs a
     git -C "$into" log --oneline -1
 }
 
+snapshots() {  # snapshots MINUTES [CHECKOUT]: `snapshot CHECKOUT` now and every MINUTES after (decimals allowed)
+    # until SIGTERM or SIGINT, which end the wait at once; a snapshot in progress ignores them and finishes, so that
+    # no commit and no update of CHECKOUT's files is cut off.  A bad CHECKOUT ends it at the first (exit 2); a
+    # snapshot that fails otherwise (HEAD moved meanwhile, a full disk) is named and the next is tried on time.
+    local minutes=${1:-} into=${2:-$CALLED_FROM} pause="" stopped_by=0 rc
+    if ! [[ $minutes =~ ^[0-9]*\.?[0-9]+$ && $minutes =~ [1-9] ]]; then
+        echo "retrain.sh: snapshots MINUTES [CHECKOUT]: MINUTES must be a number > 0, not '$minutes'" >&2; return 2
+    fi
+    trap 'stopped_by=143; [ -z "$pause" ] || kill "$pause" 2> /dev/null || true' TERM
+    trap 'stopped_by=130; [ -z "$pause" ] || kill "$pause" 2> /dev/null || true' INT
+    echo "retrain.sh: a snapshot now and every $minutes min into $into (SIGTERM or Ctrl-C ends it)"
+    while :; do
+        echo "== $(date -u +%FT%TZ)"
+        rc=0; ( trap '' TERM INT; snapshot "$into" ) || rc=$?
+        [ "$rc" = 2 ] && [ -z "$pause" ] && return 2  # the first: CHECKOUT is no checkout to commit in
+        [ "$rc" = 0 ] || echo "retrain.sh: that snapshot failed (message above); the next in $minutes min" >&2
+        [ "$stopped_by" = 0 ] || break
+        sleep "${minutes}m" & pause=$!
+        wait "$pause" 2> /dev/null || true  # a trapped signal ends the wait at once
+        [ "$stopped_by" = 0 ] || break
+    done
+    echo "retrain.sh: snapshots stopped; the last is committed as printed above"
+    return "$stopped_by"
+}
+
 case "${1:-all}" in
     lane|lane1|lane2) begin; lane ;;
     queue) queue ;;
     manifest) manifest ;;
     snapshot) shift; snapshot "$@" ;;
+    snapshots) shift; snapshots "$@" ;;
     control) begin; lane control ;;
     small) begin; lane "small *" ;;
     rejudge) begin; rejudge ;;
     stop) stop ;;
     all) begin; all ;;
-    *) echo "usage: retrain.sh [lane|queue|control|small|stop|manifest|snapshot [CHECKOUT [MESSAGE]]|rejudge|all]" \
-            >&2; exit 2 ;;
+    *) echo "usage: retrain.sh [lane|queue|control|small|stop|manifest|snapshot [CHECKOUT [MESSAGE]]|" \
+            "snapshots MINUTES [CHECKOUT]|rejudge|all]" >&2; exit 2 ;;
 esac
