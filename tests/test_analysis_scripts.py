@@ -1,5 +1,4 @@
 """The analysis scripts end to end on tiny checkpoints and real Fashion-MNIST test images, and their one-line errors."""
-import importlib
 import importlib.util
 import json
 import re

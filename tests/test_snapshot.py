@@ -9,8 +9,10 @@ import hashlib
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -248,11 +250,17 @@ def test_snapshot_commits_nothing_when_head_moves_meanwhile(repo, monkeypatch):
     assert read_checkpoint(repo / "data/checkpoints/full/odenet/seed1/last.pt")["step"] == 10
 
 
+def wait_until(condition, what, seconds=60):
+    """Poll ``condition()`` every 0.1 s until it holds; fail naming ``what`` after ``seconds``."""
+    for _ in range(seconds * 10):
+        if condition():
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"{what} not within {seconds} s")
+
+
 @needs_fmnist
 def test_snapshots_commit_now_and_every_interval_until_a_signal(repo, runs):
-    import signal
-    import time
-
     env = dict(os.environ, PYTHON=sys.executable, **GIT_ENV)
     command = ["bash", str(repo / "data/checkpoints/retrain.sh"), "snapshots"]
     for bad in ([], ["0"], ["-1"], ["x"], ["0.0"]):
@@ -266,11 +274,7 @@ def test_snapshots_commit_now_and_every_interval_until_a_signal(repo, runs):
         return int(git(repo, "rev-list", "--count", "HEAD"))
 
     def wait_for(n):
-        for _ in range(600):
-            if commits() == n:
-                return
-            time.sleep(0.1)
-        raise AssertionError(f"{commits()} commits, not {n}, after 60 s")
+        wait_until(lambda: commits() == n, f"{n} commits")
 
     loop = subprocess.Popen(command + ["0.01"], cwd=repo, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env=env)  # every 0.6 s
@@ -295,9 +299,6 @@ def test_snapshots_commit_now_and_every_interval_until_a_signal(repo, runs):
 def test_a_signal_to_the_whole_group_lets_the_snapshot_in_progress_land_and_one_during_the_wait_ends_it(repo):
     """Ctrl-C or a machine's shutdown signals every process of the group: the snapshot then in progress still
     commits (its processes ignore the signal), and the loop ends after it; a signal during the wait ends it at once."""
-    import signal
-    import time
-
     flag = repo.parent / "snapshot-started"
     stand_in = repo.parent / "python"  # the real snapshot module, two seconds after it has said it started
     stand_in.write_text(f"#!/usr/bin/env bash\n: > {flag}\nsleep 2\nexec {sys.executable} \"$@\"\n")
@@ -306,11 +307,7 @@ def test_a_signal_to_the_whole_group_lets_the_snapshot_in_progress_land_and_one_
     command = ["bash", str(repo / "data/checkpoints/retrain.sh"), "snapshots", "10"]
 
     def started():
-        for _ in range(600):
-            if flag.exists():
-                return
-            time.sleep(0.1)
-        raise AssertionError("no snapshot started in 60 s")
+        wait_until(flag.exists, "a snapshot started")
 
     loop = subprocess.Popen(command, cwd=repo, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
                             start_new_session=True)
