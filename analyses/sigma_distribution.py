@@ -23,7 +23,8 @@ Outputs (in ``--out``):
     σ of every SRF layer against depth, trained vs init (paper Fig. 3a; every SRF model).
 ``report.md``, ``report.tex``
     The tables: per-layer σ, log-normal fits, goodness of fit, family comparison by AIC, trained vs init,
-    depth trend (with the statsmodels summary), model vs V1 shapes.
+    depth trend (with the statsmodels summary) and the trend training added (each filter's Δ log2 σ from its own
+    init against depth, per seed and across seeds), model vs V1 shapes.
 
 Why trained vs init: σ = 2^s with s ~ N(0, 2/3) is log-normal at initialisation by construction, so only what
 training changed says anything about the paper's "approximately log-normal" claim.

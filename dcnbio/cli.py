@@ -34,8 +34,8 @@ def say(*parts):
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
-    """``--help`` with each option's default, where an on/off flag's default reads ``off`` (not given), or is left
-    to its help text where the flag's absence leaves the choice to a model (a default of ``None``).
+    """``--help`` with each option's default, where an on/off flag's default reads ``off`` (not given), and a default
+    of ``None`` (the option's absence leaves the choice to a model, or means "all") is left to the help text.
 
     argparse's own formatter prints the *stored value*, so a ``store_false`` flag such as ``--no-download`` would
     read "never download data (default: True)": the opposite of what the flag does unless given.
@@ -44,17 +44,19 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
     >>> _ = p.add_argument("--no-test", dest="test", action="store_false", help="skip the test set")
     >>> _ = p.add_argument("--n", type=int, default=3, help="images")
     >>> _ = p.add_argument("--adjoint", action="store_true", default=None, help="adjoint (the model's default)")
+    >>> _ = p.add_argument("--blocks", nargs="+", help="blocks (default: all)")
     >>> text = " ".join(p.format_help().split())
-    >>> "skip the test set (default: off)" in text, "images (default: 3)" in text, "default) (default" in text
+    >>> "skip the test set (default: off)" in text, "images (default: 3)" in text, "(default: None)" in text
     (True, True, False)
+    >>> "adjoint (the model's default) --blocks" in text, text.endswith("blocks (default: all)")
+    (True, True)
     """
 
     def _get_help_string(self, action):
-        if action.nargs == 0 and isinstance(action.const, bool):
-            if action.default is None:  # decided further down (a model's own default): the help says which
-                return action.help
-            if action.default is not action.const:
-                return f"{action.help or ''} (default: off)".strip()
+        if action.default is None:  # decided further down (a model's own default, every run): the help says which
+            return action.help
+        if action.nargs == 0 and isinstance(action.const, bool) and action.default is not action.const:
+            return f"{action.help or ''} (default: off)".strip()
         return super()._get_help_string(action)
 
 

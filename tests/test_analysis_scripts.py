@@ -388,7 +388,8 @@ COMMANDS = [f"analyses/{p.stem}" for p in sorted(SCRIPTS.glob("*.py"))] + [
 @pytest.mark.parametrize("command", COMMANDS)
 def test_help_states_what_a_flag_does_when_it_is_not_given(command, capsys):
     """``--help`` shows each default; an on/off flag reads ``(default: off)`` or leaves it to its own text, never
-    the value argparse stores for it (``--no-download … (default: True)`` would say the opposite of the truth)."""
+    the value argparse stores for it (``--no-download … (default: True)`` would say the opposite of the truth),
+    and an option whose absence is decided further down leaves that to its help, not ``(default: None)``."""
     if command.startswith("analyses/"):
         main = load_script(command.split("/")[1]).main
     else:
@@ -398,5 +399,6 @@ def test_help_states_what_a_flag_does_when_it_is_not_given(command, capsys):
     text = " ".join(capsys.readouterr().out.split())
     assert stop.value.code == 0 and text.startswith("usage:")
     assert "(default: True)" not in text and "(default: False)" not in text
+    assert "(default: None)" not in text  # an option's absence is said by its help ("default: every run …")
     if "(default:" in text and re.search(r"--overwrite [a-z]", text):  # a command that shows defaults
         assert re.search(r"--overwrite [a-z][^()]*\(default: off\)", text)

@@ -1,6 +1,7 @@
 """analyses/sigma_distribution.py end to end, and the figures and report it is built from."""
 import importlib.util
 import math
+import re
 from pathlib import Path
 
 import numpy as np
@@ -102,6 +103,15 @@ def test_end_to_end_sigma_ji_two_seeds_and_a_missing_control(script, tmp_path, c
     # the planted change: log2 σ scaled by 1.5 about 0 and shifted by 0.1 per layer, so trained log2-SD grows
     row = [line for line in md.splitlines() if line.startswith("| pooled / delta_log2_sd")][0]
     assert float(row.split("|")[2]) > 0.1
+    # the depth trend training added, per seed with a control: the least-squares slope of each filter's change
+    assert "depth, trained - init:" in printed
+    rows = {line.split("|")[1].strip(): line.split("|") for line in md.splitlines() if re.match(r"\| seed \d", line)}
+    assert set(rows) == {"seed 1", "seed 2"}  # seed 3 has no init.pt
+    for s, (init_model, trained_model) in models.items():
+        t, i = (extract_sigmas(m).where(lambda d: ~d["is_time_channel"], drop=True)
+                for m in (trained_model, init_model))
+        slope = np.polyfit(t["depth"].values, t["log2_sigma"].values - i["log2_sigma"].values, 1)[0]
+        assert float(rows[f"seed {s}"][2]) == pytest.approx(slope, rel=1e-3)  # the report prints 4 digits
 
 
 @pytest.mark.parametrize("name", ["dcn-ode", "dcn-sigma-t"])

@@ -8,7 +8,8 @@ from scipy import special
 import xarray as xr
 
 from dcnbio.core import filters
-from dcnbio.stats import distribution as stats, v1
+from dcnbio.reports.sigma_report import seed_slopes
+from dcnbio.stats import distribution as stats, sigmas, v1
 from dcnbio.errors import ConfigError, DataError
 from dcnbio.io import load_v1_reference
 
@@ -283,6 +284,82 @@ def test_depth_trend_needs_two_depths():
     ds = depth_dataset(0.3)
     with pytest.raises(DataError):
         stats.depth_trend(ds.isel(filter=np.flatnonzero(ds["depth"].values == 2)))
+
+
+def paired_dataset(init_slope, learned_slopes, *, init_sd=0.8, change_sd=0.01, n=300, rng_seed=5, controls=None):
+    """Stacked trained/init σ of seeds "1", "2", …: init log2 σ = init_slope · depth + N(0, init_sd²) per filter,
+    trained = init + learned slope · depth + N(0, change_sd²); seeds not in ``controls`` have no init entries."""
+    rng = np.random.default_rng(rng_seed)
+    parts = []
+    for k, slope in enumerate(learned_slopes, start=1):
+        depth = np.repeat(np.arange(6), n)
+        init = init_slope * depth + rng.normal(0, init_sd, depth.size)
+        trained = init + slope * depth + rng.normal(0, change_sd, depth.size)
+        states = [("trained", trained)] + ([("init", init)] if controls is None or str(k) in controls else [])
+        for state, values in states:
+            coords = {"state": state, "seed": str(k), "depth": depth, "layer": [f"layer{d}" for d in depth],
+                      "out_channel": np.tile(np.arange(n), 6), "in_channel": np.zeros(depth.size, int),
+                      "time": np.full(depth.size, np.nan), "block": [f"block{d // 2 + 1}" for d in depth]}
+            parts.append(xr.Dataset({"log2_sigma": ("filter", values), "sigma": ("filter", 2.0 ** values)},
+                                    coords={k_: ("filter", np.broadcast_to(np.asarray(v), depth.shape))
+                                            for k_, v in coords.items()}))
+    return xr.concat(parts, dim="filter")
+
+
+def test_paired_shift_is_each_filters_change_from_its_own_init():
+    ds = paired_dataset(0.3, [0.1, 0.2], controls=("1",))  # seed 2 has no init control
+    shift = sigmas.paired_shift(ds)
+    trained = sigmas.select(ds, state="trained", seed="1")
+    init = sigmas.select(ds, state="init", seed="1")
+    assert set(shift["seed"].values.astype(str)) == {"1"} and shift.sizes["filter"] == trained.sizes["filter"]
+    np.testing.assert_array_equal(shift["delta_log2_sigma"].values,
+                                  trained["log2_sigma"].values - init["log2_sigma"].values)
+    assert list(shift["depth"].values) == list(trained["depth"].values)
+    assert sigmas.paired_shift(ds, block="block2")["depth"].values.tolist() == [2] * 300 + [3] * 300
+    assert sigmas.paired_shift(ds.isel(filter=np.flatnonzero(ds["state"].values == "trained"))) is None
+
+
+def test_paired_shift_refuses_filters_out_of_order():
+    ds = paired_dataset(0.0, [0.1])
+    is_init = ds["state"].values == "init"
+    channels = ds["out_channel"].values.copy()
+    channels[np.flatnonzero(is_init)[:2]] = channels[np.flatnonzero(is_init)[:2]][::-1]
+    with pytest.raises(DataError, match="out_channel"):
+        sigmas.paired_shift(ds.assign_coords(out_channel=("filter", channels)))
+
+
+def test_depth_trend_of_the_paired_change_removes_the_initial_draw():
+    """A depth profile built into the init (0.3 oct/layer) and a noisy draw (SD 0.8 oct) hide a learned 0.1
+    oct/layer in the trained σ alone; the paired change recovers it within a few of its (tiny) standard errors."""
+    ds = paired_dataset(0.3, [0.1, 0.1, 0.1])
+    trained = stats.depth_trend(sigmas.select(ds, state="trained"))
+    learned = stats.depth_trend(sigmas.paired_shift(ds), variable="delta_log2_sigma")
+    assert trained.slope == pytest.approx(0.4, abs=0.04)  # SE 0.8 / sqrt(3 · 300 · 17.5) = 0.0064
+    assert learned.slope == pytest.approx(0.1, abs=0.002)  # SE 0.01 / sqrt(15750) = 0.00008
+    assert learned.slope_ci[0] < 0.1 < learned.slope_ci[1]
+    assert learned.response == "delta_log2_sigma" and "delta_log2_sigma ~ depth" in str(learned.ols.model.formula)
+    assert "slope delta log2 sigma / layer (ols, seed fixed effects)" in learned.table().index
+    # one seed: plain OLS, whose slope is the closed-form least-squares slope
+    one = sigmas.paired_shift(ds, seed="2")
+    fit = stats.depth_trend(one, variable="delta_log2_sigma")
+    assert fit.kind == "ols"
+    assert fit.slope == pytest.approx(np.polyfit(one["depth"].values, one["delta_log2_sigma"].values, 1)[0],
+                                      rel=1e-9)
+
+
+def test_seed_slopes_are_per_seed_least_squares_and_a_t_test_over_seeds():
+    ds = paired_dataset(0.2, [0.08, 0.1, 0.13], change_sd=0.05)
+    shift = sigmas.paired_shift(ds)
+    table = seed_slopes(shift, "m")
+    expected = [np.polyfit(part["depth"].values, part["delta_log2_sigma"].values, 1)[0]
+                for part in (sigmas.select(shift, seed=s) for s in "123")]
+    np.testing.assert_allclose(table.loc[["seed 1", "seed 2", "seed 3"], "estimate"], expected, rtol=1e-12)
+    ref = st.ttest_1samp(expected, 0.0)
+    row = table.loc["across seeds"]
+    assert row["estimate"] == pytest.approx(np.mean(expected), rel=1e-12)
+    assert row["sd"] == pytest.approx(np.std(expected, ddof=1), rel=1e-12)
+    assert row["t"] == pytest.approx(ref.statistic, rel=1e-12) and row["pvalue"] == pytest.approx(ref.pvalue, rel=1e-12)
+    assert row["df"] == 2
 
 
 # --- V1 reference ---------------------------------------------------------------------------------------------------

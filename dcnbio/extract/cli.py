@@ -72,15 +72,16 @@ def build_parser():
     src = p.add_argument_group("images")
     src.add_argument("--dataset", default=None, help="fashion-mnist (default) or cifar10")
     src.add_argument("--split", default="test", help="train, val or test (default test)")
-    src.add_argument("--data-root", default=None, help="where the dataset files are")
+    src.add_argument("--data-root", default=None, help="where the dataset files are (default the standard places)")
     src.add_argument("--images-file", default=None,
                      help="a tensor (N, C, H, W) saved with torch.save (or a dict with 'images' and optional "
                           "'labels'); used instead of a dataset, labels -1")
     src.add_argument("--images", type=at_least(1), default=None, metavar="N",
                      help="use the first N images (default all)")
     src.add_argument("--mask-size", type=int, default=None, metavar="N",
-                     help="replace the centred N x N patch of every image (pattern completion; extract once with and "
-                          "once without, then compare with dcnbio.extract.completion.compute_differences)")
+                     help="replace the centred N x N patch of every image (default none; pattern completion: "
+                          "extract once with and once without, then compare with "
+                          "dcnbio.extract.completion.compute_differences)")
     src.add_argument("--mask-fill", choices=("black", "mean"), default="black",
                      help="mask value: a zero pixel, -mean/std of the dataset (the paper's masks; default), or the "
                           "dataset mean, 0 in normalised units")

@@ -10,18 +10,20 @@ training changed says anything about the paper's "approximately log-normal" clai
 * :func:`layer_table` — median σ per SRF layer, trained and init, and the median per-filter change (octaves);
 * :func:`distribution_tables` — log-normal fit, goodness of fit and AIC weights of families, per block;
 * :func:`paired_arrays`, :func:`trained_init_table` — trained vs init, paired by filter, seeds as clusters;
+* :func:`seed_slopes` — the depth trend training added (Δ log2 σ on depth), per seed and across seeds;
 * :func:`sigma_report` — the whole report, its figures and the script's closing lines.
 """
 import numpy as np
 import pandas as pd
 
 from .. import plots
-from ..stats import distribution as stats, v1
+from ..stats import distribution as stats, runs as runstats, v1
 from ..errors import DataError
 from .report import Report
-from ..stats.sigmas import select, sigma_values
+from ..stats.sigmas import paired_shift, paired_states, select, sigma_values
 
-__all__ = ["MIN_DIST", "distribution_tables", "layer_table", "paired_arrays", "sigma_report", "trained_init_table"]
+__all__ = ["MIN_DIST", "distribution_tables", "layer_table", "paired_arrays", "seed_slopes", "sigma_report",
+           "trained_init_table"]
 
 #: Fewest σ for goodness-of-fit tests and family comparisons (and for the per-block distribution tables).
 MIN_DIST = 8
@@ -132,22 +134,11 @@ def paired_arrays(ds, block=None):
     DataError
         Trained and init σ of a seed are not the same filters in the same order.
     """
-    t_all, i_all, seeds = [], [], []
-    sel = {} if block is None else {"block": block}
-    for seed in np.unique(ds["seed"].values.astype(str)):
-        t = select(ds, state="trained", seed=seed, time_channel=False, **sel)
-        i = select(ds, state="init", seed=seed, time_channel=False, **sel)
-        if i.sizes["filter"] == 0:
-            continue
-        for coord in ("layer", "out_channel", "in_channel", "time"):
-            if not np.array_equal(t[coord].values, i[coord].values, equal_nan=coord == "time"):
-                raise DataError(f"seed {seed}: trained and init sigma are not aligned on {coord!r}")
-        t_all.append(t["sigma"].values)
-        i_all.append(i["sigma"].values)
-        seeds.append(np.full(t.sizes["filter"], seed))
-    if not t_all:
+    pair = paired_states(ds, **({} if block is None else {"block": block}))
+    if pair is None:
         return None
-    return np.concatenate(t_all), np.concatenate(i_all), np.concatenate(seeds)
+    trained, init = pair
+    return trained["sigma"].values, init["sigma"].values, trained["seed"].values.astype(str)
 
 
 def trained_init_table(ds, groups, n_boot, seed):
@@ -167,6 +158,31 @@ def trained_init_table(ds, groups, n_boot, seed):
     if not rows:
         return pd.DataFrame()
     return flat_index(pd.concat(rows).set_index(["group", "quantity"]), "group / quantity")
+
+
+def seed_slopes(shift, model_name):
+    """Per seed, the OLS slope of Δ log2 σ (:func:`dcnbio.stats.sigmas.paired_shift`) on layer depth, and a
+    one-sample t-test of the slopes against 0 over seeds (:func:`dcnbio.stats.runs.against_reference`).
+
+    Returns
+    -------
+    pandas.DataFrame
+        Rows ``seed <S>`` (``estimate``) and, with two seeds or more, ``across seeds`` (``estimate`` the mean,
+        ``sd``, ``t``, ``df``, ``pvalue``; NaN tests where the slopes do not spread).
+    """
+    slopes = {}
+    for seed in np.unique(shift["seed"].values.astype(str)):
+        part = select(shift, seed=seed)
+        depth = part["depth"].values.astype(float)
+        if np.unique(depth).size >= 2:
+            slopes[(model_name, f"seed {seed}")] = float(np.polyfit(depth, part["delta_log2_sigma"].values, 1)[0])
+    rows = {run: {"estimate": value} for (_, run), value in slopes.items()}
+    if len(slopes) >= 2:
+        test = runstats.against_reference(slopes, 0.0).iloc[0]
+        rows["across seeds"] = {"estimate": test["mean"], "sd": test["sd"], "t": test["t"], "df": test["df"],
+                                "pvalue": test["p"]}
+    return pd.DataFrame.from_dict(rows, orient="index", columns=["estimate", "sd", "t", "df", "pvalue"]
+                                  ).rename_axis("run")
 
 
 def flat_index(df, name):
@@ -237,13 +253,25 @@ def sigma_report(ds, inputs, *, n_boot=1000, seed=0, reference=None):
     report.figure("sigma_vs_depth.png", "σ of every SRF layer against depth (grey: init)")
 
     report.section("Depth trend")
-    trend = None
+    trend = learned = per_seed = None
     if len(np.unique(trained["depth"].values)) >= 2:
         trend = stats.depth_trend(trained)
         report.table(trend.table(), f"log2 σ against layer depth (trained; model: {trend.kind})")
         if has_init:
             report.table(stats.depth_trend(select(ds, state="init")).table(),
                          "The same at init (control: no trend expected)")
+            shift = paired_shift(ds)
+            if shift is not None and len(np.unique(shift["depth"].values)) >= 2:
+                learned = stats.depth_trend(shift, variable="delta_log2_sigma")
+                report.text("Trained and init slopes above each carry the random initial draw; the change of each "
+                            "filter from its own init removes it, so the slope of Δ log2 σ = log2 σ_trained − "
+                            "log2 σ_init on depth is the depth trend that training added (0: none).")
+                report.table(learned.table(), f"Δ log2 σ against layer depth (trained − init, paired by filter; "
+                                              f"model: {learned.kind})")
+                report.text("Filters of one network are not independent samples, so the run is the unit: the same "
+                            "slope fitted per seed (OLS), tested against 0 across seeds.")
+                per_seed = seed_slopes(shift, model_name)
+                report.table(per_seed, "Slope of Δ log2 σ on depth per seed (octaves per layer)")
         if trend.notes:
             report.bullets(trend.notes)
         report.latex(trend.summary_latex(), trend.summary_text())
@@ -318,4 +346,9 @@ def sigma_report(ds, inputs, *, n_boot=1000, seed=0, reference=None):
     if trend is not None:
         lines.append(f"  depth: {trend.slope:+.3g} oct/layer [{trend.slope_ci[0]:+.3g}, {trend.slope_ci[1]:+.3g}] "
                      f"({trend.kind}); Spearman over layer medians {trend.layer_spearman['rho']:.2f}")
+    if learned is not None:
+        lines.append(f"  depth, trained - init: {learned.slope:+.3g} oct/layer [{learned.slope_ci[0]:+.3g}, "
+                     f"{learned.slope_ci[1]:+.3g}] ({learned.kind}, paired by filter)"
+                     + ("" if per_seed is None or not np.isfinite(per_seed["t"].get("across seeds", np.nan)) else
+                        "; over seeds t({df:.0f}) = {t:.2f}, p = {pvalue:.2g}".format(**per_seed.loc["across seeds"])))
     return report, figures, lines

@@ -512,14 +512,16 @@ class DepthTrend:
     kind : str
         ``"mixedlm"`` (random intercept per seed) or ``"ols"``.
     model : statsmodels results
-        The fitted model of ``log2_sigma ~ depth`` (+ seed random intercept for ``mixedlm``).
+        The fitted model of ``response ~ depth`` (+ seed random intercept for ``mixedlm``).
     ols : statsmodels results
-        Fixed-effects OLS ``log2_sigma ~ depth (+ C(seed))``: always reported, because mixed models with few
+        Fixed-effects OLS ``response ~ depth (+ C(seed))``: always reported, because mixed models with few
         seeds are fragile.
     slope, slope_ci : float, (float, float)
         Octaves of σ per layer from ``model``, with its 95 % confidence interval.
     notes : list of str
         Fallbacks and warnings (non-convergence, boundary variance).
+    response : str
+        What was regressed on depth: ``log2_sigma`` or ``delta_log2_sigma`` (trained − init, paired by filter).
     """
 
     spearman: dict
@@ -530,20 +532,22 @@ class DepthTrend:
     slope: float
     slope_ci: tuple
     notes: list = field(default_factory=list)
+    response: str = "log2_sigma"
 
     def table(self):
         """One-row-per-quantity summary (pandas.DataFrame)."""
+        what = self.response.replace("_", " ")
         rows = [
             ("spearman_rho (all sigma)", self.spearman["rho"], np.nan, np.nan, self.spearman["pvalue"],
              self.spearman["n"]),
             ("spearman_rho (layer medians)", self.layer_spearman["rho"], np.nan, np.nan,
              self.layer_spearman["pvalue"], self.layer_spearman["n"]),
-            (f"slope log2 sigma / layer ({self.kind})", self.slope, *self.slope_ci,
+            (f"slope {what} / layer ({self.kind})", self.slope, *self.slope_ci,
              float(self.model.pvalues["depth"]), int(self.model.nobs)),
         ]
         if self.ols is not self.model:
             ci = self.ols.conf_int().loc["depth"]
-            rows.append(("slope log2 sigma / layer (ols, seed fixed effects)", float(self.ols.params["depth"]),
+            rows.append((f"slope {what} / layer (ols, seed fixed effects)", float(self.ols.params["depth"]),
                          float(ci.iloc[0]), float(ci.iloc[1]), float(self.ols.pvalues["depth"]), int(self.ols.nobs)))
         return pd.DataFrame(rows, columns=["quantity", "estimate", "ci_low", "ci_high", "pvalue", "n"]
                             ).set_index("quantity")
@@ -577,12 +581,17 @@ def depth_trend(ds, *, variable="log2_sigma", time_channel=False, group="seed"):
 
     For σ(t) layers every time point of the grid enters as one value at its layer's depth.
 
+    With ``variable="delta_log2_sigma"`` (:func:`dcnbio.stats.sigmas.paired_shift`) the response is each filter's
+    change from its own initial σ: the slope is then the depth trend that training added, free of the random
+    initial draw, which the trend of trained σ alone carries along.
+
     Parameters
     ----------
     ds : xarray.Dataset
         A sigma dataset; must have a ``depth`` coordinate (and ``seed`` for the mixed model).
     variable : str
-        ``log2_sigma`` (default) or ``sigma`` / ``sigma_input`` (then log2 of it is modelled).
+        ``log2_sigma`` (default), ``delta_log2_sigma`` (octaves, modelled as they are) or ``sigma`` /
+        ``sigma_input`` (then log2 of it is modelled).
     time_channel : bool
         Keep σ of the constant t-channel (default: excluded).
     group : str
@@ -598,27 +607,28 @@ def depth_trend(ds, *, variable="log2_sigma", time_channel=False, group="seed"):
 
     mask = filter_mask(ds, time_channel=time_channel)
     y = np.asarray(ds[variable].values[mask], dtype=float)
-    if variable != "log2_sigma":
+    response = "delta_log2_sigma" if variable == "delta_log2_sigma" else "log2_sigma"
+    if variable not in ("log2_sigma", "delta_log2_sigma"):
         y = np.log2(_positive(y, variable))
-    df = pd.DataFrame({"log2_sigma": y, "depth": ds["depth"].values[mask].astype(float),
+    df = pd.DataFrame({response: y, "depth": ds["depth"].values[mask].astype(float),
                        "layer": ds["layer"].values[mask].astype(str)})
     df["seed"] = ds[group].values[mask].astype(str) if group in ds.coords else "0"
     if df["depth"].nunique() < 2:
         raise DataError("sigma at fewer than 2 depths: no depth trend to estimate")
     if len(df) < 3:
         raise DataError("fewer than 3 sigma values: no depth trend to estimate")
-    rho = st.spearmanr(df["depth"], df["log2_sigma"])
+    rho = st.spearmanr(df["depth"], df[response])
     spearman = {"rho": float(rho.statistic), "pvalue": float(rho.pvalue), "n": len(df)}
-    med = df.groupby(["seed", "layer"], sort=False).agg(log2_sigma=("log2_sigma", "median"), depth=("depth", "first"))
+    med = df.groupby(["seed", "layer"], sort=False).agg(y=(response, "median"), depth=("depth", "first"))
     if len(med) >= 3:
-        r = st.spearmanr(med["depth"], med["log2_sigma"])
+        r = st.spearmanr(med["depth"], med["y"])
         layer_spearman = {"rho": float(r.statistic), "pvalue": float(r.pvalue), "n": len(med)}
     else:
         layer_spearman = {"rho": np.nan, "pvalue": np.nan, "n": len(med)}
     notes = []
     n_seeds = df["seed"].nunique()
     if n_seeds >= 2:
-        ols = smf.ols("log2_sigma ~ depth + C(seed)", df).fit()
+        ols = smf.ols(f"{response} ~ depth + C(seed)", df).fit()
         if n_seeds < 5:
             notes.append(f"only {n_seeds} seeds: the mixed model's seed variance is poorly determined; "
                          "compare with the fixed-effects OLS")
@@ -626,7 +636,7 @@ def depth_trend(ds, *, variable="log2_sigma", time_channel=False, group="seed"):
         try:
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always")
-                mixed = smf.mixedlm("log2_sigma ~ depth", df, groups=df["seed"]).fit()
+                mixed = smf.mixedlm(f"{response} ~ depth", df, groups=df["seed"]).fit()
             messages = sorted({str(w.message).splitlines()[0] for w in caught
                                if "Convergence" in w.category.__name__ or "boundary" in str(w.message)})
             notes += [f"mixedlm: {m}" for m in messages]
@@ -637,9 +647,9 @@ def depth_trend(ds, *, variable="log2_sigma", time_channel=False, group="seed"):
         except (np.linalg.LinAlgError, ValueError) as exc:
             notes.append(f"mixedlm failed ({type(exc).__name__}: {exc}); the OLS with seed fixed effects is the model")
     else:
-        ols = model = smf.ols("log2_sigma ~ depth", df).fit()
+        ols = model = smf.ols(f"{response} ~ depth", df).fit()
         kind = "ols"
     ci = model.conf_int().loc["depth"]
     return DepthTrend(spearman=spearman, layer_spearman=layer_spearman, kind=kind, model=model, ols=ols,
                       slope=float(model.params["depth"]), slope_ci=(float(ci.iloc[0]), float(ci.iloc[1])),
-                      notes=notes)
+                      notes=notes, response=response)

@@ -7,9 +7,9 @@ The σ_ji of the constant t-channel are left out unless asked for (``time_channe
 import numpy as np
 import xarray as xr
 
-from ..errors import ConfigError
+from ..errors import ConfigError, DataError
 
-__all__ = ["filter_mask", "select", "sigma_shift", "sigma_values"]
+__all__ = ["filter_mask", "paired_shift", "paired_states", "select", "sigma_shift", "sigma_values"]
 
 
 def sigma_values(ds, *, variable="sigma", time_channel=False, **selection):
@@ -86,3 +86,81 @@ def sigma_shift(trained, init, *, time_channel=False):
          "max_abs_shift": ("block", [float(np.max(shift[blocks == b])) for b in names]),
          "n_filters": ("block", [int((blocks == b).sum()) for b in names])},
         coords={"block": names}, attrs=dict(trained.attrs))
+
+
+def paired_states(ds, **selection):
+    """The trained σ and their own initial σ, filter for filter, of every seed of ``ds`` that has an init control.
+
+    Parameters
+    ----------
+    ds : xarray.Dataset
+        Stacked σ of one model (:func:`~dcnbio.extract.sigmas.stack_sigmas`: coordinates ``state`` =
+        trained/init and ``seed``); the σ_ji of the constant t-channel are left out.
+    **selection
+        ``coord=value`` filters applied to both states, e.g. ``block="block2"`` or ``seed="1"``.
+
+    Returns
+    -------
+    (trained, init) : two xarray.Datasets over the same filters in the same order (seeds concatenated), or
+    None when no seed has an init control.
+
+    Raises
+    ------
+    DataError
+        A seed's trained and init σ are not the same filters in the same order.
+    """
+    trained, init = [], []
+    ds = select(ds, time_channel=False, **selection)
+    for seed in np.unique(ds["seed"].values.astype(str)):
+        t = select(ds, state="trained", seed=seed)
+        i = select(ds, state="init", seed=seed)
+        if i.sizes["filter"] == 0:
+            continue
+        for coord in ("layer", "out_channel", "in_channel", "time"):
+            if not np.array_equal(t[coord].values, i[coord].values, equal_nan=coord == "time"):
+                raise DataError(f"seed {seed}: trained and init sigma are not aligned on {coord!r}")
+        trained.append(t)
+        init.append(i)
+    if not trained:
+        return None
+    return xr.concat(trained, dim="filter"), xr.concat(init, dim="filter")
+
+
+def paired_shift(ds, **selection):
+    """Each filter's change under training, Δ log2 σ = log2 σ_trained − log2 σ_init (octaves).
+
+    Why paired: initial σ are drawn at random (log2 σ ~ N(0, 2/3)), so a trend of the trained σ alone (with
+    depth, say) mixes what training did with how the draw fell; the change of each filter from its own start
+    holds only what training did.
+
+    Parameters
+    ----------
+    ds : xarray.Dataset
+        Stacked σ with ``state`` and ``seed``, as for :func:`paired_states`.
+    **selection
+        ``coord=value`` filters, as for :func:`paired_states`.
+
+    Returns
+    -------
+    xarray.Dataset or None
+        The trained filters' coordinates with one variable ``delta_log2_sigma`` (float64); None when no seed has
+        an init control.
+
+    Examples
+    --------
+    >>> import xarray as xr
+    >>> coords = {"state": ("filter", ["trained", "init"] * 2), "seed": ("filter", ["1"] * 4),
+    ...           "layer": ("filter", ["a", "a", "b", "b"]), "out_channel": ("filter", [0] * 4),
+    ...           "in_channel": ("filter", [0] * 4), "time": ("filter", [np.nan] * 4)}
+    >>> ds = xr.Dataset({"log2_sigma": ("filter", [0.5, 0.25, -1.0, 0.0])}, coords=coords)
+    >>> paired_shift(ds)["delta_log2_sigma"].values.tolist()
+    [0.25, -1.0]
+    """
+    pair = paired_states(ds, **selection)
+    if pair is None:
+        return None
+    trained, init = pair
+    delta = trained["log2_sigma"].values.astype(float) - init["log2_sigma"].values.astype(float)
+    out = xr.Dataset({"delta_log2_sigma": ("filter", delta)}, coords=trained.coords, attrs=dict(trained.attrs))
+    out["delta_log2_sigma"].attrs["units"] = "octaves"
+    return out

@@ -39,9 +39,12 @@ def build_parser():
     p.add_argument("--model", required=True, help=f"one of: {', '.join(list_models())}")
     p.add_argument("--width", type=float, default=1.0, help="multiplier of the stage widths 32/64/128")
     p.add_argument("--dataset", default="cifar10", help=f"one of: {', '.join(DATASETS)}")
-    p.add_argument("--data-root", default=None, help="where to look for (and download) the dataset first")
+    p.add_argument("--data-root", default=None,
+                   help="where to look for (and download) the dataset first (default: the standard places, then "
+                        "~/.cache/dcnbio)")
     p.add_argument("--no-download", dest="download", action="store_false", help="never download data")
-    p.add_argument("--subset", type=int, default=None, help="images per class (small-data regime)")
+    p.add_argument("--subset", type=int, default=None,
+                   help="images per class (small-data regime; default: every training image)")
     p.add_argument("--val-size", type=int, default=5000, help="training images held out for validation")
     p.add_argument("--epochs", type=int, default=None,
                    help="default: 100, ×10/×5/×2 for ≤520/1030/5120 training images (App. A.2)")
@@ -64,14 +67,14 @@ def build_parser():
                    help="multiplier of the learning rate of σ parameters (1 = paper)")
     p.add_argument("--no-augment", dest="augment", action="store_false", help="no translation/flip augmentation")
     seeds = p.add_mutually_exclusive_group()
-    seeds.add_argument("--seed", type=int, default=None, help="one seed (same as --seeds S)")
+    seeds.add_argument("--seed", type=int, default=None, help="one seed (same as --seeds S; default: seed 0)")
     seeds.add_argument("--seeds", type=int, nargs="+", default=None, help="several seeds, one directory each")
     p.add_argument("--out", required=True, help="output directory (one seed<S>/ per seed)")
     p.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
     p.add_argument("--solver", default=None, help=f"ODE solver ({', '.join(SOLVERS)}); default dopri5")
     p.add_argument("--rtol", type=float, default=None, help="default 1e-3")
     p.add_argument("--atol", type=float, default=None, help="default 1e-3")
-    p.add_argument("--step-size", type=float, default=None, help="step size of fixed-grid solvers")
+    p.add_argument("--step-size", type=float, default=None, help="step size of fixed-grid solvers (default: T / 10)")
     adj = p.add_mutually_exclusive_group()
     adj.add_argument("--adjoint", dest="adjoint", action="store_true", default=None,
                      help="adjoint backpropagation (paper default)")
@@ -88,7 +91,7 @@ def build_parser():
                    help="measure the fastest formulation, convolution backend and CELU per shape on this machine "
                         "(dcnbio.fast.tuning; runs are then not bit-identical)")
     p.add_argument("--sigma-range", type=float, nargs=2, default=None, metavar=("LOW", "HIGH"),
-                   help="clamp every σ into [LOW, HIGH] pixels")
+                   help="clamp every σ into [LOW, HIGH] pixels (default: no clamp)")
     p.add_argument("--save-every", type=int, default=0, help="also checkpoint every N steps (0: each epoch)")
     p.add_argument("--no-test", dest="test", action="store_false", help="skip the final test-set report")
     p.add_argument("--resume", action="store_true", help="continue the runs in --out from last.pt")
