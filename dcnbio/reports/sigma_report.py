@@ -268,6 +268,8 @@ def sigma_report(ds, inputs, *, n_boot=1000, seed=0, reference=None):
                             "log2 σ_init on depth is the depth trend that training added (0: none).")
                 report.table(learned.table(), f"Δ log2 σ against layer depth (trained − init, paired by filter; "
                                               f"model: {learned.kind})")
+                if learned.notes:
+                    report.bullets([f"Δ log2 σ fit — {note}" for note in learned.notes])
                 report.text("Filters of one network are not independent samples, so the run is the unit: the same "
                             "slope fitted per seed (OLS), tested against 0 across seeds.")
                 per_seed = seed_slopes(shift, model_name)
