@@ -16,16 +16,13 @@ from dcnbio.train.data import DATASETS, load_dataset
 from dcnbio.reports.completion_report import run_values
 from dcnbio.reports.contrast_report import run_values as contrast_run_values
 from dcnbio.io import open_results
+from helpers import load_analysis
 
 SCRIPTS = Path(__file__).resolve().parents[1] / "analyses"
 N = 4  # images per run: enough for batches of 2 and a non-trivial accuracy
 
 
-def load_script(name):
-    spec = importlib.util.spec_from_file_location(name, SCRIPTS / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+load_script = load_analysis
 
 
 @pytest.fixture(scope="module")

@@ -4,6 +4,7 @@ import json
 from pathlib import Path
 
 import dcnbio
+from helpers import load_analysis
 
 BUNDLE = Path(__file__).resolve().parents[1] / "data" / "checkpoints"
 
@@ -247,7 +248,6 @@ def test_bundle_summary_tabulates_every_run_and_its_sigma_shift_from_the_weights
     """``analyses/bundle_summary.py`` on the bundle: one row per run (and per small-data run) with the status its
     files say; the σ shift of dcn-ode (one σ per SRF layer) equals the median over each block's layers of
     |Δ log2_scale| read straight from the state dicts of last.pt and init.pt."""
-    import importlib.util
     import re
     import shutil
 
@@ -256,10 +256,7 @@ def test_bundle_summary_tabulates_every_run_and_its_sigma_shift_from_the_weights
 
     from dcnbio.train.checkpoint import read_checkpoint
 
-    path = Path(__file__).resolve().parents[1] / "analyses" / "bundle_summary.py"
-    spec = importlib.util.spec_from_file_location("bundle_summary", path)
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
+    script = load_analysis("bundle_summary")
     control = tmp_path / "full-sigma-lr10"  # a stand-in control set: a copy of a finished σ_ji run
     shutil.copytree(FULL / "dcn-sigma-ji" / "seed1", control / "dcn-sigma-ji" / "seed1")
     assert script.main(["--out", str(tmp_path / "bs"), "--control", str(control)]) == 0

@@ -1,6 +1,5 @@
 """analyses/physiology.py end to end on bundled checkpoints with a small grid: outputs, resumption, the guard
 against mixing grids, and properties that equal a recomputation from the written responses."""
-import importlib.util
 from pathlib import Path
 
 import numpy as np
@@ -8,6 +7,7 @@ import pytest
 
 from dcnbio.stats import physiology as ph
 from dcnbio.io import open_results
+from helpers import load_analysis
 
 REPO = Path(__file__).resolve().parents[1]
 CKPTS = [str(REPO / f"data/checkpoints/{m}/seed{s}/last.pt") for m, s in
@@ -18,10 +18,7 @@ GRID = ["--n-sf", "4", "--n-orientations", "4", "--n-phases", "4", "--contrasts"
 
 @pytest.fixture(scope="module")
 def script():
-    spec = importlib.util.spec_from_file_location("physiology", REPO / "analyses" / "physiology.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_analysis("physiology")
 
 
 @pytest.fixture(scope="module")

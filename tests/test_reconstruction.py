@@ -1,7 +1,6 @@
 """Reconstruction (paper Table 2b, App. A.4): the untied decoder and the frozen encoder, hand-computable MSE and
 paired tests, seeded training, one-line errors, and the script end to end on the bundled checkpoints."""
 import hashlib
-import importlib.util
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +21,7 @@ from dcnbio.io import open_results
 from dcnbio.core.layers.ode import ODEBlock
 from dcnbio.core.layers.srf import SRFConv2d
 from dcnbio.core.models import ResBlock
+from helpers import load_analysis
 
 REPO = Path(__file__).resolve().parents[1]
 MODELS = ("dcn-ode", "odenet", "resnet-blocks")
@@ -283,10 +283,7 @@ def test_plot_reconstructions():
 # --- the script -------------------------------------------------------------------------------------------------
 
 def load_script():
-    spec = importlib.util.spec_from_file_location("reconstruction_script", REPO / "analyses" / "reconstruction.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_analysis("reconstruction")
 
 
 def run(script, argv, capsys):

@@ -1,6 +1,5 @@
 """analyses/reproduce.py: the verdict rules (dcnbio.reports.claims) on planted numbers, and the whole pipeline once
 on the bundled checkpoints (the runner and run-time table of dcnbio.reproduce_run)."""
-import importlib.util
 import shutil
 from pathlib import Path
 
@@ -14,16 +13,13 @@ from dcnbio.reports import claims
 from dcnbio.reports.claims import FAILS, HOLDS, UNDECIDED
 from dcnbio.stats.runs import against_reference
 from dcnbio.errors import CheckpointError, DataError
+from helpers import load_analysis
 
 ROOT = Path(__file__).resolve().parents[1]
-SCRIPT = ROOT / "analyses" / "reproduce.py"
 
 
 def load():
-    spec = importlib.util.spec_from_file_location("reproduce", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_analysis("reproduce")
 
 
 @pytest.fixture(scope="module")

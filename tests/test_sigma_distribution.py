@@ -1,5 +1,4 @@
 """analyses/sigma_distribution.py end to end, and the figures and report it is built from."""
-import importlib.util
 import math
 import re
 from pathlib import Path
@@ -18,6 +17,7 @@ from dcnbio.extract.sigmas import extract_sigmas, stack_sigmas
 from dcnbio.stats.distribution import fit_lognormal
 from dcnbio.train.checkpoint import make_checkpoint, save_checkpoint
 from dcnbio.io import open_results, write_report
+from helpers import load_analysis
 
 SCRIPT = Path(__file__).resolve().parents[1] / "analyses" / "sigma_distribution.py"
 #: Deterministic change that makes a 'trained' copy of an init model: log2 σ -> SPREAD·s + SHIFT·depth.
@@ -25,10 +25,7 @@ SPREAD, SHIFT = 1.5, 0.1
 
 
 def load_script():
-    spec = importlib.util.spec_from_file_location("sigma_distribution", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_analysis("sigma_distribution")
 
 
 def shifted_copy(model):

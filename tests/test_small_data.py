@@ -2,7 +2,6 @@
 from noiseless data, the GLM against an independent Newton solve, contrasts against closed forms), the verdict on
 planted tables, the recipe against the ``dcnbio train`` command line, and the script end to end — on tiny runs it
 trains itself, on explicit checkpoints, on the bundled runs — with its one-line errors."""
-import importlib.util
 import json
 import math
 import os
@@ -23,16 +22,14 @@ from dcnbio.datasets import check_sizes
 from dcnbio.train.grid import check_models, epochs_for, recipe_differences, run_path, small_data_config
 from dcnbio.errors import CheckpointError, ConfigError, DataError
 from dcnbio.io import open_results, same_results
+from helpers import load_analysis
 
 REPO = Path(__file__).resolve().parents[1]
 MODELS = ("dcn-ode", "odenet", "resnet-blocks")
 
 
 def load_script():
-    spec = importlib.util.spec_from_file_location("small_data_script", REPO / "analyses" / "small_data.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_analysis("small_data")
 
 
 @pytest.fixture(scope="module")
