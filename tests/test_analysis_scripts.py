@@ -1,5 +1,5 @@
 """The analysis scripts end to end on tiny checkpoints and real Fashion-MNIST test images, and their one-line errors."""
-import importlib.util
+import importlib
 import json
 import re
 import shutil
@@ -22,12 +22,9 @@ SCRIPTS = Path(__file__).resolve().parents[1] / "analyses"
 N = 4  # images per run: enough for batches of 2 and a non-trivial accuracy
 
 
-load_script = load_analysis
-
-
 @pytest.fixture(scope="module")
 def scripts():
-    return {n: load_script(n) for n in ("pattern_completion", "contrast", "solver_audit", "meta_parametrization")}
+    return {n: load_analysis(n) for n in ("pattern_completion", "contrast", "solver_audit", "meta_parametrization")}
 
 
 @pytest.fixture(scope="module")
@@ -337,7 +334,7 @@ def test_counts_are_checked_before_anything_is_loaded_or_written(tmp_path, capsy
     """A bad count is a usage error of the parser: one line, exit 2, no output directory (physiology used to
     write params.json and responses/ before its solver rejected --n-times 0 or --batch-size 0, and
     sigma_distribution wrote sigma.nc before the bootstrap rejected --seed -1 with a traceback)."""
-    rc, _, err = run(load_script(name), argv + ["--out", tmp_path / "out"], capsys)
+    rc, _, err = run(load_analysis(name), argv + ["--out", tmp_path / "out"], capsys)
     assert_one_line_error(rc, err, "argument " + match)
     assert not (tmp_path / "out").exists()
 
@@ -388,7 +385,7 @@ def test_help_states_what_a_flag_does_when_it_is_not_given(command, capsys):
     the value argparse stores for it (``--no-download … (default: True)`` would say the opposite of the truth),
     and an option whose absence is decided further down leaves that to its help, not ``(default: None)``."""
     if command.startswith("analyses/"):
-        main = load_script(command.split("/")[1]).main
+        main = load_analysis(command.split("/")[1]).main
     else:
         main = importlib.import_module(command).main
     with pytest.raises(SystemExit) as stop:

@@ -282,10 +282,6 @@ def test_plot_reconstructions():
 
 # --- the script -------------------------------------------------------------------------------------------------
 
-def load_script():
-    return load_analysis("reconstruction")
-
-
 def run(script, argv, capsys):
     rc = script.main([str(a) for a in argv])
     captured = capsys.readouterr()
@@ -297,7 +293,7 @@ def sha256(path):
 
 
 def test_script_on_the_bundled_checkpoints(tmp_path, capsys):
-    script = load_script()
+    script = load_analysis("reconstruction")
     # every finished bundled run of the three models (a run still training has no final.json and is skipped)
     bundled = {f"{m}-{f.parent.name}": f.parent / "last.pt" for m in MODELS
                for f in (REPO / "data" / "checkpoints" / m).glob("seed*/final.json")}
@@ -361,7 +357,7 @@ def odd_checkpoints(tmp_path_factory):
 def test_script_bad_inputs_exit_2_with_one_line(odd_checkpoints, tmp_path, capsys, argv, match):
     argv = [odd_checkpoints.get(a, tmp_path / "missing.pt") if a in ("ok", "nosplit", "noval", "missing") else a
             for a in argv]
-    rc, _, err = run(load_script(), argv + ["--out", tmp_path / "out"], capsys)
+    rc, _, err = run(load_analysis("reconstruction"), argv + ["--out", tmp_path / "out"], capsys)
     lines = err.strip().splitlines()
     assert rc == 2 and len(lines) == 1 and lines[0].startswith("error: ") and match in lines[0], err
     assert not (tmp_path / "out").exists()  # nothing written for a rejected input

@@ -18,13 +18,9 @@ from helpers import load_analysis
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def load():
-    return load_analysis("reproduce")
-
-
 @pytest.fixture(scope="module")
 def rp():
-    return load()
+    return load_analysis("reproduce")
 
 
 def test_t_interval_matches_scipy():

@@ -24,10 +24,6 @@ SCRIPT = Path(__file__).resolve().parents[1] / "analyses" / "sigma_distribution.
 SPREAD, SHIFT = 1.5, 0.1
 
 
-def load_script():
-    return load_analysis("sigma_distribution")
-
-
 def shifted_copy(model):
     """The init model with every static log2 scale moved deterministically (a stand-in for training)."""
     trained = create_model(model.config.name, in_channels=model.config.in_channels, width=model.config.width)
@@ -53,7 +49,7 @@ def write_run(directory, name, seed, *, init=True, width=0.125):
 
 @pytest.fixture(scope="module")
 def script():
-    return load_script()
+    return load_analysis("sigma_distribution")
 
 
 # --- the script ------------------------------------------------------------------------------------------------

@@ -28,13 +28,9 @@ REPO = Path(__file__).resolve().parents[1]
 MODELS = ("dcn-ode", "odenet", "resnet-blocks")
 
 
-def load_script():
-    return load_analysis("small_data")
-
-
 @pytest.fixture(scope="module")
 def script():
-    return load_script()
+    return load_analysis("small_data")
 
 
 def run(script, argv, capsys):
@@ -362,7 +358,7 @@ def forward_accuracy(path, n):
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     """The tiny grid trained by the script (4 resnet-blocks runs: sizes 1 and 2, seeds 1 and 2)."""
-    script = load_script()
+    script = load_analysis("small_data")
     root = tmp_path_factory.mktemp("small")
     rc = script.main([str(a) for a in ["--train", "--runs-dir", root / "runs", "--out", root / "out"] + TINY])
     assert rc == 0

@@ -260,8 +260,8 @@ def sigma_report(ds, inputs, *, n_boot=1000, seed=0, reference=None):
         if has_init:
             report.table(stats.depth_trend(select(ds, state="init")).table(),
                          "The same at init (control: no trend expected)")
-            shift = paired_shift(ds)
-            if shift is not None and len(np.unique(shift["depth"].values)) >= 2:
+            shift = paired_shift(ds)  # the trained filters of the seeds with a control: the same layers, depths
+            if shift is not None:
                 learned = stats.depth_trend(shift, variable="delta_log2_sigma")
                 report.text("Trained and init slopes above each carry the random initial draw; the change of each "
                             "filter from its own init removes it, so the slope of Δ log2 σ = log2 σ_trained − "
@@ -349,8 +349,10 @@ def sigma_report(ds, inputs, *, n_boot=1000, seed=0, reference=None):
         lines.append(f"  depth: {trend.slope:+.3g} oct/layer [{trend.slope_ci[0]:+.3g}, {trend.slope_ci[1]:+.3g}] "
                      f"({trend.kind}); Spearman over layer medians {trend.layer_spearman['rho']:.2f}")
     if learned is not None:
-        lines.append(f"  depth, trained - init: {learned.slope:+.3g} oct/layer [{learned.slope_ci[0]:+.3g}, "
-                     f"{learned.slope_ci[1]:+.3g}] ({learned.kind}, paired by filter)"
-                     + ("" if per_seed is None or not np.isfinite(per_seed["t"].get("across seeds", np.nan)) else
-                        "; over seeds t({df:.0f}) = {t:.2f}, p = {pvalue:.2g}".format(**per_seed.loc["across seeds"])))
+        line = (f"  depth, trained - init: {learned.slope:+.3g} oct/layer [{learned.slope_ci[0]:+.3g}, "
+                f"{learned.slope_ci[1]:+.3g}] ({learned.kind}, paired by filter)")
+        across = per_seed.loc["across seeds"] if "across seeds" in per_seed.index else None
+        if across is not None and np.isfinite(across["t"]):
+            line += f"; over seeds t({across['df']:.0f}) = {across['t']:.2f}, p = {across['pvalue']:.2g}"
+        lines.append(line)
     return report, figures, lines
